@@ -1,0 +1,48 @@
+"""The base class every built-in loss derives from: validation once, float32, shared preparation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lossbench.losses.functional import Prepared, check_inputs
+
+
+class SegmentationLoss(nn.Module):
+    """A segmentation loss with the lossbench call contract; subclasses write only :meth:`compute`.
+
+    ``forward(logits, target)``:
+
+    * ``logits``: ``[B, C, *spatial]`` raw scores (``C == 1``: binary, sigmoid; ``C >= 2``: softmax).
+    * ``target``: ``[B, *spatial]`` integer class ids in ``[0, C)`` (binary: ``{0, 1}``) or ``ignore_index``.
+    * returns a float32 scalar, also under bf16/fp16 autocast; ignored pixels contribute nothing to
+      the value or the gradient; with every pixel ignored the result is a zero still connected to
+      the graph. Bad input raises ``ValueError`` naming the problem.
+
+    Args:
+        num_classes: number of classes ``C`` (1 for binary).
+        ignore_index: label of pixels to ignore, or ``None``.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+
+    @property
+    def num_labels(self) -> int:
+        """Distinct labels in a target: 2 for binary, else ``num_classes``."""
+        return 2 if self.num_classes == 1 else self.num_classes
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        check_inputs(logits, target, self.num_classes, self.ignore_index)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            prep = Prepared(logits, target, self.ignore_index)
+            return self.compute(prep) * prep.any_valid
+
+    def compute(self, prep: Prepared) -> Tensor:
+        """The loss value from the prepared tensors (float32); must be finite when nothing is valid."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, ignore_index={self.ignore_index}"

@@ -1,0 +1,180 @@
+"""Per-pixel losses: cross-entropy, class-weighted cross-entropy, Focal, and online hard example mining."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lossbench.losses.base import SegmentationLoss
+from lossbench.losses.functional import Prepared, as_label_vector, focal_term, pixel_mean, weights_per_pixel
+from lossbench.losses.registry import register_loss
+
+
+@register_loss("ce", description="cross-entropy (binary: BCE with logits), optional class weights")
+class CrossEntropyLoss(SegmentationLoss):
+    """Cross-entropy: mean over valid pixels of ``−log p_y``; binary (C = 1): BCE with logits.
+
+    With ``weight``, the weighted mean ``Σ w_y·(−log p_y) / Σ w_y`` (as ``torch.nn.CrossEntropyLoss``).
+
+    Args:
+        num_classes: ``C`` (1 = binary).
+        weight: one weight per label (``C`` entries; 2 for binary: negative, positive), or ``None``.
+        ignore_index: label to ignore, or ``None``.
+    """
+
+    def __init__(self, num_classes: int, weight: Sequence[float] | None = None, ignore_index: int | None = None):
+        super().__init__(num_classes, ignore_index)
+        self.register_buffer("weight", as_label_vector(weight, self.num_labels, "weight"), persistent=False)
+
+    def pixel_losses(self, prep: Prepared) -> Tensor:
+        """``[B, N]`` per-pixel ``−log p_y``."""
+        return -prep.log_pt
+
+    def compute(self, prep: Prepared) -> Tensor:
+        return pixel_mean(self.pixel_losses(prep), prep, weights_per_pixel(self.weight, prep))
+
+
+def inverse_frequency_weights(class_frequencies: Sequence[float] | Tensor, num_labels: int) -> Tensor:
+    """``w_c = (N − N_c) / N`` from per-class pixel counts (or fractions) ``N_c`` of the training set."""
+    f = as_label_vector(class_frequencies, num_labels, "class_frequencies")
+    if f.sum() <= 0:
+        raise ValueError("class_frequencies sum to zero; pass pixel counts or fractions per class")
+    return 1.0 - f / f.sum()
+
+
+@register_loss("weighted_ce", description="cross-entropy weighted by w_c = (N − N_c)/N from class frequencies")
+class WeightedCrossEntropyLoss(CrossEntropyLoss):
+    """Class-weighted cross-entropy: ``Σ w_y·(−log p_y) / Σ w_y`` with ``w_c = (N − N_c) / N``.
+
+    ``N_c`` is the number of pixels of class ``c`` in the training set and ``N`` all its pixels, so
+    rare classes weigh close to 1 and a dominant background little. Binary: BCE with the weights of
+    the negative and positive label.
+
+    Args:
+        num_classes: ``C`` (1 = binary).
+        class_frequencies: pixel counts or fractions per label (``C`` entries, 2 for binary); the
+            harness passes those of the training split.
+        weight: explicit per-label weights instead (they win if both are given).
+        ignore_index: label to ignore, or ``None``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_frequencies: Sequence[float] | None = None,
+        weight: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+    ):
+        labels = 2 if num_classes == 1 else num_classes
+        if weight is None:
+            if class_frequencies is None:
+                raise ValueError(
+                    "loss 'weighted_ce' needs class_frequencies (pixel counts per class of the training set) "
+                    "or an explicit weight"
+                )
+            weight = inverse_frequency_weights(class_frequencies, labels)
+        super().__init__(num_classes, weight=weight, ignore_index=ignore_index)
+
+
+@register_loss("focal", description="Focal loss −α_t(1−p_t)^γ log p_t, per pixel (Lin et al. 2017)")
+class FocalLoss(SegmentationLoss):
+    """Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
+
+    ``mean over valid pixels of −α_t (1 − p_t)^γ log p_t``, ``p_t`` the probability of each pixel's
+    own true class (computed per pixel, never from a batch mean).
+
+    Args:
+        num_classes: ``C`` (1 = binary).
+        gamma: focusing parameter γ ≥ 0 (0 gives (α-weighted) cross-entropy).
+        alpha: binary: weight α of positives, ``1 − α`` of negatives (RetinaNet's best: γ = 2, α = 0.25);
+            multi-class: one weight per class. ``None`` disables it; ``"auto"`` (default) is 0.25 for
+            binary and ``None`` for multi-class.
+        ignore_index: label to ignore, or ``None``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        gamma: float = 2.0,
+        alpha: float | Sequence[float] | str | None = "auto",
+        ignore_index: int | None = None,
+    ):
+        super().__init__(num_classes, ignore_index)
+        if gamma < 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+        if isinstance(alpha, str):
+            if alpha != "auto":
+                raise ValueError(f"focal alpha must be a number, a per-class list, None or 'auto', got {alpha!r}")
+            alpha = 0.25 if num_classes == 1 else None
+        if num_classes == 1 and alpha is not None:
+            if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"binary focal alpha must be a number in [0, 1] or None, got {alpha!r}")
+            self.alpha: float | Tensor | None = float(alpha)
+        elif alpha is not None:
+            if isinstance(alpha, (int, float)):
+                raise ValueError(
+                    f"multi-class focal alpha must be None or a list of {num_classes} per-class weights, got {alpha!r}"
+                )
+            self.alpha = as_label_vector(alpha, num_classes, "focal alpha")
+        else:
+            self.alpha = None
+
+    def pixel_losses(self, prep: Prepared) -> Tensor:
+        return focal_term(prep, self.gamma, self.alpha)
+
+    def compute(self, prep: Prepared) -> Tensor:
+        return pixel_mean(self.pixel_losses(prep), prep)
+
+
+_OHEM_BASES = {"ce": CrossEntropyLoss, "focal": FocalLoss}
+
+
+@register_loss("ohem", description="online hard example mining: mean of the hardest keep_ratio of pixels")
+class OhemLoss(SegmentationLoss):
+    """Online hard example mining (Shrivastava et al., CVPR 2016, as used for segmentation).
+
+    Computes a per-pixel base loss, keeps the ``k = clamp(ceil(keep_ratio · n_valid), min_kept, n_valid)``
+    largest values over the valid pixels of the batch and returns their mean.
+
+    Args:
+        num_classes: ``C`` (1 = binary).
+        base: per-pixel loss, ``"ce"`` or ``"focal"`` (with its defaults).
+        keep_ratio: fraction of valid pixels kept, in ``(0, 1]``.
+        min_kept: keep at least this many pixels (when there are that many).
+        ignore_index: label to ignore, or ``None``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        base: str = "ce",
+        keep_ratio: float = 0.25,
+        min_kept: int = 1,
+        ignore_index: int | None = None,
+    ):
+        super().__init__(num_classes, ignore_index)
+        if base not in _OHEM_BASES:
+            raise ValueError(f"ohem base must be one of {sorted(_OHEM_BASES)}, got {base!r}")
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"ohem keep_ratio must be in (0, 1], got {keep_ratio}")
+        if min_kept < 0:
+            raise ValueError(f"ohem min_kept must be >= 0, got {min_kept}")
+        self.base = _OHEM_BASES[base](num_classes, ignore_index=ignore_index)
+        self.keep_ratio = float(keep_ratio)
+        self.min_kept = int(min_kept)
+
+    def compute(self, prep: Prepared) -> Tensor:
+        losses = self.base.pixel_losses(prep).flatten()
+        valid = prep.mask.flatten()
+        n_valid = prep.num_valid
+        k = torch.clamp(torch.ceil(n_valid * self.keep_ratio - 1e-6), min=self.min_kept)
+        k = torch.minimum(k, n_valid)
+        ranked, _ = torch.sort(torch.where(valid > 0, losses, torch.full_like(losses, -1.0)), descending=True)
+        kept = (torch.arange(ranked.numel(), device=ranked.device) < k).float()
+        return (ranked.clamp_min(0) * kept).sum() / k.clamp_min(1.0)
+
+
+__all__ = ["CrossEntropyLoss", "WeightedCrossEntropyLoss", "FocalLoss", "OhemLoss", "inverse_frequency_weights"]
