@@ -1,0 +1,174 @@
+"""``LossbenchModule``: one LightningModule for every loss — an smp model, any registered loss, metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import segmentation_models_pytorch as smp
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from lossbench.losses import build_loss, get_loss_spec
+from lossbench.metrics import confusion_matrix_metric, flat_scalars, per_class_metrics
+
+
+class WallClock(Callback):
+    """Wall time of a run (training and testing), carried across resumes in the checkpoint."""
+
+    def __init__(self) -> None:
+        self.before, self.start = 0.0, time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed": self.elapsed}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.before, self.start = float(state_dict["elapsed"]), time.perf_counter()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def build_model(model_cfg: dict[str, Any], in_channels: int, num_classes: int) -> torch.nn.Module:
+    """An segmentation-models-pytorch model; never downloads weights (``encoder_weights=None``)."""
+    try:
+        return smp.create_model(
+            arch=model_cfg["arch"],
+            encoder_name=model_cfg["encoder"],
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=num_classes,
+            **(model_cfg.get("kwargs") or {}),
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"cannot build model arch={model_cfg['arch']!r} encoder={model_cfg['encoder']!r}: {e}") from None
+
+
+class LossbenchModule(L.LightningModule):
+    """Trains an smp model with one registered loss and measures per-class metrics.
+
+    Args:
+        model_cfg: ``{"arch", "encoder", "kwargs"}`` for ``smp.create_model``.
+        loss_name: registry name of the loss; ``loss_params`` its parameters.
+        class_names: one name per class (``C >= 2``; the model has ``C`` output channels).
+        ignore_index: mask value excluded from loss and metrics.
+        in_channels: image channels.
+        class_frequencies: training-split pixel counts per class, handed to losses that take them.
+        lr, weight_decay: AdamW settings; the learning rate follows a per-step cosine schedule to 0.
+    """
+
+    def __init__(
+        self,
+        model_cfg: dict[str, Any],
+        loss_name: str,
+        loss_params: dict[str, Any],
+        class_names: list[str],
+        ignore_index: int | None,
+        in_channels: int,
+        class_frequencies: list[int],
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        num_classes = len(self.class_names)
+        self.model = build_model(model_cfg, in_channels, num_classes)
+        params = dict(loss_params)
+        if get_loss_spec(loss_name).uses_class_frequencies and "class_frequencies" not in params:
+            params["class_frequencies"] = list(class_frequencies)
+        self.loss = build_loss(loss_name, num_classes=num_classes, ignore_index=ignore_index, **params)
+        self.val_cm = confusion_matrix_metric(num_classes, ignore_index)
+        self.test_cm = confusion_matrix_metric(num_classes, ignore_index)
+        self.history: list[dict[str, float]] = []  # one row per epoch; saved in checkpoints
+        self.test_result: dict[str, Any] | None = None
+        self._train_loss_sum = torch.zeros(())
+        self._train_batches = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    # --- training -----------------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.loss(self(x), y)
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # every rank stops together, none waits forever
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(
+                f"loss {self.hparams.loss_name!r} became {loss.item()} at epoch {self.current_epoch}, "
+                f"step {self.global_step}"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
+        self._train_loss_sum = self._train_loss_sum.to(loss.device) + loss.detach()
+        self._train_batches += 1
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum = torch.zeros((), device=self.device)
+        self._train_batches = 0
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], cm, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        cm.update(logits.argmax(1), y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_cm, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_cm, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        result = per_class_metrics(self.val_cm.compute(), self.class_names)
+        self.val_cm.reset()
+        self.log_dict(flat_scalars(result, "val"), sync_dist=False)  # already synced by torchmetrics
+        if self.trainer.sanity_checking:
+            return
+        train_loss = self._train_loss_sum.item() / max(self._train_batches, 1)
+        if self.trainer.world_size > 1:
+            train_loss = float(self.trainer.strategy.reduce(torch.tensor(train_loss, device=self.device), reduce_op="mean"))
+        val_loss = self.trainer.callback_metrics.get("val/loss")
+        self.history.append(
+            {
+                "epoch": self.current_epoch + 1,
+                "train_loss": train_loss if self._train_batches else math.nan,
+                "val_loss": float(val_loss) if val_loss is not None else math.nan,
+                "val_miou": result["miou"],
+                **{f"val_iou/{k}": v["iou"] for k, v in result["per_class"].items()},
+            }
+        )
+
+    def on_test_epoch_end(self) -> None:
+        result = per_class_metrics(self.test_cm.compute(), self.class_names)
+        self.test_cm.reset()
+        self.log_dict(flat_scalars(result, "test"), sync_dist=False)
+        self.test_result = result
+
+    # --- optimisation and checkpoints ---------------------------------------------------------
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lossbench_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("lossbench_history", []))
