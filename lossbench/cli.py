@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated seeds (default: the config's seeds)")
     p.add_argument("--out", default=None, help="where runs go (default runs/<suite>); may be shared by several machines")
     p.add_argument("--report", default=None, help="where the report goes (default reports/<suite>)")
+    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: the config's jobs, else 1)")
+    p.add_argument("--retry-failed", action="store_true", help="train failed runs again, from scratch")
+    p.add_argument("--no-wandb", action="store_true", help="do not log the summary table to W&B")
 
     p = sub.add_parser("report", help="write the comparison report from the runs in --out")
     p.add_argument("--out", required=True, help="the runs folder of a suite")

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "plugins": [],  # modules (importable names or .py paths) that register extra losses
     "losses": [],  # names, or {name: ..., params: {...}, label: ...}
     "seeds": [0],
+    "jobs": 1,  # runs trained at once by `lossbench compare` (CPU: each gets cores/jobs threads)
     "data": {
         "kind": "synthetic",  # "synthetic" or "folder"
         "seed": 0,  # data generation seed; the same for every run of a suite

@@ -96,16 +96,23 @@ def train_run(run_cfg: dict[str, Any], run_dir: str | Path, progress: bool = Tru
     if done and done.get("status") == "ok" and done.get("config_hash") == config_hash(run_cfg):
         return done
     rank0 = global_rank() == 0
+    attempt = {"attempts": int((done or {}).get("attempts", 0)) + 1}
+    last = run_dir / LAST_CKPT
+    if last.exists():
+        import torch
+
+        attempt["resumed_after_epoch"] = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
     if rank0:
         write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(run_cfg, sort_keys=False))
-        write_json_atomic(run_dir / METRICS_FILE, _record(run_cfg, "running", started_at=time.time()))
+        write_json_atomic(run_dir / METRICS_FILE, _record(run_cfg, "running", started_at=time.time(), **attempt))
     try:
-        record = _train(run_cfg, run_dir, progress)
+        record = _train(run_cfg, run_dir, progress) | attempt
     except BaseException as e:
         if rank0:
             failed = _record(
                 run_cfg,
                 "failed",
+                **attempt,
                 error=f"{type(e).__name__}: {e}",
                 traceback=traceback.format_exc(limit=20),
             )
