@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,6 +33,26 @@ class WallClock(Callback):
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.before, self.start = float(state_dict["elapsed"]), time.perf_counter()
+
+
+class LastCheckpoint(Callback):
+    """Writes ``last.ckpt`` after every training epoch (validation included), atomically.
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes only when training ends,
+    and writes in place; here a kill at any moment leaves the previous complete checkpoint, from
+    which the run resumes.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes, then all meet at a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
 
 class NonFiniteLossError(FloatingPointError):

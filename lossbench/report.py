@@ -165,7 +165,7 @@ def _leaderboard_md(lb: pd.DataFrame, sort_by: str, rare: str) -> str:
                 f"**{r.wall_s:.0f}**" if r.wall_s == fastest else f"{r.wall_s:.0f}",
             ]
         )
-    header = ["#", "loss", "mean IoU", f"{rare} IoU", f"{rare} sensitivity", "seeds", "s/run"]
+    header = ["#", "loss", "mean IoU", f"{rare} IoU", f"{rare} sensitivity", "seeds", "train+test s/run"]
     return _md_table(header, rows)
 
 
@@ -284,7 +284,8 @@ def _config_md(cfg: dict[str, Any] | None, records: list[dict[str, Any]]) -> str
     d, m, t, o = cfg["data"], cfg["model"], cfg["trainer"], cfg["optim"]
     freqs = next((r["class_frequencies"] for r in records if r.get("class_frequencies")), None)
     classes = next((r["classes"] for r in records if r.get("classes")), None)
-    lines = [f"- suite `{cfg['suite']}`; seeds {cfg['seeds']}"]
+    seeds = sorted({r["seed"] for r in records})
+    lines = [f"- suite `{cfg['suite']}`; seeds {seeds}"]
     if d["kind"] == "synthetic":
         lines.append(
             f"- data: synthetic, {d['image_size']}×{d['image_size']}, {d['num_train']} train / {d['num_val']} val / "
@@ -398,7 +399,8 @@ def log_summary_to_wandb(df: pd.DataFrame, lb: pd.DataFrame, cfg: dict[str, Any]
         entity=w.get("entity"),
         group=cfg["suite"],
         name=f"{cfg['suite']}-summary",
-        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg['suite']}-summary-{int(__import__('time').time())}"),
+        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg['suite']}-summary"),
+        resume="allow",
         job_type="report",
         dir=str(out),
         mode=wandb_mode(w),

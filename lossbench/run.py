@@ -3,7 +3,7 @@
 A run directory holds::
 
     config.yaml        the resolved config of this run
-    checkpoints/       last.ckpt, written every epoch (an interrupted run resumes from it)
+    checkpoints/       last.ckpt, written atomically after every epoch (an interrupted run resumes from it)
     metrics.json       status, per-class test metrics, mean IoU, learning curves, epochs, wall time
     wandb/             the W&B run (offline unless W&B is configured) — a sink, never read back
 
@@ -19,6 +19,7 @@ import platform
 import re
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def train_run(run_cfg: dict[str, Any], run_dir: str | Path, progress: bool = Tru
     if last.exists():
         import torch
 
-        attempt["resumed_after_epoch"] = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        attempt["resumed_after_epoch"] = len(ckpt.get("lossbench_history", []))  # epochs completed
     if rank0:
         write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(run_cfg, sort_keys=False))
         write_json_atomic(run_dir / METRICS_FILE, _record(run_cfg, "running", started_at=time.time(), **attempt))
@@ -123,20 +125,37 @@ def train_run(run_cfg: dict[str, Any], run_dir: str | Path, progress: bool = Tru
     return record
 
 
-def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Any]:
+@dataclass
+class Components:
+    """What one run is made of; built by :func:`build_components`, used by training and the benchmark."""
+
+    trainer: Any
+    module: Any
+    datamodule: Any
+    bundle: Any
+    clock: Any
+    precision: str
+
+
+def _datamodule(run_cfg: dict[str, Any], bundle: Any) -> Any:
+    from lossbench.data import SegmentationDataModule
+
+    d = run_cfg["data"]
+    return SegmentationDataModule(bundle, d["batch_size"], d["eval_batch_size"], d["num_workers"], run_cfg["seed"])
+
+
+def build_components(run_cfg: dict[str, Any], run_dir: Path, progress: bool = True, callbacks: list | None = None) -> Components:
+    """Data, module, W&B logger, checkpointing and Trainer of one run, exactly as ``lossbench train`` uses them."""
     import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import WandbLogger
 
-    from lossbench.data import SegmentationDataModule, load_data
-    from lossbench.module import LossbenchModule, WallClock
+    from lossbench.data import load_data
+    from lossbench.module import LastCheckpoint, LossbenchModule, WallClock
     from lossbench.plugins import load_plugins
 
     load_plugins(run_cfg.get("plugins") or [])
     L.seed_everything(run_cfg["seed"], workers=True, verbose=False)
-    data_cfg = run_cfg["data"]
-    bundle = load_data(data_cfg)
+    bundle = load_data(run_cfg["data"])
     module = LossbenchModule(
         model_cfg=run_cfg["model"],
         loss_name=run_cfg["loss"]["name"],
@@ -147,9 +166,6 @@ def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, 
         class_frequencies=bundle.class_frequencies,
         lr=run_cfg["optim"]["lr"],
         weight_decay=run_cfg["optim"]["weight_decay"],
-    )
-    datamodule = SegmentationDataModule(
-        bundle, data_cfg["batch_size"], data_cfg["eval_batch_size"], data_cfg["num_workers"], run_cfg["seed"]
     )
     wandb_cfg = run_cfg["wandb"]
     run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_cfg['suite']}-{run_dir.parent.name}-{run_dir.name}")[:120]
@@ -166,7 +182,7 @@ def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, 
         config=run_cfg,
         job_type="train",
     )
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+    checkpoint = LastCheckpoint(run_dir / LAST_CKPT)
     clock = WallClock()
     trainer_cfg = dict(run_cfg["trainer"])
     trainer_cfg["precision"] = resolve_precision(trainer_cfg)
@@ -174,11 +190,19 @@ def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, 
     trainer = L.Trainer(
         **trainer_cfg,
         logger=logger,
-        callbacks=[checkpoint, clock],
+        callbacks=[checkpoint, clock, *(callbacks or [])],
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
+    return Components(trainer, module, _datamodule(run_cfg, bundle), bundle, clock, trainer_cfg["precision"])
+
+
+def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Any]:
+    import torch
+
+    parts = build_components(run_cfg, run_dir, progress)
+    trainer, module, datamodule, bundle, clock = parts.trainer, parts.module, parts.datamodule, parts.bundle, parts.clock
     last = run_dir / LAST_CKPT
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
@@ -199,7 +223,7 @@ def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, 
         steps=trainer.global_step,
         wall_s=round(clock.elapsed, 2),
         world_size=trainer.world_size,
-        precision=trainer_cfg["precision"],
+        precision=parts.precision,
         device=str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else platform.processor() or "cpu",
         finished_at=time.time(),
     )
@@ -212,7 +236,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = Non
     """
     import lightning as L
 
-    from lossbench.data import SegmentationDataModule, load_data
+    from lossbench.data import load_data
     from lossbench.module import LossbenchModule
     from lossbench.plugins import load_plugins
 
@@ -221,10 +245,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = Non
     load_plugins(run_cfg.get("plugins") or [])
     bundle = load_data(run_cfg["data"])
     module = LossbenchModule.load_from_checkpoint(str(checkpoint or run_dir / LAST_CKPT), map_location="cpu")
-    data_cfg = run_cfg["data"]
-    datamodule = SegmentationDataModule(
-        bundle, data_cfg["batch_size"], data_cfg["eval_batch_size"], data_cfg["num_workers"], run_cfg["seed"]
-    )
+    datamodule = _datamodule(run_cfg, bundle)
     settings = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False}
     trainer = L.Trainer(**(settings | trainer_overrides), use_distributed_sampler=False, enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)

@@ -81,6 +81,10 @@ def plan_runs(cfg: dict[str, Any], out: Path, losses: list[str] | None = None, s
     return runs
 
 
+def _say(message: str) -> None:
+    print(message, flush=True)  # progress must show even when stdout is a file or a pipe
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -103,7 +107,7 @@ def run_suite(
     seeds: list[int] | None = None,
     jobs: int | None = None,
     retry_failed: bool = False,
-    log=print,
+    log=_say,
 ) -> list[PlannedRun]:
     """Train every run of the suite that has not finished; return the planned runs."""
     from lossbench.plugins import load_plugins
