@@ -126,6 +126,21 @@ def test_ignored_pixels_change_neither_value_nor_gradient(name, c):
     assert torch.all(g1[ignored] == 0)
 
 
+@all_losses
+@both_modes
+def test_the_no_ignored_pixel_fast_path_equals_the_masked_path(name, c):
+    from lossbench.losses.functional import Prepared
+
+    logits, target = batch(c, ignore_frac=0.0)
+    loss = make(name, c)
+    fast, fast_grad = value_and_grad(loss, logits, target)  # check_inputs finds nothing ignored
+    x = logits.clone().requires_grad_(True)
+    masked = loss.compute(Prepared(x, target, IGNORE, all_valid=False))  # every mask product taken
+    masked.backward()
+    assert fast.item() == pytest.approx(masked.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(fast_grad, x.grad, rtol=1e-4, atol=1e-7)
+
+
 def perfect_logits(target: torch.Tensor, c: int, margin: float = 12.0) -> torch.Tensor:
     t = target.clamp(0, max(c, 2) - 1)
     if c == 1:

@@ -35,10 +35,11 @@ class SegmentationLoss(nn.Module):
         return 2 if self.num_classes == 1 else self.num_classes
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        check_inputs(logits, target, self.num_classes, self.ignore_index)
+        all_valid = check_inputs(logits, target, self.num_classes, self.ignore_index)
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            prep = Prepared(logits, target, self.ignore_index)
-            return self.compute(prep) * prep.any_valid
+            prep = Prepared(logits, target, self.ignore_index, all_valid)
+            value = self.compute(prep)
+            return value if all_valid else value * prep.any_valid
 
     def compute(self, prep: Prepared) -> Tensor:
         """The loss value from the prepared tensors (float32); must be finite when nothing is valid."""

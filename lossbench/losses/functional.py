@@ -34,8 +34,11 @@ POW_FLOOR = 1e-12
 """Floor of a base raised to a power below one, whose gradient at zero would be infinite."""
 
 
-def check_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> None:
+def check_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> bool:
     """Raise a ``ValueError`` naming the problem if ``logits``/``target`` break the call contract.
+
+    Returns True when no pixel is ignored (every label is a class id), which lets the losses skip
+    masking. One pass over the labels (and one device sync) in that common case, two otherwise.
 
     Args:
         logits: ``[B, C, *spatial]`` raw scores, floating point.
@@ -70,10 +73,12 @@ def check_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_index:
         )
     n_labels = 2 if num_classes == 1 else num_classes
     if target.numel() == 0:
-        return
-    valid = target if ignore_index is None else target.masked_fill(target == ignore_index, 0)
-    lo, hi = torch.aminmax(valid)
-    lo, hi = int(lo), int(hi)  # one device sync, for both bounds
+        return True
+    lo, hi = (int(v) for v in torch.aminmax(target))  # one device sync, for both bounds
+    if 0 <= lo and hi < n_labels:
+        return True  # every label is a class id: nothing is ignored
+    if ignore_index is not None:
+        lo, hi = (int(v) for v in torch.aminmax(target.masked_fill(target == ignore_index, 0)))
     if lo < 0 or hi >= n_labels:
         bad = hi if hi >= n_labels else lo
         allowed = "0 or 1 (binary, num_classes=1)" if num_classes == 1 else f"in [0, {num_classes})"
@@ -81,6 +86,7 @@ def check_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_index:
             f"target has label {bad} but labels must be {allowed} "
             f"(num_classes={num_classes}, ignore_index={ignore_index})"
         )
+    return False
 
 
 class Prepared:
@@ -88,23 +94,35 @@ class Prepared:
 
     Attributes:
         logits: ``[B, K, N]`` float32 raw scores (``K = 1`` binary, else ``K = C``).
-        labels: ``[B, N]`` int64 class ids, ignored pixels set to 0 (always read through ``mask``).
-        mask: ``[B, N]`` float32, 1 on valid pixels, 0 on ignored ones.
+        target: ``[B, N]`` int64 labels as given (ignored pixels keep ``ignore_index``).
+        ignore_index: the label of ignored pixels, or ``None``.
+        all_valid: True when no pixel is ignored; losses may then skip every mask product.
         binary: True when ``C == 1``.
     """
 
-    def __init__(self, logits: Tensor, target: Tensor, ignore_index: int | None = None):
+    def __init__(self, logits: Tensor, target: Tensor, ignore_index: int | None = None, all_valid: bool | None = None):
         b, c = logits.shape[:2]
         self.binary = c == 1
         self.logits = logits.float().reshape(b, c, -1)
-        labels = target.reshape(b, -1).long()
-        if ignore_index is None:
-            self.mask = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
-        else:
-            valid = labels != ignore_index
-            self.mask = valid.float()
-            labels = labels * valid
-        self.labels = labels
+        self.target = target.reshape(b, -1).long()
+        self.ignore_index = ignore_index
+        if all_valid is None:
+            all_valid = ignore_index is None or not bool((self.target == ignore_index).any())
+        self.all_valid = all_valid
+
+    @cached_property
+    def mask(self) -> Tensor:
+        """``[B, N]`` float32, 1 on valid pixels, 0 on ignored ones."""
+        if self.all_valid:
+            return torch.ones(self.target.shape, dtype=torch.float32, device=self.target.device)
+        return (self.target != self.ignore_index).float()
+
+    @cached_property
+    def labels(self) -> Tensor:
+        """``[B, N]`` int64 class ids with ignored pixels set to 0 (always read through ``mask``)."""
+        if self.all_valid:
+            return self.target
+        return self.target.masked_fill(self.target == self.ignore_index, 0)
 
     @property
     def num_labels(self) -> int:
@@ -114,6 +132,8 @@ class Prepared:
     @cached_property
     def num_valid(self) -> Tensor:
         """Scalar: how many pixels are not ignored."""
+        if self.all_valid:
+            return torch.tensor(float(self.target.numel()), device=self.target.device)
         return self.mask.sum()
 
     @cached_property
@@ -132,9 +152,10 @@ class Prepared:
     def onehot(self) -> Tensor:
         """``[B, K, N]`` float target ``g``: the label itself (binary) or its one-hot code; 0 if ignored."""
         if self.binary:
-            return (self.labels.float() * self.mask).unsqueeze(1)
-        g = F.one_hot(self.labels, self.logits.shape[1]).permute(0, 2, 1).float()
-        return g * self.mask.unsqueeze(1)
+            g = self.labels.float() if self.all_valid else self.labels.float() * self.mask
+            return g.unsqueeze(1)
+        g = torch.zeros_like(self.logits).scatter_(1, self.labels.unsqueeze(1), 1.0)
+        return g if self.all_valid else g * self.mask.unsqueeze(1)
 
     @cached_property
     def log_pt(self) -> Tensor:
@@ -142,7 +163,7 @@ class Prepared:
         if self.binary:
             z = self.logits[:, 0]
             return F.logsigmoid(torch.where(self.labels.bool(), z, -z))
-        return torch.log_softmax(self.logits, dim=1).gather(1, self.labels.unsqueeze(1)).squeeze(1)
+        return -F.cross_entropy(self.logits, self.labels, reduction="none")  # log_softmax + gather, one kernel
 
     def log_p_pair(self) -> tuple[Tensor, Tensor]:
         """``(log p, log(1 − p))``, each ``[B, K, N]``: per channel, for one-vs-rest binary terms.
@@ -162,14 +183,31 @@ def log1mexp(x: Tensor) -> Tensor:
 
 
 def soft_stats(prep: Prepared, per_image: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """Soft ``(TP, FP, FN)`` per class over valid pixels: each ``[K]``, or ``[B, K]`` per image."""
-    dims = (2,) if per_image else (0, 2)
-    pm = prep.probs * prep.mask.unsqueeze(1)
-    g = prep.onehot
-    tp = (pm * g).sum(dims)
-    fp = pm.sum(dims) - tp
-    fn = g.sum(dims) - tp
-    return tp, fp, fn
+    """Soft ``(TP, FP, FN)`` per class over valid pixels: each ``[K]``, or ``[B, K]`` per image.
+
+    No one-hot target is formed: ``TP_c`` adds each valid pixel's own-class probability into its
+    class's bin, ``Σ g_c`` is a bincount, and the mask products are skipped when nothing is ignored.
+    """
+    p = prep.probs
+    b, k, _ = p.shape
+    if not prep.all_valid:
+        p = p * prep.mask.unsqueeze(1)
+    if prep.binary:
+        g = prep.onehot[:, 0]
+        dims = (1,) if per_image else (0, 1)
+        tp, psum, gsum = ((p[:, 0] * g).sum(dims), p[:, 0].sum(dims), g.sum(dims))
+        return tuple(t.unsqueeze(-1) for t in (tp, psum - tp, gsum - tp))  # type: ignore[return-value]
+    labels = prep.labels
+    p_own = p.gather(1, labels.unsqueeze(1)).squeeze(1)  # [B, N], 0 on ignored pixels
+    bins = labels + (torch.arange(b, device=p.device) * k).unsqueeze(1) if per_image else labels
+    size = b * k if per_image else k
+    tp = torch.zeros(size, device=p.device, dtype=p.dtype).index_add(0, bins.flatten(), p_own.flatten())
+    weights = None if prep.all_valid else prep.mask.flatten()
+    gsum = torch.bincount(bins.flatten(), weights=weights, minlength=size).to(p.dtype)
+    psum = p.sum(2) if per_image else p.sum((0, 2))
+    if per_image:
+        tp, gsum = tp.view(b, k), gsum.view(b, k)
+    return tp, psum - tp, gsum - tp
 
 
 def pixel_mean(values: Tensor, prep: Prepared, weight: Tensor | None = None) -> Tensor:
@@ -178,7 +216,11 @@ def pixel_mean(values: Tensor, prep: Prepared, weight: Tensor | None = None) -> 
     ``weight`` is per pixel (``[B, N]``): the result is ``Σ m·w·v / Σ m·w``. With no valid pixel
     the result is a zero that stays connected to ``values``.
     """
-    w = prep.mask if weight is None else prep.mask * weight
+    if weight is None:
+        if prep.all_valid:
+            return values.mean()
+        return (prep.mask * values).sum() / prep.num_valid.clamp_min(1.0)
+    w = weight if prep.all_valid else prep.mask * weight
     return (w * values).sum() / w.sum().clamp_min(EPS)
 
 
@@ -219,34 +261,44 @@ def focal_term(prep: Prepared, gamma: float, alpha: float | Tensor | None) -> Te
     return loss * (alpha * g + (1.0 - alpha) * (1.0 - g))
 
 
+@torch.no_grad()
 def lovasz_grad(g_sorted: Tensor) -> Tensor:
     """Gradient of the Lovász extension of the Jaccard loss along the last dim (Berman et al. 2018).
 
     With ``G = Σ g``, ``I_i = G − cumsum(g)_i``, ``U_i = G + cumsum(1 − g)_i`` and
-    ``J_i = 1 − I_i / U_i``, returns ``J_0, J_1 − J_0, J_2 − J_1, ...``.
+    ``J_i = 1 − I_i / U_i``, returns ``J_0, J_1 − J_0, J_2 − J_1, ...``. It depends on the labels
+    only, so no gradient flows through it; it is computed in place with a single cumsum.
     """
-    total = g_sorted.sum(-1, keepdim=True)
-    intersection = total - g_sorted.cumsum(-1)
-    union = total + (1.0 - g_sorted).cumsum(-1)
-    jaccard = 1.0 - intersection / union.clamp_min(EPS)
-    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
+    cum_g = g_sorted.cumsum(-1)
+    total = cum_g[..., -1:].clone()
+    rank = torch.arange(1, g_sorted.shape[-1] + 1, device=g_sorted.device, dtype=g_sorted.dtype)
+    intersection = total - cum_g
+    union = cum_g.neg_().add_(total).add_(rank)  # G + cumsum(1 − g) = G + i − cumsum(g)
+    jaccard = intersection.div_(union.clamp_min_(EPS)).neg_().add_(1.0)
+    jaccard[..., 1:] = jaccard[..., 1:] - jaccard[..., :-1]
+    return jaccard
 
 
-def lovasz_rows(errors: Tensor, g: Tensor, valid: Tensor) -> Tensor:
+def lovasz_rows(errors: Tensor, g: Tensor, valid: Tensor | None, hinge: bool) -> Tensor:
     """Lovász extension of each row: ``dot(relu(errors sorted desc), lovasz_grad(g sorted alike))``.
 
     Args:
-        errors: ``[R, N]`` per-element errors (hinge margins or ``|g − p|``).
+        errors: ``[R, N]`` per-element errors (hinge margins, or ``|g − p|`` which are ≥ 0).
         g: ``[R, N]`` binary ground truth, 0 where not valid.
-        valid: ``[R, N]`` bool; invalid elements sort last and contribute nothing.
+        valid: ``[R, N]`` bool, or ``None`` when every element is valid; invalid elements sort last
+            and contribute nothing.
+        hinge: errors may be negative (``relu`` applies); False for ``|g − p|``.
 
     Returns:
         ``[R]`` loss per row. All rows are sorted in one call (vectorized over classes and images).
     """
-    keys = torch.where(valid, errors, torch.full_like(errors, -math.inf))
-    keys_sorted, perm = torch.sort(keys, dim=-1, descending=True)
+    if valid is not None:
+        errors = torch.where(valid, errors, torch.full_like(errors, -math.inf))
+    errors_sorted, perm = torch.sort(errors, dim=-1, descending=True)
     grad = lovasz_grad(torch.gather(g, -1, perm))
-    return (F.relu(keys_sorted) * grad).sum(-1)
+    if hinge or valid is not None:
+        errors_sorted = F.relu(errors_sorted)
+    return (errors_sorted * grad).sum(-1)
 
 
 def to_rows(x: Tensor, per_image: bool) -> Tensor:

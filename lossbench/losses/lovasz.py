@@ -16,9 +16,18 @@ from lossbench.losses.functional import Prepared, lovasz_rows, to_rows
 from lossbench.losses.registry import register_loss
 
 
-def _row_valid(prep: Prepared, per_image: bool) -> Tensor:
+def _row_valid(prep: Prepared, per_image: bool) -> Tensor | None:
+    """``[R, N]`` validity of each row element, or ``None`` when no pixel is ignored."""
+    if prep.all_valid:
+        return None
     k = prep.logits.shape[1]
     return to_rows(prep.mask.unsqueeze(1).expand(-1, k, -1), per_image) > 0
+
+
+def _row_has_valid(valid: Tensor | None, rows: int, prep: Prepared) -> Tensor:
+    if valid is None:
+        return torch.ones(rows, device=prep.logits.device)
+    return valid.any(-1).float()
 
 
 @register_loss("lovasz_hinge", description="Lovász hinge on the logits (one-vs-rest per class for C ≥ 2)")
@@ -42,8 +51,8 @@ class LovaszHingeLoss(SegmentationLoss):
         g = prep.onehot
         errors = 1.0 - prep.logits * (2.0 * g - 1.0)
         valid = _row_valid(prep, self.per_image)
-        losses = lovasz_rows(to_rows(errors, self.per_image), to_rows(g, self.per_image), valid)
-        keep = valid.any(-1).float()  # rows (image, class) with a valid pixel
+        losses = lovasz_rows(to_rows(errors, self.per_image), to_rows(g, self.per_image), valid, hinge=True)
+        keep = _row_has_valid(valid, losses.numel(), prep)  # rows (image, class) with a valid pixel
         return (losses * keep).sum() / keep.sum().clamp_min(1.0)
 
 
@@ -87,11 +96,11 @@ class LovaszSoftmaxLoss(SegmentationLoss):
         g = prep.onehot
         valid = _row_valid(prep, self.per_image)
         g_rows = to_rows(g, self.per_image)
-        losses = lovasz_rows(to_rows((g - prep.probs).abs(), self.per_image), g_rows, valid)
+        losses = lovasz_rows(to_rows((g - prep.probs).abs(), self.per_image), g_rows, valid, hinge=False)
         rows_per_class = losses.numel() // self.selected.numel()
         keep = self.selected.repeat(rows_per_class) if self.per_image else self.selected.clone()
         if self.classes == "present":
             keep = keep * (g_rows.sum(-1) > 0).float()
         else:
-            keep = keep * valid.any(-1).float()
+            keep = keep * _row_has_valid(valid, losses.numel(), prep)
         return (losses * keep).sum() / keep.sum().clamp_min(1.0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lossbench.losses.base import SegmentationLoss
-from lossbench.losses.functional import Prepared, as_label_vector, focal_term, pixel_mean, weights_per_pixel
+from lossbench.losses.functional import EPS, Prepared, as_label_vector, focal_term, pixel_mean, weights_per_pixel
 from lossbench.losses.registry import register_loss
 
 
@@ -33,7 +34,15 @@ class CrossEntropyLoss(SegmentationLoss):
         return -prep.log_pt
 
     def compute(self, prep: Prepared) -> Tensor:
-        return pixel_mean(self.pixel_losses(prep), prep, weights_per_pixel(self.weight, prep))
+        if prep.binary:
+            return pixel_mean(self.pixel_losses(prep), prep, weights_per_pixel(self.weight, prep))
+        ignore = prep.ignore_index if prep.ignore_index is not None else -100
+        if prep.all_valid:  # torch's own kernel computes exactly Σ w_y·(−log p_y) / Σ w_y
+            return F.cross_entropy(prep.logits, prep.target, weight=self.weight, ignore_index=ignore)
+        total = F.cross_entropy(prep.logits, prep.target, weight=self.weight, ignore_index=ignore, reduction="sum")
+        if self.weight is None:
+            return total / prep.num_valid.clamp_min(1.0)  # a connected 0 when everything is ignored
+        return total / (weights_per_pixel(self.weight, prep) * prep.mask).sum().clamp_min(EPS)
 
 
 def inverse_frequency_weights(class_frequencies: Sequence[float] | Tensor, num_labels: int) -> Tensor:
