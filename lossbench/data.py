@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 SYNTHETIC_CLASSES = ["background", "blob", "curve", "spot"]
 SPLITS = ("train", "val", "test")
-_GENERATOR_VERSION = 1  # bump when the generator changes, so caches are rebuilt
+_GENERATOR_VERSION = 2  # bump when the generator changes, so caches are rebuilt
 
 
 class ArrayDataset(Dataset):
@@ -109,12 +109,13 @@ def synthetic_sample(rng: np.random.Generator, size: int, imbalance: float, nois
         image = np.where(inside, image + 0.12 + stripes, image)
         mask[inside] = 1
 
-    for _ in range(rng.poisson(1.2 / imbalance)):  # curves: thin and darker
+    scale = size / 64  # counts grow with the image so that class shares do not depend on its size
+    for _ in range(rng.poisson(1.2 * scale / imbalance)):  # curves: thin and darker
         on = _curve_mask(rng, yy, xx, size)
         image = np.where(on, image - 0.2, image)
         mask[on] = 2
 
-    for _ in range(rng.poisson(2.4 / imbalance)):  # spots: tiny bright discs (r ≈ 1.3 px)
+    for _ in range(rng.poisson(2.4 * scale**2 / imbalance)):  # spots: tiny bright discs (r ≈ 1.3 px)
         cx, cy = rng.uniform(0.05, 0.95, size=2)
         on = (xx - cx) ** 2 + (yy - cy) ** 2 < (1.3 / size) ** 2
         image = np.where(on, image + 0.3, image)
