@@ -245,14 +245,48 @@ def weights_per_pixel(class_weights: Tensor | None, prep: Prepared) -> Tensor | 
     return class_weights.to(prep.logits.device, torch.float32)[prep.labels]
 
 
+class _SoftmaxFocal(torch.autograd.Function):
+    """Per-pixel ``−(1 − p_t)^γ log p_t`` of softmax logits ``[B, C, N]``, labels ``[B, N]`` → ``[B, N]``.
+
+    The backward is written out, ``∂ℓ/∂z_k = ℓ'(log p_t)·(δ_{k,y} − p_k)``, and recomputes the softmax
+    into the gradient buffer, so nothing of size ``[B, C, N]`` is kept between forward and backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, gamma: float) -> Tensor:
+        log_pt = -F.cross_entropy(logits, labels, reduction="none")
+        ctx.save_for_backward(logits, labels, log_pt)
+        ctx.gamma = gamma
+        return -_one_minus(log_pt, gamma).pow(gamma) * log_pt
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:
+        logits, labels, log_pt = ctx.saved_tensors
+        gamma = ctx.gamma
+        q = _one_minus(log_pt, gamma)
+        d_log_pt = -q.pow(gamma)  # dℓ/d log p_t = −q^γ + γ q^(γ−1) p_t log p_t
+        if gamma > 0:
+            d_log_pt = d_log_pt + gamma * q.pow(gamma - 1) * log_pt.exp() * log_pt
+        coef = (grad_out * d_log_pt).unsqueeze(1)
+        grad = torch.softmax(logits, dim=1).mul_(-coef)
+        return grad.scatter_add_(1, labels.unsqueeze(1), coef), None, None
+
+
+def _one_minus(log_pt: Tensor, gamma: float) -> Tensor:
+    """``1 − p_t``, floored when ``γ < 1`` (its power's slope at 0 would be infinite)."""
+    return (-torch.expm1(log_pt)).clamp_min(POW_FLOOR if gamma < 1 else 0.0)
+
+
 def focal_term(prep: Prepared, gamma: float, alpha: float | Tensor | None) -> Tensor:
     """Per-pixel focal loss ``−α_t (1 − p_t)^γ log p_t``, ``[B, N]`` (Lin et al. 2017).
 
     ``alpha``: a float (binary: α on positives, 1 − α on negatives), a per-label tensor, or ``None``.
     """
-    log_pt = prep.log_pt
-    one_minus_pt = (-torch.expm1(log_pt)).clamp_min(POW_FLOOR if gamma < 1 else 0.0)
-    loss = -(one_minus_pt**gamma) * log_pt
+    if prep.binary:
+        log_pt = prep.log_pt
+        loss = -_one_minus(log_pt, gamma).pow(gamma) * log_pt
+    else:
+        loss = _SoftmaxFocal.apply(prep.logits, prep.labels, gamma)
     if alpha is None:
         return loss
     if isinstance(alpha, Tensor):
@@ -282,31 +316,27 @@ def lovasz_grad(g_sorted: Tensor) -> Tensor:
 def lovasz_rows(errors: Tensor, g: Tensor, valid: Tensor | None, hinge: bool) -> Tensor:
     """Lovász extension of each row: ``dot(relu(errors sorted desc), lovasz_grad(g sorted alike))``.
 
+    The extension is linear in the errors once their order is fixed, so the order and the weights
+    are computed without autograd and scattered back to each element's place; autograd then sees
+    only ``Σ errors·weights`` and keeps one float per element instead of the sort's indices.
+
     Args:
         errors: ``[R, N]`` per-element errors (hinge margins, or ``|g − p|`` which are ≥ 0).
-        g: ``[R, N]`` binary ground truth, 0 where not valid.
+        g: ``[R, N]`` binary ground truth (float), 0 where not valid.
         valid: ``[R, N]`` bool, or ``None`` when every element is valid; invalid elements sort last
-            and contribute nothing.
+            and weigh nothing.
         hinge: errors may be negative (``relu`` applies); False for ``|g − p|``.
 
     Returns:
-        ``[R]`` loss per row. All rows are sorted in one call (vectorized over classes and images).
+        ``[R]`` loss per row; all rows of the call are sorted together.
     """
-    if valid is not None:
-        errors = torch.where(valid, errors, torch.full_like(errors, -math.inf))
-    errors_sorted, perm = torch.sort(errors, dim=-1, descending=True)
-    grad = lovasz_grad(torch.gather(g, -1, perm))
-    if hinge or valid is not None:
-        errors_sorted = F.relu(errors_sorted)
-    return (errors_sorted * grad).sum(-1)
-
-
-def to_rows(x: Tensor, per_image: bool) -> Tensor:
-    """``[B, K, N]`` → rows for :func:`lovasz_rows`: ``[B·K, N]`` per image, else ``[K, B·N]``."""
-    b, k, n = x.shape
-    if per_image:
-        return x.reshape(b * k, n)
-    return x.transpose(0, 1).reshape(k, b * n)
+    with torch.no_grad():
+        keys = errors if valid is None else errors.masked_fill(~valid, -math.inf)
+        perm = keys.argsort(dim=-1, descending=True)
+        weights = torch.zeros_like(errors).scatter_(-1, perm, lovasz_grad(g.gather(-1, perm)))
+        if valid is not None:
+            weights.mul_(valid)
+    return ((F.relu(errors) if hinge else errors) * weights).sum(-1)
 
 
 def as_label_vector(values: Sequence[float] | Tensor | None, num_labels: int, what: str) -> Tensor | None:

@@ -6,28 +6,45 @@ Python loop over classes and images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from lossbench.losses.base import SegmentationLoss
-from lossbench.losses.functional import Prepared, lovasz_rows, to_rows
+from lossbench.losses.functional import Prepared, lovasz_rows
 from lossbench.losses.registry import register_loss
 
 
-def _row_valid(prep: Prepared, per_image: bool) -> Tensor | None:
-    """``[R, N]`` validity of each row element, or ``None`` when no pixel is ignored."""
-    if prep.all_valid:
-        return None
-    k = prep.logits.shape[1]
-    return to_rows(prep.mask.unsqueeze(1).expand(-1, k, -1), per_image) > 0
+LOVASZ_CHUNK = 1 << 19
+"""Elements sorted per call: rows are batched up to this size (and at least one row per thread),
+which keeps the speed of a vectorized sort while bounding the memory of the temporaries."""
 
 
-def _row_has_valid(valid: Tensor | None, rows: int, prep: Prepared) -> Tensor:
-    if valid is None:
-        return torch.ones(rows, device=prep.logits.device)
-    return valid.any(-1).float()
+def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tuple[Tensor, Tensor, Tensor | None, Tensor]]:
+    """Rows for the Lovász extension, chunk by chunk, built from the labels (no one-hot target).
+
+    Yields ``(values [R, M], g [R, M] bool, valid [R, M] | None, class index [R])``: one row per class
+    over the whole batch (``M = B·N``), or per (image, class) when ``per_image`` (``M = N``).
+    """
+    b, k, n = values.shape
+    labels = prep.labels if prep.all_valid else prep.labels.masked_fill(prep.mask == 0, -1)
+    classes = torch.arange(k, device=values.device)
+    ids = torch.ones(1, dtype=labels.dtype, device=values.device) if prep.binary else classes  # binary: g = label
+    if per_image:
+        step = max(1, LOVASZ_CHUNK // (k * n))
+        for s in range(0, b, step):
+            lab = labels[s : s + step]
+            g = (lab.unsqueeze(1) == ids.view(1, -1, 1)).reshape(-1, n)
+            valid = None if prep.all_valid else (lab >= 0).unsqueeze(1).expand(-1, k, -1).reshape(-1, n)
+            yield values[s : s + step].reshape(-1, n), g, valid, classes.repeat(lab.shape[0])
+    else:
+        flat = labels.reshape(1, -1)
+        step = max(torch.get_num_threads(), LOVASZ_CHUNK // (b * n))  # rows are sorted in parallel
+        for s in range(0, k, step):
+            rows = values[:, s : s + step].transpose(0, 1).reshape(-1, b * n)
+            valid = None if prep.all_valid else (flat >= 0).expand(rows.shape[0], -1)
+            yield rows, flat == ids[s : s + step].view(-1, 1), valid, classes[s : s + step]
 
 
 @register_loss("lovasz_hinge", description="Lovász hinge on the logits (one-vs-rest per class for C ≥ 2)")
@@ -48,12 +65,12 @@ class LovaszHingeLoss(SegmentationLoss):
         self.per_image = bool(per_image)
 
     def compute(self, prep: Prepared) -> Tensor:
-        g = prep.onehot
-        errors = 1.0 - prep.logits * (2.0 * g - 1.0)
-        valid = _row_valid(prep, self.per_image)
-        losses = lovasz_rows(to_rows(errors, self.per_image), to_rows(g, self.per_image), valid, hinge=True)
-        keep = _row_has_valid(valid, losses.numel(), prep)  # rows (image, class) with a valid pixel
-        return (losses * keep).sum() / keep.sum().clamp_min(1.0)
+        total, count = prep.logits.new_zeros(()), prep.logits.new_zeros(())
+        for z, g, valid, _ in _row_chunks(prep, prep.logits, self.per_image):
+            losses = lovasz_rows(1.0 - z * (2.0 * g - 1.0), g.float(), valid, hinge=True)
+            keep = torch.ones_like(losses) if valid is None else valid.any(-1).float()  # rows with a valid pixel
+            total, count = total + (losses * keep).sum(), count + keep.sum()
+        return total / count.clamp_min(1.0)
 
 
 @register_loss("lovasz_softmax", description="Lovász-Softmax: Lovász extension of |g − p| per class")
@@ -93,14 +110,13 @@ class LovaszSoftmaxLoss(SegmentationLoss):
         self.register_buffer("selected", selected, persistent=False)
 
     def compute(self, prep: Prepared) -> Tensor:
-        g = prep.onehot
-        valid = _row_valid(prep, self.per_image)
-        g_rows = to_rows(g, self.per_image)
-        losses = lovasz_rows(to_rows((g - prep.probs).abs(), self.per_image), g_rows, valid, hinge=False)
-        rows_per_class = losses.numel() // self.selected.numel()
-        keep = self.selected.repeat(rows_per_class) if self.per_image else self.selected.clone()
-        if self.classes == "present":
-            keep = keep * (g_rows.sum(-1) > 0).float()
-        else:
-            keep = keep * _row_has_valid(valid, losses.numel(), prep)
-        return (losses * keep).sum() / keep.sum().clamp_min(1.0)
+        total, count = prep.logits.new_zeros(()), prep.logits.new_zeros(())
+        for p, g, valid, cls in _row_chunks(prep, prep.probs, self.per_image):
+            losses = lovasz_rows(torch.where(g, 1.0 - p, p), g.float(), valid, hinge=False)  # |g − p|
+            keep = self.selected[cls]
+            if self.classes == "present":
+                keep = keep * (g.sum(-1) > 0).float()
+            elif valid is not None:
+                keep = keep * valid.any(-1).float()
+            total, count = total + (losses * keep).sum(), count + keep.sum()
+        return total / count.clamp_min(1.0)

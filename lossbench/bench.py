@@ -1,0 +1,498 @@
+"""``make bench``: speed and memory of every loss, and of the training loop, against references.
+
+Everything is measured in one run and reported as ratios, because these machines are noisy:
+
+* **Losses**: forward + backward time (median over repeats, the cases interleaved round-robin so
+  drift hits all alike) and peak memory of every registered loss beside the equivalent losses of
+  segmentation-models-pytorch, MONAI and kornia, and beside the *floor* — softmax plus a sum,
+  forward and backward, on the same tensor. Shapes: on CPU ``B=8, C=8`` at 128² and 256²; on a GPU
+  ``B=16, C=19`` at 512². Peak memory: on CPU the rise of the process's peak resident set
+  (``VmHWM``, reset before each case, with glibc's mmap threshold pinned so freed buffers go back
+  to the system); on a GPU ``torch.cuda.max_memory_allocated``.
+* **Training loop**: images per second of the real ``lossbench train`` machinery (Lightning,
+  W&B logger, checkpoints) against a plain PyTorch loop training the same model with the same loss
+  on the same batches, and the share of the plain loop's time spent waiting for data.
+
+``python -m lossbench.bench --report reports/bench [--quick]`` writes ``README.md`` and
+``results.json`` there. ``--quick`` (used by the tests) runs tiny shapes and one epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lossbench.io import write_json_atomic, write_text_atomic
+from lossbench.losses import build_loss
+
+REGION = ("dice", "iou", "tversky", "generalized_dice")
+MEMORY_RESOLUTION_MIB = 1.0  # peak-RSS readings move by about this much between identical calls
+
+
+@dataclass
+class Case:
+    """One implementation of one definition: ``fn(logits, target) -> scalar``."""
+
+    definition: str
+    impl: str  # "lossbench", "smp", "monai", "kornia", "torch"
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    same: bool = True  # computes the same definition as lossbench's (else shown for information)
+    binary: bool = False  # runs on C = 1 logits
+    note: str = ""
+
+
+def _freqs(c: int) -> list[float]:
+    return [2.0 ** -(i % 6) for i in range(max(c, 2))]
+
+
+def loss_cases(c: int, ignore_index: int) -> list[Case]:
+    """Our losses and every reference for the same definition (all built once, outside the timing)."""
+    import segmentation_models_pytorch as smp
+
+    ii = ignore_index
+    ours = lambda name, c=c, **kw: build_loss(name, num_classes=c, ignore_index=ii, **kw)  # noqa: E731
+    weight = 1.0 - torch.tensor(_freqs(c)) / sum(_freqs(c))
+    cases = [
+        Case("ce", "lossbench", ours("ce")),
+        Case("ce", "torch", lambda x, t: F.cross_entropy(x, t, ignore_index=ii)),
+        Case("weighted_ce", "lossbench", ours("weighted_ce", class_frequencies=_freqs(c))),
+        Case("weighted_ce", "torch", lambda x, t: F.cross_entropy(x, t, weight=weight, ignore_index=ii)),
+        Case("focal", "lossbench", ours("focal")),
+        Case("focal", "smp", smp.losses.FocalLoss("multiclass", ignore_index=ii), same=False,
+             note="smp's multi-class focal is a sum of one-vs-rest sigmoid focal losses"),
+        Case("dice", "lossbench", ours("dice")),
+        Case("dice", "smp", smp.losses.DiceLoss("multiclass", smooth=0.5, ignore_index=ii)),
+        Case("iou", "lossbench", ours("iou")),
+        Case("iou", "smp", smp.losses.JaccardLoss("multiclass", smooth=1.0, ignore_index=ii)),
+        Case("tversky", "lossbench", ours("tversky")),
+        Case("tversky", "smp", smp.losses.TverskyLoss("multiclass", alpha=0.3, beta=0.7, smooth=1.0, ignore_index=ii)),
+        Case("generalized_dice", "lossbench", ours("generalized_dice")),
+        Case("bce_dice", "lossbench", ours("bce_dice")),
+        Case("focal_dice", "lossbench", ours("focal_dice")),
+        Case("exp_log", "lossbench", ours("exp_log", class_frequencies=_freqs(c))),
+        Case("combo", "lossbench", ours("combo")),
+        Case("ohem", "lossbench", ours("ohem")),
+        Case("lovasz_softmax", "lossbench", ours("lovasz_softmax")),
+        Case("lovasz_softmax", "smp", smp.losses.LovaszLoss("multiclass", ignore_index=ii)),
+        Case("lovasz_softmax per image, all classes", "lossbench", ours("lovasz_softmax", per_image=True, classes="all")),
+        Case("lovasz_hinge (binary)", "lossbench", ours("lovasz_hinge", c=1), binary=True),
+        Case("lovasz_hinge (binary)", "smp", smp.losses.LovaszLoss("binary", per_image=False, ignore_index=ii), binary=True),
+        Case("lovasz_hinge (binary, per image)", "lossbench", ours("lovasz_hinge", c=1, per_image=True), binary=True),
+        Case("focal (binary)", "lossbench", ours("focal", c=1), binary=True),
+        Case("focal (binary)", "smp", smp.losses.FocalLoss("binary", alpha=0.25, ignore_index=ii), binary=True),
+    ]  # fmt: skip
+    cases += _monai_cases(ii) + _kornia_cases()
+    return cases
+
+
+def _monai_cases(ignore_index: int) -> list[Case]:
+    try:
+        import monai.losses as ml
+    except ImportError:
+        return []
+
+    def wrap(loss):  # MONAI wants a [B, 1, H, W] target and has no ignore index (the bench ignores nothing)
+        return lambda x, t: loss(x, t.unsqueeze(1))
+
+    kw = {"to_onehot_y": True, "softmax": True, "batch": True}
+    return [
+        Case("dice", "monai", wrap(ml.DiceLoss(**kw, smooth_nr=1.0, smooth_dr=1.0))),
+        Case("tversky", "monai", wrap(ml.TverskyLoss(**kw, alpha=0.3, beta=0.7, smooth_nr=1.0, smooth_dr=1.0))),
+        Case("generalized_dice", "monai", wrap(ml.GeneralizedDiceLoss(**kw, smooth_nr=1e-5, smooth_dr=1e-5))),
+        Case("bce_dice", "monai", wrap(ml.DiceCELoss(**kw, smooth_nr=1.0, smooth_dr=1.0))),
+    ]
+
+
+def _kornia_cases() -> list[Case]:
+    try:
+        import kornia.losses as kl
+    except ImportError:
+        return []
+    return [
+        Case("focal", "kornia", lambda x, t: kl.focal_loss(x, t, alpha=None, gamma=2.0, reduction="mean") * x.shape[1],
+             note="kornia's mean also divides by C; multiplied back"),
+        Case("dice", "kornia", lambda x, t: kl.dice_loss(x, t, average="macro"), same=False,
+             note="kornia's Dice is per image over the classes present, without smoothing"),
+        Case("tversky", "kornia", lambda x, t: kl.tversky_loss(x, t, alpha=0.3, beta=0.7), same=False,
+             note="kornia's Tversky is per image over the classes present, without smoothing"),
+        Case("lovasz_softmax per image, all classes", "kornia", kl.lovasz_softmax_loss),
+        Case("lovasz_hinge (binary, per image)", "kornia", kl.lovasz_hinge_loss, binary=True),
+    ]  # fmt: skip
+
+
+def floor_case() -> Case:
+    return Case("floor: softmax + sum", "torch", lambda x, t: torch.softmax(x, 1).sum())
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def _pin_malloc() -> None:
+    """Pin glibc's mmap threshold so large freed buffers return to the OS (peak RSS stays honest)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_memory_mib(fn: Callable[[], None], device: torch.device) -> float:
+    """Rise of peak memory while ``fn`` runs: CUDA allocator peak, or the process's peak RSS on CPU."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return math.nan
+    base = _rss_kib("VmRSS")
+    fn()
+    return max(_rss_kib("VmHWM") - base, 0) / 1024
+
+
+def bench_losses(b: int, c: int, size: int, device: torch.device, repeats: int, warmup: int = 2) -> list[dict[str, Any]]:
+    """Time (median ms) and peak memory (MiB) of forward + backward for every case at one shape."""
+    g = torch.Generator().manual_seed(0)
+    shapes = {False: (b, c, size, size), True: (b, 1, size, size)}
+    logits = {k: torch.randn(*s, generator=g).to(device) for k, s in shapes.items()}
+    targets = {
+        False: torch.randint(0, c, (b, size, size), generator=g).to(device),
+        True: torch.randint(0, 2, (b, size, size), generator=g).to(device),
+    }
+    cases = loss_cases(c, ignore_index=255) + [floor_case()]
+    for case in cases:
+        if isinstance(case.fn, torch.nn.Module):
+            case.fn.to(device)
+
+    def once(case: Case) -> None:
+        x = logits[case.binary].clone().requires_grad_(True)
+        case.fn(x, targets[case.binary]).backward()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times: dict[int, list[float]] = {i: [] for i in range(len(cases))}
+    for i, case in enumerate(cases):
+        for _ in range(warmup):
+            once(case)
+    for _ in range(repeats):  # round-robin: every case sees the same machine noise
+        for i, case in enumerate(cases):
+            sync()
+            t0 = time.perf_counter()
+            once(case)
+            sync()
+            times[i].append(time.perf_counter() - t0)
+    rows = []
+    for i, case in enumerate(cases):
+        with torch.no_grad():
+            value = float(case.fn(logits[case.binary], targets[case.binary]))
+        rows.append(
+            {
+                "definition": case.definition,
+                "impl": case.impl,
+                "same": case.same,
+                "note": case.note,
+                "ms": 1000 * statistics.median(times[i]),
+                "mib": peak_memory_mib(lambda case=case: once(case), device),
+                "value": value,
+                "shape": list(shapes[case.binary]),
+            }
+        )
+    return rows
+
+
+def loss_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per definition: ours vs the fastest same-definition reference and vs the floor."""
+    floor = next(r for r in rows if r["definition"].startswith("floor"))
+    out = []
+    for definition in dict.fromkeys(r["definition"] for r in rows if r["impl"] == "lossbench"):
+        ours = next(r for r in rows if r["definition"] == definition and r["impl"] == "lossbench")
+        refs = [r for r in rows if r["definition"] == definition and r["impl"] != "lossbench" and r["same"]]
+        fastest = min(refs, key=lambda r: r["ms"]) if refs else None
+        leanest = min(refs, key=lambda r: r["mib"]) if refs else None
+        v = {
+            "definition": definition,
+            "ours_ms": ours["ms"],
+            "ours_mib": ours["mib"],
+            "ref": fastest["impl"] if fastest else None,
+            "ref_ms": fastest["ms"] if fastest else None,
+            "speed_ratio": ours["ms"] / fastest["ms"] if fastest else None,
+            "mem_ratio": ours["mib"] / leanest["mib"] if leanest and leanest["mib"] > 0 else None,
+            "mem_ref": leanest["impl"] if leanest else None,
+            "floor_ratio": ours["ms"] / floor["ms"],
+            "max_value_diff": max((abs(r["value"] - ours["value"]) for r in refs), default=None),
+        }
+        checks = []
+        if fastest:
+            checks.append(v["speed_ratio"] <= 1.0)
+            checks.append(ours["mib"] <= leanest["mib"] + MEMORY_RESOLUTION_MIB)
+        if definition in REGION:
+            checks.append(v["floor_ratio"] <= 3.0)
+        v["met"] = all(checks) if checks else None
+        out.append(v)
+    return out
+
+
+# --- the training loop ------------------------------------------------------------------------------
+
+
+def bench_training(config: str, epochs: int, overrides: list[str]) -> dict[str, Any]:
+    """Images/s of the real ``lossbench train`` machinery vs a plain PyTorch loop, same model/loss/data."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from lossbench.config import load_config, loss_entry, run_config
+    from lossbench.run import build_components
+
+    cfg = load_config(config, [f"trainer.max_epochs={epochs}", "trainer.accelerator=auto", "trainer.devices=1", *overrides])
+    run_cfg = run_config(cfg, loss_entry("dice"), seed=0)
+    run_cfg["wandb"]["mode"] = "offline"
+
+    class EpochTimer(Callback):
+        """Training time of each epoch: from its start to the start of its validation (or its end)."""
+
+        def __init__(self):
+            self.seconds: list[float] = []
+            self.t0: float | None = None
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+
+        def _stop(self):
+            if self.t0 is not None:
+                self.seconds.append(time.perf_counter() - self.t0)
+                self.t0 = None
+
+        def on_validation_start(self, trainer, pl_module):
+            self._stop()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self._stop()
+
+    def plain_loop() -> tuple[list[float], float]:
+        L.seed_everything(0, verbose=False)
+        parts = build_components(run_cfg, Path(tempfile.mkdtemp(prefix="lossbench-bench-")), progress=False)
+        module, loader = parts.module, parts.datamodule.train_dataloader()
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, loss_fn = module.model.to(device), module.loss
+        opt = torch.optim.AdamW(model.parameters(), lr=run_cfg["optim"]["lr"], weight_decay=run_cfg["optim"]["weight_decay"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
+        seconds, waited = [], 0.0
+        model.train()
+        for epoch in range(epochs):
+            loader.sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            it = iter(loader)
+            while True:
+                t_wait = time.perf_counter()
+                try:
+                    x, y = next(it)
+                except StopIteration:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if epoch > 0:
+                    waited += time.perf_counter() - t_wait
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+                sched.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - t0)
+        return seconds, waited
+
+    def lightning_loop() -> list[float]:
+        L.seed_everything(0, verbose=False)
+        timer = EpochTimer()
+        parts = build_components(run_cfg, Path(tempfile.mkdtemp(prefix="lossbench-bench-")), progress=False, callbacks=[timer])
+        parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+        import wandb
+
+        wandb.finish()
+        return timer.seconds
+
+    n_images = run_cfg["data"]["num_train"]
+    plain1, waited = plain_loop()
+    light = lightning_loop()
+    plain2, _ = plain_loop()
+    measured = lambda s: s[1:] if len(s) > 1 else s  # noqa: E731  (the first epoch warms up)
+    plain_s = statistics.median(measured(plain1) + measured(plain2))
+    light_s = statistics.median(measured(light))
+    return {
+        "config": config,
+        "epochs": epochs,
+        "images_per_epoch": n_images,
+        "batch_size": run_cfg["data"]["batch_size"],
+        "model": f"{run_cfg['model']['arch']} / {run_cfg['model']['encoder']}",
+        "plain_images_per_s": n_images / plain_s,
+        "lossbench_images_per_s": n_images / light_s,
+        "overhead": light_s / plain_s - 1.0,
+        "data_wait_share": waited / sum(measured(plain1)),
+        "met": light_s / plain_s - 1.0 <= 0.10,
+    }
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return format(v, spec)
+
+
+def _md(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def write_bench_report(results: dict[str, Any], report: Path) -> Path:
+    parts = [
+        "# lossbench benchmark",
+        "",
+        f"Generated by `make bench` on {results['machine']}; torch {results['torch']}. All ratios come from "
+        "measurements taken in the same run (cases interleaved), so they hold where absolute times do not. "
+        "Forward + backward, median over repeats; memory is the rise of peak memory during one call.",
+        "",
+        "Targets: every loss at most 1.0× the fastest reference computing the same definition, and no more memory; "
+        "every region loss (dice, iou, tversky, generalized_dice) within 3× the floor (softmax + sum); "
+        "lovasz_softmax at most 1.0× kornia's. Memory counts as met within the measurement's resolution "
+        f"({MEMORY_RESOLUTION_MIB:.0f} MiB).",
+        "",
+    ]
+    for shape in results["losses"]:
+        b, c, s = shape["b"], shape["c"], shape["size"]
+        parts += [f"## Losses at B={b}, C={c}, {s}×{s} ({shape['device']})", ""]
+        rows = []
+        for v in shape["verdicts"]:
+            met = {True: "yes", False: "**no**", None: "—"}[v["met"]]
+            rows.append(
+                [
+                    f"`{v['definition']}`",
+                    _fmt(v["ours_ms"], ".1f"),
+                    f"{v['ref']} {_fmt(v['ref_ms'], '.1f')}" if v["ref"] else "—",
+                    _fmt(v["speed_ratio"]) + ("×" if v["speed_ratio"] is not None else ""),
+                    _fmt(v["floor_ratio"], ".1f") + "×",
+                    _fmt(v["ours_mib"], ".0f"),
+                    f"{_fmt(v['mem_ratio'])}× ({v['mem_ref']})" if v["mem_ratio"] is not None else "—",
+                    _fmt(v["max_value_diff"], ".1e"),
+                    met,
+                ]
+            )
+        parts.append(
+            _md(["definition", "ours ms", "fastest same-definition reference, ms", "speed ratio", "vs floor",
+                 "ours MiB", "memory ratio", "max \\|Δ value\\|", "target met"], rows)  # fmt: skip
+        )
+        parts += ["", "<details><summary>every implementation</summary>", ""]
+        parts.append(
+            _md(
+                ["definition", "implementation", "same definition", "ms", "MiB", "value", "note"],
+                [
+                    [f"`{r['definition']}`", r["impl"], "yes" if r["same"] else "no", _fmt(r["ms"], ".1f"),
+                     _fmt(r["mib"], ".0f"), _fmt(r["value"], ".5f"), r["note"]]
+                    for r in shape["rows"]
+                ],  # fmt: skip
+            )
+        )
+        parts += ["", "</details>", ""]
+    t = results.get("training")
+    if t:
+        parts += [
+            "## Training loop",
+            "",
+            f"`{t['config']}` ({t['model']}, batch {t['batch_size']}, {t['images_per_epoch']} images per epoch, "
+            f"loss `dice`), {t['epochs']} epochs each, first epoch excluded; plain loop measured before and after.",
+            "",
+            _md(
+                ["plain PyTorch loop, images/s", "lossbench train, images/s", "overhead", "target ≤ 10 %",
+                 "plain loop waiting for data"],
+                [[_fmt(t["plain_images_per_s"], ".1f"), _fmt(t["lossbench_images_per_s"], ".1f"),
+                  f"{100 * t['overhead']:.1f} %", "yes" if t["met"] else "**no**", f"{100 * t['data_wait_share']:.1f} % of its time"]],
+            ),  # fmt: skip
+            "",
+        ]
+    misses = [f"`{v['definition']}` at {sh['size']}²" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
+    parts += ["## Verdict", ""]
+    parts.append("Every target is met." if not misses and (not t or t["met"]) else "Not met: " + ", ".join(misses + ([] if not t or t["met"] else ["training overhead"])) + ".")
+    if results.get("notes"):
+        parts += ["", *results["notes"]]
+    parts += ["", "Reproduce: `make bench` (or `.venv/bin/python -m lossbench.bench --report reports/bench`).", ""]
+    report.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(report / "README.md", "\n".join(parts))
+    write_json_atomic(report / "results.json", results)
+    return report / "README.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lossbench.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--report", default="reports/bench", help="output folder (README.md, results.json)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes and one short training: a smoke test of the script")
+    p.add_argument("--no-training", action="store_true", help="skip the training-loop benchmark")
+    args = p.parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    _pin_malloc()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.quick:
+        shapes = [(2, 4, 32, 3)]
+    elif device.type == "cuda":
+        shapes = [(16, 19, 512, 10)]
+    else:
+        shapes = [(8, 8, 128, 15), (8, 8, 256, 7)]
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "losses": [],
+        "notes": [],
+    }
+    for b, c, size, repeats in shapes:
+        print(f"losses at B={b} C={c} {size}x{size} on {device.type} ({repeats} repeats)...", flush=True)
+        rows = bench_losses(b, c, size, device, repeats)
+        results["losses"].append(
+            {"b": b, "c": c, "size": size, "device": device.type, "rows": rows, "verdicts": loss_verdicts(rows)}
+        )
+    if not args.no_training:
+        print("training loop: plain PyTorch vs lossbench train...", flush=True)
+        if args.quick:
+            results["training"] = bench_training("experiments/smoke.yaml", 2, ["data.cache_dir=" + tempfile.mkdtemp()])
+        else:
+            results["training"] = bench_training("experiments/default.yaml", 4, [])
+    readme = write_bench_report(results, Path(args.report))
+    print(f"report: {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
