@@ -423,6 +423,19 @@ def test_lovasz_grad_by_hand():
     assert torch.allclose(lovasz_grad(g), expected)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.0])
+def test_softmax_focal_hand_written_backward_matches_autograd(gamma):
+    from lossbench.losses.functional import _SoftmaxFocal
+
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(2, 5, 30, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    y = torch.randint(0, 5, (2, 30), generator=g)
+    assert torch.autograd.gradcheck(lambda z: _SoftmaxFocal.apply(z, y, gamma), (z,))
+    log_pt = torch.log_softmax(z, 1).gather(1, y[:, None])[:, 0]
+    reference = -((1 - log_pt.exp()) ** gamma) * log_pt
+    assert torch.allclose(_SoftmaxFocal.apply(z, y, gamma), reference)
+
+
 def test_focal_uses_per_pixel_pt_not_the_batch_mean():
     # Document 002 computed p_t = exp(-mean CE): one scalar for every pixel. Per pixel it differs.
     logits = torch.tensor([[[[4.0, -4.0]]]])  # one easy positive, one hard positive
