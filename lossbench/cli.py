@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="train every (loss, seed) of a suite, each in its own process, then report")
     _common(p)
-    p.add_argument("--losses", help="comma-separated subset of the suite's losses (default: all)")
+    p.add_argument("--losses", help="comma-separated losses: labels from the config or any registered name (default: the config's)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the config's seeds)")
     p.add_argument("--out", default=None, help="where runs go (default runs/<suite>); may be shared by several machines")
     p.add_argument("--report", default=None, help="where the report goes (default reports/<suite>)")
