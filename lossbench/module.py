@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import lightning as L
 import segmentation_models_pytorch as smp
 import torch
+from lightning.fabric.loggers.logger import _DummyExperiment
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from lossbench.losses import build_loss, get_loss_spec
@@ -53,6 +56,33 @@ class LastCheckpoint(Callback):
         trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes, then all meet at a barrier
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+
+
+class SinkWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` that never fails a run: W&B is a sink, results never depend on it.
+
+    If W&B cannot start (a bad setting, no network in online mode, a damaged run folder), it warns
+    once and the run goes on without W&B logging.
+    """
+
+    _failed = False
+
+    @property
+    def experiment(self):  # type: ignore[override]
+        if self._failed:
+            return _DummyExperiment()
+        try:
+            return super().experiment
+        except Exception as e:  # noqa: BLE001 — any W&B failure must leave the run alone
+            self._failed = True
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print(f"lossbench: W&B could not start ({type(e).__name__}: {first_line}); "
+                  "this run goes on without W&B logging", file=sys.stderr, flush=True)  # fmt: skip
+            return _DummyExperiment()
+
+    def log_hyperparams(self, params) -> None:  # type: ignore[override]
+        if not isinstance(self.experiment, _DummyExperiment):
+            super().log_hyperparams(params)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -147,10 +147,8 @@ def _datamodule(run_cfg: dict[str, Any], bundle: Any) -> Any:
 def build_components(run_cfg: dict[str, Any], run_dir: Path, progress: bool = True, callbacks: list | None = None) -> Components:
     """Data, module, W&B logger, checkpointing and Trainer of one run, exactly as ``lossbench train`` uses them."""
     import lightning as L
-    from lightning.pytorch.loggers import WandbLogger
-
     from lossbench.data import load_data
-    from lossbench.module import LastCheckpoint, LossbenchModule, WallClock
+    from lossbench.module import LastCheckpoint, LossbenchModule, SinkWandbLogger, WallClock
     from lossbench.plugins import load_plugins
 
     load_plugins(run_cfg.get("plugins") or [])
@@ -169,7 +167,7 @@ def build_components(run_cfg: dict[str, Any], run_dir: Path, progress: bool = Tr
     )
     wandb_cfg = run_cfg["wandb"]
     run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_cfg['suite']}-{run_dir.parent.name}-{run_dir.name}")[:120]
-    logger = WandbLogger(
+    logger = SinkWandbLogger(
         project=wandb_cfg["project"],
         entity=wandb_cfg.get("entity"),
         name=run_cfg["loss"]["label"],

@@ -229,3 +229,14 @@ def test_run_config_normalises_loss_entries():
     assert rc["loss"] == {"name": "tversky", "params": {"alpha": 0.1}, "label": "tversky_a01"} and rc["seed"] == 4
     with pytest.raises(ConfigError, match="losses: item"):
         loss_entry(3)
+
+
+def test_a_wandb_failure_does_not_fail_the_run(tmp_path, data_cache):
+    r = lossbench_cli(
+        "train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
+        "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=not-a-mode",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "W&B could not start" in r.stderr
+    _, m = _read_metrics(tmp_path)
+    assert m["status"] == "ok" and m["test"]["miou"] is not None
