@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; run 'make PYTHON=python3 ...' with a Python >= 3.10"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip >/dev/null
+	-$(PY) -m pip install --quiet --upgrade pip  # optional: the bundled pip also works
 	$(PY) -m pip install -c constraints.txt -e ".[dev,bench]"
 	touch $(STAMP)
 
