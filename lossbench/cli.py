@@ -91,6 +91,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench.config import load_config
+    from lossbench.report import write_report
+    from lossbench.suite import run_suite
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or Path("runs") / cfg["suite"])
+    report = Path(args.report or Path("reports") / cfg["suite"])
+    losses, seeds = _split_list(args.losses), _split_list(args.seeds, int)
+    run_suite(cfg, args.config, args.overrides, out, losses, seeds, args.jobs, args.retry_failed)
+    write_report(out, report, log_to_wandb=not args.no_wandb)
+    print(f"report: {report / 'README.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.report import write_report
+
+    write_report(Path(args.out), Path(args.report), log_to_wandb=not args.no_wandb)
+    print(f"report: {Path(args.report) / 'README.md'}")
+    return 0
+
+
 def cmd_losses(args: argparse.Namespace) -> int:
     from lossbench.losses import get_loss_spec, list_losses
 
@@ -104,11 +127,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "losses": cmd_losses}
-    if args.command in ("compare", "report"):
-        from lossbench import suite
-
-        handlers.update(compare=suite.cmd_compare, report=suite.cmd_report)
+    handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "losses": cmd_losses}
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError) as e:

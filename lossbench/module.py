@@ -141,6 +141,7 @@ class LossbenchModule(L.LightningModule):
         self.val_cm = confusion_matrix_metric(num_classes, ignore_index)
         self.test_cm = confusion_matrix_metric(num_classes, ignore_index)
         self.history: list[dict[str, float]] = []  # one row per epoch; saved in checkpoints
+        self.resumed_after_epoch: int | None = None  # epochs completed in the checkpoint resumed from
         self.test_result: dict[str, Any] | None = None
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
@@ -224,3 +225,4 @@ class LossbenchModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("lossbench_history", []))
+        self.resumed_after_epoch = len(self.history)

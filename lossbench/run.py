@@ -98,12 +98,6 @@ def train_run(run_cfg: dict[str, Any], run_dir: str | Path, progress: bool = Tru
         return done
     rank0 = global_rank() == 0
     attempt = {"attempts": int((done or {}).get("attempts", 0)) + 1}
-    last = run_dir / LAST_CKPT
-    if last.exists():
-        import torch
-
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        attempt["resumed_after_epoch"] = len(ckpt.get("lossbench_history", []))  # epochs completed
     if rank0:
         write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(run_cfg, sort_keys=False))
         write_json_atomic(run_dir / METRICS_FILE, _record(run_cfg, "running", started_at=time.time(), **attempt))
@@ -220,6 +214,7 @@ def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, 
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
         wall_s=round(clock.elapsed, 2),
+        resumed_after_epoch=module.resumed_after_epoch,
         world_size=trainer.world_size,
         precision=parts.precision,
         device=str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else platform.processor() or "cpu",

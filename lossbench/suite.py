@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from lossbench.config import ConfigError, config_hash, load_config, loss_entry, run_config
+from lossbench.config import ConfigError, config_hash, loss_entry, run_config
 from lossbench.io import read_json, write_json_atomic, write_text_atomic
 from lossbench.run import LAST_CKPT, METRICS_FILE, run_dir_for
 
@@ -117,16 +117,16 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / SUITE_FILE, yaml.safe_dump(cfg, sort_keys=False))
 
+    statuses = [run.status for run in runs]  # one read of each metrics.json
     todo = []
-    for run in runs:
-        status = run.status
+    for run, status in zip(runs, statuses):
         if status == "ok" or (status == "failed" and not retry_failed):
             continue
         if status == "failed":  # a retry starts over: the failure may be in the checkpoint
             shutil.rmtree(run.run_dir / LAST_CKPT.parent, ignore_errors=True)
         todo.append(run)
-    done = sum(r.status == "ok" for r in runs)
-    failed_kept = sum(r.status == "failed" for r in runs) if not retry_failed else 0
+    done = statuses.count("ok")
+    failed_kept = statuses.count("failed") if not retry_failed else 0
     log(
         f"suite {cfg['suite']}: {len(runs)} runs — {done} already done, {failed_kept} failed before "
         f"(kept; --retry-failed reruns them), {len(todo)} to train -> {out}"
@@ -217,29 +217,3 @@ def _record_crash(run: PlannedRun, returncode: int) -> dict[str, Any]:
     }
     write_json_atomic(run.run_dir / METRICS_FILE, rec)
     return rec
-
-
-# --- CLI handlers ----------------------------------------------------------------------------------
-
-
-def cmd_compare(args) -> int:
-    from lossbench.cli import _split_list
-    from lossbench.report import write_report
-
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out or Path("runs") / cfg["suite"])
-    report = Path(args.report or Path("reports") / cfg["suite"])
-    losses = _split_list(args.losses)
-    seeds = _split_list(args.seeds, int)
-    run_suite(cfg, args.config, args.overrides, out, losses, seeds, args.jobs, args.retry_failed)
-    write_report(out, report, log_to_wandb=not args.no_wandb)
-    print(f"report: {report / 'README.md'}")
-    return 0
-
-
-def cmd_report(args) -> int:
-    from lossbench.report import write_report
-
-    write_report(Path(args.out), Path(args.report), log_to_wandb=not args.no_wandb)
-    print(f"report: {Path(args.report) / 'README.md'}")
-    return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from conftest import lossbench_cli  # noqa: F401  (sets offline W&B for the subprocess environment)
-
 from lossbench.bench import main
 from lossbench.losses import list_losses
 

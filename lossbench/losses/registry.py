@@ -80,7 +80,6 @@ def register_loss(name: str, *, description: str = "") -> Callable[[type[nn.Modu
             description=description or (doc[0] if doc else ""),
             defaults=MappingProxyType(defaults),
         )
-        cls.registry_name = name
         return cls
 
     return decorator
