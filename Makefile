@@ -9,11 +9,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/default.yaml
-REPORT ?= reports/default
-OUT    ?= runs/default
+OUT    ?=
+REPORT ?=
 ARGS   ?=
-export WANDB_MODE ?= offline
+# Runs go to runs/<suite> and the report to reports/<suite> (<suite>: the config's suite name, else
+# its file name) unless OUT / REPORT say otherwise. W&B logs online for a logged-in user (wandb
+# login or WANDB_API_KEY), offline otherwise; WANDB_MODE or the config's wandb.mode decide if set.
 export WANDB_SILENT ?= true
+FOLDERS = $(if $(OUT),--out $(OUT)) $(if $(REPORT),--report $(REPORT))
 
 .PHONY: install test compare report bench clean
 
@@ -30,10 +33,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 compare: $(STAMP)
-	$(VENV)/bin/lossbench compare --config $(CONFIG) --out $(OUT) --report $(REPORT) $(ARGS)
+	$(VENV)/bin/lossbench compare --config $(CONFIG) $(FOLDERS) $(ARGS)
 
 report: $(STAMP)
-	$(VENV)/bin/lossbench report --out $(OUT) --report $(REPORT)
+	$(VENV)/bin/lossbench report --config $(CONFIG) $(FOLDERS)
 
 bench: $(STAMP)
 	$(PY) -m lossbench.bench --report reports/bench $(ARGS)

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 
 from lossbench.io import write_json_atomic, write_text_atomic
 from lossbench.losses import build_loss
@@ -302,86 +303,93 @@ def loss_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- the training loop ------------------------------------------------------------------------------
 
 
-def bench_training(config: str, epochs: int, overrides: list[str]) -> dict[str, Any]:
-    """Images/s of the real ``lossbench train`` machinery vs a plain PyTorch loop, same model/loss/data."""
-    import lightning as L
-    from lightning.pytorch.callbacks import Callback
+class _EpochTimer(Callback):
+    """Training time of each epoch: from its start to the start of its validation (or its end)."""
 
-    from lossbench.config import load_config, loss_entry, run_config
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.t0: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def _stop(self):
+        if self.t0 is not None:
+            self.seconds.append(time.perf_counter() - self.t0)
+            self.t0 = None
+
+    def on_validation_start(self, trainer, pl_module):
+        self._stop()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._stop()
+
+
+def _plain_loop(run_cfg: Any, epochs: int) -> tuple[list[float], float]:
+    """Seconds per epoch of a plain PyTorch loop over the run's model, loss and batches; and time spent waiting for data."""
+    import lightning as L
+
     from lossbench.run import build_components
 
-    cfg = load_config(config, [f"trainer.max_epochs={epochs}", "trainer.accelerator=auto", "trainer.devices=1", *overrides])
-    run_cfg = run_config(cfg, loss_entry("dice"), seed=0)
-    run_cfg["wandb"]["mode"] = "offline"
+    L.seed_everything(0, verbose=False)
+    parts = build_components(run_cfg, Path(tempfile.mkdtemp(prefix="lossbench-bench-")), progress=False)
+    module, loader = parts.module, parts.datamodule.train_dataloader()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, loss_fn = module.model.to(device), module.loss
+    opt = torch.optim.AdamW(model.parameters(), lr=run_cfg.optim.lr, weight_decay=run_cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
+    seconds, waited = [], 0.0
+    model.train()
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        it = iter(loader)
+        while True:
+            t_wait = time.perf_counter()
+            try:
+                x, y = next(it)
+            except StopIteration:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if epoch > 0:
+                waited += time.perf_counter() - t_wait
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - t0)
+    return seconds, waited
 
-    class EpochTimer(Callback):
-        """Training time of each epoch: from its start to the start of its validation (or its end)."""
 
-        def __init__(self):
-            self.seconds: list[float] = []
-            self.t0: float | None = None
+def _lightning_loop(run_cfg: Any) -> list[float]:
+    """Seconds per epoch of ``lossbench train``'s own Trainer, logger and checkpointing."""
+    import lightning as L
+    import wandb
 
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.t0 = time.perf_counter()
+    from lossbench.run import build_components
 
-        def _stop(self):
-            if self.t0 is not None:
-                self.seconds.append(time.perf_counter() - self.t0)
-                self.t0 = None
+    L.seed_everything(0, verbose=False)
+    timer = _EpochTimer()
+    parts = build_components(run_cfg, Path(tempfile.mkdtemp(prefix="lossbench-bench-")), progress=False, callbacks=[timer])
+    parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    wandb.finish()
+    return timer.seconds
 
-        def on_validation_start(self, trainer, pl_module):
-            self._stop()
 
-        def on_train_epoch_end(self, trainer, pl_module):
-            self._stop()
+def bench_training(config: str, epochs: int, overrides: list[str]) -> dict[str, Any]:
+    """Images/s of the real ``lossbench train`` machinery vs a plain PyTorch loop, same model/loss/data."""
+    from lossbench.config import LossEntry, load_config, run_config
 
-    def plain_loop() -> tuple[list[float], float]:
-        L.seed_everything(0, verbose=False)
-        parts = build_components(run_cfg, Path(tempfile.mkdtemp(prefix="lossbench-bench-")), progress=False)
-        module, loader = parts.module, parts.datamodule.train_dataloader()
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, loss_fn = module.model.to(device), module.loss
-        opt = torch.optim.AdamW(model.parameters(), lr=run_cfg["optim"]["lr"], weight_decay=run_cfg["optim"]["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
-        seconds, waited = [], 0.0
-        model.train()
-        for epoch in range(epochs):
-            loader.sampler.set_epoch(epoch)
-            t0 = time.perf_counter()
-            it = iter(loader)
-            while True:
-                t_wait = time.perf_counter()
-                try:
-                    x, y = next(it)
-                except StopIteration:
-                    break
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if epoch > 0:
-                    waited += time.perf_counter() - t_wait
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
-                sched.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - t0)
-        return seconds, waited
-
-    def lightning_loop() -> list[float]:
-        L.seed_everything(0, verbose=False)
-        timer = EpochTimer()
-        parts = build_components(run_cfg, Path(tempfile.mkdtemp(prefix="lossbench-bench-")), progress=False, callbacks=[timer])
-        parts.trainer.fit(parts.module, datamodule=parts.datamodule)
-        import wandb
-
-        wandb.finish()
-        return timer.seconds
-
-    n_images = run_cfg["data"]["num_train"]
-    plain1, waited = plain_loop()
-    light = lightning_loop()
-    plain2, _ = plain_loop()
+    cfg = load_config(config, [f"trainer.max_epochs={epochs}", "trainer.accelerator=auto", "trainer.devices=1",
+                               "wandb.mode=offline", *overrides])  # fmt: skip
+    run_cfg = run_config(cfg, LossEntry(name="dice"), seed=0)
+    n_images = run_cfg.data.num_train
+    plain1, waited = _plain_loop(run_cfg, epochs)
+    light = _lightning_loop(run_cfg)
+    plain2, _ = _plain_loop(run_cfg, epochs)
     measured = lambda s: s[1:] if len(s) > 1 else s  # noqa: E731  (the first epoch warms up)
     plain_s = statistics.median(measured(plain1) + measured(plain2))
     light_s = statistics.median(measured(light))
@@ -389,8 +397,8 @@ def bench_training(config: str, epochs: int, overrides: list[str]) -> dict[str, 
         "config": config,
         "epochs": epochs,
         "images_per_epoch": n_images,
-        "batch_size": run_cfg["data"]["batch_size"],
-        "model": f"{run_cfg['model']['arch']} / {run_cfg['model']['encoder']}",
+        "batch_size": run_cfg.data.batch_size,
+        "model": f"{run_cfg.model.arch} / {run_cfg.model.encoder}",
         "plain_images_per_s": n_images / plain_s,
         "lossbench_images_per_s": n_images / light_s,
         "overhead": light_s / plain_s - 1.0,
@@ -413,6 +421,68 @@ def _md(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def _losses_md(shape: dict[str, Any]) -> list[str]:
+    b, c, s = shape["b"], shape["c"], shape["size"]
+    parts = [f"## Losses at B={b}, C={c}, {s}×{s} ({shape['device']})", ""]
+    rows = []
+    for v in shape["verdicts"]:
+        met = {True: "yes", False: "**no**", None: "—"}[v["met"]]
+        rows.append(
+            [
+                f"`{v['definition']}`",
+                _fmt(v["ours_ms"], ".1f"),
+                f"{v['ref']} {_fmt(v['ref_ms'], '.1f')}" if v["ref"] else "—",
+                _fmt(v["speed_ratio"]) + ("×" if v["speed_ratio"] is not None else ""),
+                _fmt(v["floor_ratio"], ".1f") + "×",
+                _fmt(v["ours_mib"], ".0f"),
+                f"{_fmt(v['mem_ratio'])}× ({v['mem_ref']})" if v["mem_ratio"] is not None else "—",
+                _fmt(v["max_value_diff"], ".1e"),
+                met,
+            ]
+        )
+    parts.append(
+        _md(["definition", "ours ms", "fastest same-definition reference, ms", "speed ratio", "vs floor",
+             "ours MiB", "memory ratio", "max \\|Δ value\\|", "target met"], rows)  # fmt: skip
+    )
+    parts += ["", "<details><summary>every implementation</summary>", ""]
+    parts.append(
+        _md(
+            ["definition", "implementation", "same definition", "ms", "MiB", "value", "note"],
+            [
+                [f"`{r['definition']}`", r["impl"], "yes" if r["same"] else "no", _fmt(r["ms"], ".1f"),
+                 _fmt(r["mib"], ".0f"), _fmt(r["value"], ".5f"), r["note"]]
+                for r in shape["rows"]
+            ],  # fmt: skip
+        )
+    )
+    return parts + ["", "</details>", ""]
+
+
+def _training_md(t: dict[str, Any]) -> list[str]:
+    return [
+        "## Training loop",
+        "",
+        f"`{t['config']}` ({t['model']}, batch {t['batch_size']}, {t['images_per_epoch']} images per epoch, "
+        f"loss `dice`), {t['epochs']} epochs each, first epoch excluded; plain loop measured before and after.",
+        "",
+        _md(
+            ["plain PyTorch loop, images/s", "lossbench train, images/s", "overhead", "target ≤ 10 %",
+             "plain loop waiting for data"],
+            [[_fmt(t["plain_images_per_s"], ".1f"), _fmt(t["lossbench_images_per_s"], ".1f"),
+              f"{100 * t['overhead']:.1f} %", "yes" if t["met"] else "**no**", f"{100 * t['data_wait_share']:.1f} % of its time"]],
+        ),  # fmt: skip
+        "",
+    ]
+
+
+def _verdict_md(results: dict[str, Any]) -> list[str]:
+    t = results.get("training")
+    misses = [f"`{v['definition']}` at {sh['size']}²" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
+    if t and not t["met"]:
+        misses.append("training overhead")
+    return ["## Verdict", "", "Every target is met." if not misses else "Not met: " + ", ".join(misses) + "."]
+
+
 def write_bench_report(results: dict[str, Any], report: Path) -> Path:
     parts = [
         "# lossbench benchmark",
@@ -429,59 +499,10 @@ def write_bench_report(results: dict[str, Any], report: Path) -> Path:
         "",
     ]
     for shape in results["losses"]:
-        b, c, s = shape["b"], shape["c"], shape["size"]
-        parts += [f"## Losses at B={b}, C={c}, {s}×{s} ({shape['device']})", ""]
-        rows = []
-        for v in shape["verdicts"]:
-            met = {True: "yes", False: "**no**", None: "—"}[v["met"]]
-            rows.append(
-                [
-                    f"`{v['definition']}`",
-                    _fmt(v["ours_ms"], ".1f"),
-                    f"{v['ref']} {_fmt(v['ref_ms'], '.1f')}" if v["ref"] else "—",
-                    _fmt(v["speed_ratio"]) + ("×" if v["speed_ratio"] is not None else ""),
-                    _fmt(v["floor_ratio"], ".1f") + "×",
-                    _fmt(v["ours_mib"], ".0f"),
-                    f"{_fmt(v['mem_ratio'])}× ({v['mem_ref']})" if v["mem_ratio"] is not None else "—",
-                    _fmt(v["max_value_diff"], ".1e"),
-                    met,
-                ]
-            )
-        parts.append(
-            _md(["definition", "ours ms", "fastest same-definition reference, ms", "speed ratio", "vs floor",
-                 "ours MiB", "memory ratio", "max \\|Δ value\\|", "target met"], rows)  # fmt: skip
-        )
-        parts += ["", "<details><summary>every implementation</summary>", ""]
-        parts.append(
-            _md(
-                ["definition", "implementation", "same definition", "ms", "MiB", "value", "note"],
-                [
-                    [f"`{r['definition']}`", r["impl"], "yes" if r["same"] else "no", _fmt(r["ms"], ".1f"),
-                     _fmt(r["mib"], ".0f"), _fmt(r["value"], ".5f"), r["note"]]
-                    for r in shape["rows"]
-                ],  # fmt: skip
-            )
-        )
-        parts += ["", "</details>", ""]
-    t = results.get("training")
-    if t:
-        parts += [
-            "## Training loop",
-            "",
-            f"`{t['config']}` ({t['model']}, batch {t['batch_size']}, {t['images_per_epoch']} images per epoch, "
-            f"loss `dice`), {t['epochs']} epochs each, first epoch excluded; plain loop measured before and after.",
-            "",
-            _md(
-                ["plain PyTorch loop, images/s", "lossbench train, images/s", "overhead", "target ≤ 10 %",
-                 "plain loop waiting for data"],
-                [[_fmt(t["plain_images_per_s"], ".1f"), _fmt(t["lossbench_images_per_s"], ".1f"),
-                  f"{100 * t['overhead']:.1f} %", "yes" if t["met"] else "**no**", f"{100 * t['data_wait_share']:.1f} % of its time"]],
-            ),  # fmt: skip
-            "",
-        ]
-    misses = [f"`{v['definition']}` at {sh['size']}²" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
-    parts += ["## Verdict", ""]
-    parts.append("Every target is met." if not misses and (not t or t["met"]) else "Not met: " + ", ".join(misses + ([] if not t or t["met"] else ["training overhead"])) + ".")
+        parts += _losses_md(shape)
+    if results.get("training"):
+        parts += _training_md(results["training"])
+    parts += _verdict_md(results)
     if results.get("notes"):
         parts += ["", *results["notes"]]
     parts += ["", "Reproduce: `make bench` (or `.venv/bin/python -m lossbench.bench --report reports/bench`).", ""]

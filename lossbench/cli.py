@@ -19,8 +19,7 @@ def _split_list(text: str | None, cast=str) -> list | None:
         raise ConfigError(f"expected a comma-separated list, got {text!r}") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="suite config (YAML), e.g. experiments/smoke.yaml")
+def _overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
@@ -28,7 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override config values, e.g. --set trainer.max_epochs=1 trainer.devices=2 trainer.strategy=ddp",
+        help="override config values (YAML values; 1e-3 is a number), e.g. --set trainer.max_epochs=1 optim.lr=1e-3",
     )
 
 
@@ -40,87 +39,122 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train and test one (loss, seed) run")
-    _common(p)
-    p.add_argument("--loss", required=True, help="registry name, or the label of an entry under losses: in the config")
+    p.add_argument("--config", help="suite config (YAML), e.g. experiments/smoke.yaml")
+    _overrides(p)
+    p.add_argument("--loss", help="a label of an entry under losses: in the config, or a registered loss name")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--out", default=None, help="output root (default runs/<suite>); the run goes to <out>/<loss>/seed<seed>-<hash>")
+    p.add_argument("--out", default=None, help="runs folder (default runs/<suite>); the run goes to <out>/<label>/seed<seed>-<hash>")
+    p.add_argument("--run-dir", default=None, help="instead of --config/--loss/--seed: train the run whose resolved config is RUN_DIR/config.yaml (what compare does)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser("compare", help="train every (loss, seed) of a suite, each in its own process, then report")
-    _common(p)
-    p.add_argument("--losses", help="comma-separated losses: labels from the config or any registered name (default: the config's)")
+    p.add_argument("--config", required=True, help="suite config (YAML), e.g. experiments/default.yaml")
+    _overrides(p)
+    p.add_argument("--losses", help="comma-separated losses: labels from the config or registered names (default: the config's)")
     p.add_argument("--seeds", help="comma-separated seeds (default: the config's seeds)")
     p.add_argument("--out", default=None, help="where runs go (default runs/<suite>); may be shared by several machines")
     p.add_argument("--report", default=None, help="where the report goes (default reports/<suite>)")
-    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: the config's jobs, else 1)")
+    p.add_argument("--jobs", type=int, default=None, help="runs at once, or -1 for one per CPU core (default: the config's jobs)")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again, from scratch")
     p.add_argument("--no-wandb", action="store_true", help="do not log the summary table to W&B")
 
     p = sub.add_parser("report", help="write the comparison report from the runs in --out")
-    p.add_argument("--out", required=True, help="the runs folder of a suite")
-    p.add_argument("--report", required=True, help="where to write README.md, results.csv and plots")
+    p.add_argument("--config", default=None, help="the suite config: --out and --report default to runs/<suite> and reports/<suite>")
+    _overrides(p)
+    p.add_argument("--out", default=None, help="the runs folder of a suite")
+    p.add_argument("--report", default=None, help="where to write README.md, results.csv and plots")
     p.add_argument("--no-wandb", action="store_true", help="do not log the summary table to W&B")
 
-    sub.add_parser("losses", help="list the registered losses and their parameters")
+    p = sub.add_parser("losses", help="list the registered losses and their parameters")
+    p.add_argument("--config", default=None, help="also list the losses of this suite config's plugins")
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lossbench.config import load_config, loss_entry, run_config
-    from lossbench.losses import get_loss_spec
-    from lossbench.plugins import load_plugins
-    from lossbench.run import run_dir_for, train_run
+    from lossbench.record import OK
+    from lossbench.run import install_interrupt_handler, train_run, train_run_dir
 
-    cfg = load_config(args.config, args.overrides)
-    load_plugins(cfg["plugins"])
-    entries = [loss_entry(e) for e in cfg["losses"]]
-    entry = next((e for e in entries if e["label"] == args.loss), None) or next(
-        (e for e in entries if e["name"] == args.loss), None
-    )
-    entry = entry or loss_entry(args.loss)
-    get_loss_spec(entry["name"])  # unknown names fail here, with the list of known ones
-    run_cfg = run_config(cfg, entry, args.seed)
-    out = Path(args.out or Path("runs") / cfg["suite"])
-    run_dir = run_dir_for(out, run_cfg)
-    record = train_run(run_cfg, run_dir, progress=not args.no_progress)
-    if record["status"] == "ok":
-        test = record["test"]
-        print(f"{entry['label']} seed {args.seed}: test mIoU {test['miou']:.4f} -> {run_dir / 'metrics.json'}")
-        for name, row in test["per_class"].items():
-            print(f"  {name:>12}: IoU {row['iou']:.4f}  sensitivity {row['sensitivity']:.4f}  specificity {row['specificity']:.4f}")
+    install_interrupt_handler()
+    if args.run_dir:
+        if args.config or args.loss:
+            raise ConfigError("--run-dir trains the run described in its config.yaml; leave out --config and --loss")
+        run_dir = Path(args.run_dir)
+        record = train_run_dir(run_dir, progress=not args.no_progress)
+    else:
+        from lossbench.config import load_config, resolve_losses, run_config
+        from lossbench.plugins import load_plugins
+        from lossbench.record import run_dir_for
+
+        if not args.config or not args.loss:
+            raise ConfigError("train needs --config and --loss (or --run-dir)")
+        cfg = load_config(args.config, args.overrides)
+        load_plugins(cfg.plugins)
+        (entry,) = resolve_losses(cfg, [args.loss])
+        run_cfg = run_config(cfg, entry, args.seed)
+        run_dir = run_dir_for(Path(args.out or Path("runs") / cfg.suite), run_cfg)
+        record = train_run(run_cfg, run_dir, progress=not args.no_progress)
+    if record.status == OK:
+        print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
+        for name, row in record.test["per_class"].items():
+            print(f"  {name:>12}: IoU {_fmt(row['iou'])}  sensitivity {_fmt(row['sensitivity'])}  specificity {_fmt(row['specificity'])}")
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "  —   " if value is None or value != value else f"{value:.4f}"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.config import load_config
+    from lossbench.record import OK, read_status
     from lossbench.report import write_report
     from lossbench.suite import run_suite
 
     cfg = load_config(args.config, args.overrides)
-    out = Path(args.out or Path("runs") / cfg["suite"])
-    report = Path(args.report or Path("reports") / cfg["suite"])
+    out = Path(args.out or Path("runs") / cfg.suite)
+    report = Path(args.report or Path("reports") / cfg.suite)
     losses, seeds = _split_list(args.losses), _split_list(args.seeds, int)
-    run_suite(cfg, args.config, args.overrides, out, losses, seeds, args.jobs, args.retry_failed)
+    runs = run_suite(cfg, out, losses, seeds, args.jobs, args.retry_failed)
     write_report(out, report, log_to_wandb=not args.no_wandb)
     print(f"report: {report / 'README.md'}")
+    not_ok = [run for run in runs if read_status(run.run_dir) != OK]
+    if not_ok:
+        print(f"lossbench: {len(not_ok)} of {len(runs)} runs did not finish ok: {', '.join(map(str, not_ok))}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lossbench.report import write_report
 
-    write_report(Path(args.out), Path(args.report), log_to_wandb=not args.no_wandb)
-    print(f"report: {Path(args.report) / 'README.md'}")
+    out, report = args.out, args.report
+    if args.config:
+        from lossbench.config import load_config
+
+        suite = load_config(args.config, args.overrides).suite
+        out, report = out or Path("runs") / suite, report or Path("reports") / suite
+    if not out or not report:
+        raise ConfigError("report needs --out and --report, or --config to name the suite they default from")
+    write_report(Path(out), Path(report), log_to_wandb=not args.no_wandb)
+    print(f"report: {Path(report) / 'README.md'}")
     return 0
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
     from lossbench.losses import get_loss_spec, list_losses
+    from lossbench.plugins import load_plugins
 
+    plugins = []
+    if args.config:
+        from lossbench.config import load_config
+
+        plugins = load_config(args.config).plugins
+    load_plugins(plugins)  # and the lossbench.losses entry points
     for name in list_losses():
         spec = get_loss_spec(name)
         params = ", ".join(f"{k}={v!r}" for k, v in spec.defaults.items() if k != "ignore_index")
-        print(f"{name:16} {spec.description}\n{'':16} params: {params or '-'}")
+        origin = "" if spec.cls.__module__.startswith("lossbench.losses.") else f"  [{spec.cls.__module__.removeprefix('lossbench_plugin_')}]"
+        print(f"{name:16} {spec.description}{origin}\n{'':16} params: {params or '-'}")
     return 0
 
 
@@ -128,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "losses": cmd_losses}
+    from lossbench.run import RunInterrupted
+    from lossbench.suite import SuiteError
+
     try:
         return handlers[args.command](args)
     except (ConfigError, ValueError) as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         return 2
+    except SuiteError as e:
+        print(f"lossbench: error: {e}", file=sys.stderr)
+        return 1
     except FloatingPointError as e:
         print(f"lossbench: run failed: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("lossbench: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, RunInterrupted):
+        print("lossbench: interrupted (resumable: run the same command again)", file=sys.stderr)
         return 130
 
 

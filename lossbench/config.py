@@ -1,79 +1,370 @@
-"""Experiment configs: YAML files under ``experiments/``, ``--set key=value`` overrides, validation.
+"""The config schema: typed sections, YAML loading, ``--set`` overrides, the resolved run config, its hash.
 
-A config is a plain nested dict. :func:`load_config` reads a file, merges it over
-:data:`DEFAULTS`, applies overrides and checks it, so every later stage can trust its shape.
-:func:`run_config` narrows a suite config to one (loss, seed) run and :func:`config_hash` keys it.
+A suite config is a YAML file under ``experiments/``. :func:`load_config` reads it, applies
+``--set key=value`` overrides and validates the whole of it against :class:`SuiteConfig` before
+anything runs: an unknown key (with the closest valid one), a wrong type, a value out of range, a
+duplicate loss label or a trainer key ``lightning.Trainer`` does not take is one sentence naming the
+file and the key. Defaults and their meaning live on the fields below.
+
+:func:`resolve_losses` is the one place that turns ``losses:`` entries plus ``--losses`` into
+:class:`LossEntry` objects; :func:`run_config` narrows a suite to one (loss, seed)
+:class:`RunConfig` — what a run process receives, written as its ``config.yaml`` — and
+:func:`config_hash` keys it.
 """
 
 from __future__ import annotations
 
-import copy
+import difflib
 import hashlib
+import inspect
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-
-DEFAULTS: dict[str, Any] = {
-    "suite": None,  # name of the suite; the W&B group. Defaults to the config file's stem.
-    "plugins": [],  # modules (importable names or .py paths) that register extra losses
-    "losses": [],  # names, or {name: ..., params: {...}, label: ...}
-    "seeds": [0],
-    "jobs": 1,  # runs trained at once by `lossbench compare` (CPU: each gets cores/jobs threads)
-    "data": {
-        "kind": "synthetic",  # "synthetic" or "folder"
-        "seed": 0,  # data generation seed; the same for every run of a suite
-        "image_size": 64,
-        "num_train": 256,
-        "num_val": 64,
-        "num_test": 64,
-        "imbalance": 1.0,  # > 1 makes the rare classes rarer, < 1 less rare
-        "noise": 0.08,
-        "cache_dir": "data",
-        "path": None,  # folder datasets: root holding train/ val/ test/, each with images/ and masks/
-        "class_names": None,  # folder datasets: names, one per class id
-        "ignore_index": None,  # folder datasets: mask value to ignore (synthetic data has none)
-        "batch_size": 16,
-        "eval_batch_size": None,
-        "num_workers": 0,
-    },
-    "model": {"arch": "Unet", "encoder": "resnet18", "kwargs": {}},
-    "optim": {"lr": 1e-3, "weight_decay": 1e-4},
-    "trainer": {
-        "max_epochs": 10,
-        "accelerator": "auto",
-        "devices": 1,
-        "strategy": "auto",
-        "precision": "auto",  # bf16-mixed on a GPU that supports it, else 32-true
-        "log_every_n_steps": 10,
-        "deterministic": False,
-    },
-    "wandb": {"project": "lossbench", "entity": None, "mode": None, "tags": []},
-}
-
-RUN_KEYS = ("data", "model", "optim", "trainer")
-"""Sections that, with the loss and seed, determine a run's result (and so its hash)."""
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
     """A config problem, told in one sentence."""
 
 
+# --- YAML -----------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a number, not the string ``'1e-3'``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text as configs are parsed (YAML 1.2 numbers)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
+
+
+# --- field types ----------------------------------------------------------------------------------
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+PosInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
+NonNegInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
+PosFloat = Annotated[float, BeforeValidator(_no_bool), Field(gt=0)]
+NonNegFloat = Annotated[float, BeforeValidator(_no_bool), Field(ge=0)]
+Seed = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=2**32 - 1)]
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+
+def safe_name(value: str, what: str) -> str:
+    """``value`` if it can name a folder (letters, digits, ``_ . + -``, not starting with a dot)."""
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or len(value) > 100:
+        raise ValueError(
+            f"{what} {value!r} cannot name a folder: use letters, digits, '_', '.', '+' or '-', "
+            "not starting with '.' or '-'"
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataConfig(_Section):
+    """``data:`` — which dataset, how it is split and batched."""
+
+    kind: Literal["synthetic", "folder"] = "synthetic"
+    seed: Seed = 0  # synthetic: generation seed, the same for every run of a suite
+    image_size: PosInt = 64  # synthetic: images are image_size × image_size
+    num_train: PosInt = 256  # synthetic: images per split
+    num_val: PosInt = 64
+    num_test: PosInt = 64
+    imbalance: PosFloat = 1.0  # synthetic: > 1 makes the rare classes rarer, < 1 less rare
+    noise: NonNegFloat = 0.08  # synthetic: std of the pixel noise
+    cache_dir: str = "data"  # where generated data is cached (not part of a run's identity)
+    path: str | None = None  # folder: root holding train/ val/ test/, each with images/ and masks/
+    class_names: list[str] | None = None  # folder: one name per class id
+    ignore_index: Int | None = None  # folder: mask value excluded from losses and metrics
+    batch_size: PosInt = 16  # training batch per process (per GPU under DDP)
+    eval_batch_size: PosInt | None = None  # validation/test batch; default batch_size
+    num_workers: NonNegInt = 0  # DataLoader workers (not part of a run's identity)
+
+    @model_validator(mode="after")
+    def _folder_needs_path_and_names(self) -> DataConfig:
+        if self.kind == "folder":
+            if not self.path:
+                raise ValueError("data.kind is 'folder' but data.path is not set")
+            if not self.class_names or len(self.class_names) < 2:
+                raise ValueError("a folder dataset needs data.class_names with at least two names")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        from lossbench.data import SYNTHETIC_CLASSES
+
+        return len(self.class_names) if self.kind == "folder" and self.class_names else len(SYNTHETIC_CLASSES)
+
+    @property
+    def loss_ignore_index(self) -> int | None:
+        """The ignore index the losses see (synthetic data has none)."""
+        return self.ignore_index if self.kind == "folder" else None
+
+
+_MODEL_OWNED = ("encoder_name", "encoder_weights", "in_channels", "classes", "arch")
+
+
+class ModelConfig(_Section):
+    """``model:`` — the segmentation-models-pytorch model (``smp.create_model``); weights are never downloaded."""
+
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # more smp.create_model arguments
+
+    @field_validator("kwargs")
+    @classmethod
+    def _not_owned(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted(set(kwargs) & set(_MODEL_OWNED))
+        if owned:
+            raise ValueError(f"model.kwargs may not set {', '.join(owned)}: lossbench sets it from the config and the data")
+        return kwargs
+
+
+class OptimConfig(_Section):
+    """``optim:`` — AdamW with a per-step cosine schedule to 0."""
+
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 1e-4
+
+
+_TRAINER_OWNED = {
+    "logger": "lossbench logs to W&B itself",
+    "callbacks": "lossbench sets its own",
+    "default_root_dir": "the run folder is used",
+    "enable_checkpointing": "lossbench checkpoints every epoch so runs resume",
+    "use_distributed_sampler": "lossbench shards evaluation without padding",
+    "enable_model_summary": "lossbench turns it off",
+    "plugins": "not supported by lossbench",
+    "model_registry": "not supported by lossbench",
+}
+"""Trainer arguments lossbench sets itself, with the reason a config may not."""
+
+# Keys that change only logging or launching, not a run's result (left out of the run hash).
+_TRAINER_NOT_HASHED = {"strategy", "accelerator", "log_every_n_steps", "enable_progress_bar"}
+
+
+@lru_cache(maxsize=1)
+def trainer_arguments() -> tuple[str, ...]:
+    """The keyword arguments of ``lightning.Trainer``."""
+    import lightning as L
+
+    return tuple(p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self")
+
+
+def _devices(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of devices, -1 (all), 'auto' or a list of ids, got {value!r}")
+    if isinstance(value, int) and (value == 0 or value < -1):
+        raise ValueError(f"expected a number of devices ≥ 1, -1 (all) or 'auto', got {value}")
+    return value
+
+
+class TrainerConfig(BaseModel):
+    """``trainer:`` — ``lightning.Trainer`` arguments; the common ones are typed here, any other is
+    checked against ``Trainer``'s signature."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    max_epochs: PosInt = 10  # the training budget; the learning rate reaches 0 at its end
+    accelerator: str = "auto"
+    devices: Annotated[int | str | list[NonNegInt], BeforeValidator(_devices)] = 1  # per node; -1: all
+    num_nodes: PosInt = 1
+    strategy: str = "auto"
+    precision: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v)] = "auto"  # auto: bf16-mixed on a GPU that supports it, else 32-true
+    log_every_n_steps: PosInt = 10
+    deterministic: bool | Literal["warn"] = False
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> TrainerConfig:
+        accepted = trainer_arguments()
+        for key in self.model_extra or {}:
+            if key in _TRAINER_OWNED:
+                raise ValueError(f"trainer.{key} cannot be set: {_TRAINER_OWNED[key]}")
+            if key not in accepted:
+                raise ValueError(f"unknown key {key!r} in trainer{_did_you_mean(key, accepted)} (lightning.Trainer takes no such argument)")
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """Every argument for ``lightning.Trainer``."""
+        return self.model_dump()
+
+
+class WandbConfig(_Section):
+    """``wandb:`` — where runs are logged. W&B is a sink: results never depend on it."""
+
+    project: str = "lossbench"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled", "shared"] | None = None  # default: WANDB_MODE, else online when logged in
+    tags: list[str] = Field(default_factory=list)
+
+
+class LossEntry(_Section):
+    """One ``losses:`` item: a registry ``name``, its ``params``, and the ``label`` naming its runs."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str = ""  # default: the name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, Mapping) and "name" not in value:
+            raise ValueError(f"a losses: item must be a name or a mapping with 'name', got {dict(value)!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _label(self) -> LossEntry:
+        self.label = safe_name(self.label or self.name, "loss label")
+        return self
+
+
+class _RunSections(_Section):
+    suite: str = "adhoc"  # the suite's name: its runs and report folders and the W&B group
+    plugins: list[str] = Field(default_factory=list)  # modules or .py files that register losses
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, value: str) -> str:
+        return safe_name(value, "suite name")
+
+
+def _jobs(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+        raise ValueError(f"expected a number of runs at once ≥ 1, or -1 for one per CPU core, got {value!r}")
+    return value
+
+
+class SuiteConfig(_RunSections):
+    """A whole suite: the runs' sections plus the losses and seeds to cross, and how many run at once."""
+
+    losses: list[LossEntry] = Field(default_factory=list)
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
+    jobs: Annotated[int, BeforeValidator(_jobs)] = 1  # runs trained at once by compare; -1: one per CPU core
+
+    @field_validator("losses")
+    @classmethod
+    def _unique_labels(cls, losses: list[LossEntry]) -> list[LossEntry]:
+        _reject_duplicates([e.label for e in losses], "loss label", "give each variant its own label:")
+        return losses
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        _reject_duplicates(seeds, "seed", "seeds:")
+        return seeds
+
+    def jobs_at_once(self) -> int:
+        return (os.cpu_count() or 1) if self.jobs == -1 else self.jobs
+
+
+class RunConfig(_RunSections):
+    """The resolved config of one run (its ``config.yaml``): the suite's run sections, one loss, one seed."""
+
+    loss: LossEntry
+    seed: Seed
+
+
+def _reject_duplicates(values: list, what: str, hint: str) -> None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{what} {v!r} appears twice; {hint} each must be unique")
+        seen.add(v)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _explain(error: ValidationError, source: str) -> ConfigError:
+    """The first problem of a pydantic error as one sentence naming the key."""
+    err = error.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "the config"
+    if err["type"] == "extra_forbidden":
+        section = ".".join(loc[:-1])
+        model = _section_model(loc[:-1])
+        known = list(model.model_fields) if model else []
+        where = f"section {section!r}" if section else "the config"
+        hint = _did_you_mean(loc[-1], known) + (f"; known keys: {', '.join(known)}" if known else "")
+        return ConfigError(f"{source}: unknown key {loc[-1]!r} in {where}{hint}")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("value_error", "assertion_error"):
+        return ConfigError(f"{source}: {key}: {msg}")
+    given = err.get("input")
+    return ConfigError(f"{source}: {key} {msg[0].lower() + msg[1:]}, got {given!r}")
+
+
+def _section_model(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = SuiteConfig
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        inner = getattr(ann, "__args__", (ann,))
+        nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated recursively by ``override`` (dicts merge, everything else replaces)."""
-    out = copy.deepcopy(dict(base))
+    out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = value
     return out
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["trainer.max_epochs=1", "data.num_train=8"]`` → nested dict; values are parsed as YAML."""
+    """``["trainer.max_epochs=1", "optim.lr=1e-3"]`` → nested dict; values are parsed as YAML (``1e-3`` is a number)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -86,104 +377,136 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r} conflicts with another --set on {part!r}")
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+            node[parts[-1]] = yaml_load(raw) if raw != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e.problem})") from None
     return out
 
 
-def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a YAML config, merge it over :data:`DEFAULTS`, apply ``--set`` overrides and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-    cfg = deep_merge(DEFAULTS, raw)
-    cfg = deep_merge(cfg, parse_overrides(overrides))
-    if cfg["suite"] is None:
-        cfg["suite"] = Path(path).stem if path is not None else "adhoc"
-    validate(cfg)
-    return cfg
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a :class:`ConfigError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        raw = yaml_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return raw
 
 
-def _unknown_keys(given: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
-    extra = sorted(set(given) - set(allowed))
-    if extra:
-        raise ConfigError(f"unknown key(s) {', '.join(extra)} in {where}; known: {', '.join(sorted(allowed))}")
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> SuiteConfig:
+    """Read a suite config, apply ``--set`` overrides and validate it; the suite name defaults to the file's stem."""
+    raw = read_yaml_mapping(path) if path is not None else {}
+    overrides = list(overrides)
+    raw = deep_merge(raw, parse_overrides(overrides))
+    raw.setdefault("suite", Path(path).stem if path is not None else "adhoc")
+    source = f"config {str(path)!r}" if path is not None else "config"
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    return validate_config(raw, source)
 
 
-def validate(cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` on unknown keys and wrong values (trainer: keys are Lightning's)."""
-    _unknown_keys(cfg, DEFAULTS, "the config")
-    for section in ("data", "model", "optim", "wandb"):
-        if not isinstance(cfg[section], Mapping):
-            raise ConfigError(f"config section {section!r} must be a mapping")
-        _unknown_keys(cfg[section], DEFAULTS[section], f"section {section!r}")
-    if not isinstance(cfg["trainer"], Mapping):
-        raise ConfigError("config section 'trainer' must be a mapping of Lightning Trainer arguments")
-    data = cfg["data"]
-    if data["kind"] not in ("synthetic", "folder"):
-        raise ConfigError(f"data.kind must be 'synthetic' or 'folder', got {data['kind']!r}")
-    if data["kind"] == "folder" and not data["path"]:
-        raise ConfigError("data.kind is 'folder' but data.path is not set")
-    for key in ("image_size", "num_train", "num_val", "num_test", "batch_size"):
-        if not isinstance(data[key], int) or data[key] < 1:
-            raise ConfigError(f"data.{key} must be a positive integer, got {data[key]!r}")
-    if not isinstance(cfg["seeds"], list) or not all(isinstance(s, int) for s in cfg["seeds"]):
-        raise ConfigError(f"seeds must be a list of integers, got {cfg['seeds']!r}")
-    for entry in cfg["losses"]:
-        loss_entry(entry)
-    if not isinstance(cfg["plugins"], list):
-        raise ConfigError(f"plugins must be a list of modules or .py files, got {cfg['plugins']!r}")
+def validate_config(raw: Mapping[str, Any], source: str = "config") -> SuiteConfig:
+    """A :class:`SuiteConfig` from a mapping, or a :class:`ConfigError` naming ``source`` and the key."""
+    try:
+        return SuiteConfig.model_validate(dict(raw))
+    except ValidationError as e:
+        raise _explain(e, source) from None
 
 
-def loss_entry(entry: Any) -> dict[str, Any]:
-    """Normalise a ``losses:`` item to ``{"name", "params", "label"}``; ``label`` names the run."""
-    if isinstance(entry, str):
-        return {"name": entry, "params": {}, "label": entry}
-    if isinstance(entry, Mapping) and "name" in entry:
-        _unknown_keys(entry, {"name": 0, "params": 0, "label": 0}, f"loss entry {dict(entry)!r}")
-        params = dict(entry.get("params") or {})
-        return {"name": entry["name"], "params": params, "label": entry.get("label") or entry["name"]}
-    raise ConfigError(f"a losses: item must be a name or a mapping with 'name' (and 'params'), got {entry!r}")
+def load_run_config(path: str | Path) -> RunConfig:
+    """A run's resolved ``config.yaml``."""
+    try:
+        return RunConfig.model_validate(read_yaml_mapping(path))
+    except ValidationError as e:
+        raise _explain(e, f"run config {str(path)!r}") from None
 
 
-def run_config(cfg: Mapping[str, Any], loss: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def dump_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# --- losses and runs ------------------------------------------------------------------------------
+
+
+def resolve_losses(cfg: SuiteConfig, wanted: Iterable[str] | None = None, check: bool = True) -> list[LossEntry]:
+    """The suite's loss entries, or those named in ``wanted`` (labels of the config, else registry names).
+
+    The one place that picks losses: ``train``, ``compare`` and ``report`` call it. With ``check``
+    (plugins loaded first) each entry is checked — the name is registered, its parameters are
+    accepted, and the loss builds and returns a differentiable scalar on a small batch — before
+    anything trains; the report, which trains nothing, only needs the entries.
+    """
+    from lossbench.losses import check_loss
+
+    if wanted is None:
+        if not cfg.losses:
+            raise ConfigError("the config lists no losses: add them under losses: or pass --losses")
+        chosen = list(cfg.losses)
+    else:
+        wanted = list(wanted)
+        _reject_duplicates_cfg(wanted)
+        by_label = {e.label: e for e in cfg.losses}
+        chosen = []
+        for name in wanted:
+            entry = by_label.get(name) or next((e for e in cfg.losses if e.name == name), None)
+            chosen.append(entry or _entry(name))
+        _reject_duplicates_cfg([e.label for e in chosen], "--losses picks")
+    for entry in chosen if check else ():
+        check_loss(
+            entry.name,
+            entry.params,
+            num_classes=cfg.data.num_classes,
+            ignore_index=cfg.data.loss_ignore_index,
+            label=entry.label,
+        )
+    return chosen
+
+
+def _entry(name: str) -> LossEntry:
+    try:
+        return LossEntry.model_validate(name)
+    except ValidationError as e:
+        raise _explain(e, "--losses") from None
+
+
+def _reject_duplicates_cfg(values: list[str], what: str = "--losses names") -> None:
+    try:
+        _reject_duplicates(values, "loss", f"{what} it more than once;")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int) -> RunConfig:
     """The resolved config of one run: the suite's run sections plus this loss and seed."""
-    out = {key: copy.deepcopy(cfg[key]) for key in RUN_KEYS}
-    out.update(suite=cfg["suite"], plugins=list(cfg["plugins"]), wandb=copy.deepcopy(cfg["wandb"]))
-    out["loss"] = {"name": loss["name"], "params": dict(loss["params"]), "label": loss["label"]}
-    out["seed"] = int(seed)
-    return out
+    sections = {k: getattr(cfg, k) for k in _RunSections.model_fields}
+    return RunConfig.model_validate({**{k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in sections.items()},
+                                     "loss": loss.model_dump(), "seed": seed})  # fmt: skip
 
 
-def config_hash(run_cfg: Mapping[str, Any]) -> str:
+def config_hash(run_cfg: RunConfig) -> str:
     """12 hex digits of the parts of a run's config that decide its result.
 
-    Excluded: W&B settings, the suite name, the data cache folder and worker count, and trainer keys
-    that change only logging or how the work is launched (``strategy``, ``accelerator``, logging
-    cadence, progress bar). ``devices`` and ``num_nodes`` stay in: they change the global batch.
+    Excluded: W&B settings, the suite name, plugins, the loss label, the data cache folder and worker
+    count, and trainer keys that change only logging or how the work is launched (``strategy``,
+    ``accelerator``, logging cadence, progress bar). ``devices`` and ``num_nodes`` stay in: they
+    change the global batch.
     """
-    trainer = {
-        k: v
-        for k, v in run_cfg["trainer"].items()
-        if k not in {"strategy", "accelerator", "log_every_n_steps", "enable_progress_bar"}
-    }
-    data = {k: v for k, v in run_cfg["data"].items() if k not in {"num_workers", "cache_dir"}}
+    dumped = run_cfg.model_dump(mode="json")
+    trainer = {k: v for k, v in dumped["trainer"].items() if k not in _TRAINER_NOT_HASHED}
+    data = {k: v for k, v in dumped["data"].items() if k not in {"num_workers", "cache_dir"}}
     key = {
         "data": data,
-        "model": run_cfg["model"],
-        "optim": run_cfg["optim"],
+        "model": dumped["model"],
+        "optim": dumped["optim"],
         "trainer": trainer,
-        "loss": {"name": run_cfg["loss"]["name"], "params": run_cfg["loss"]["params"]},
-        "seed": run_cfg["seed"],
+        "loss": {"name": run_cfg.loss.name, "params": dumped["loss"]["params"]},
+        "seed": run_cfg.seed,
     }
     blob = json.dumps(key, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

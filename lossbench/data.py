@@ -17,15 +17,17 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from lossbench.config import DataConfig
 
 SYNTHETIC_CLASSES = ["background", "blob", "curve", "spot"]
 SPLITS = ("train", "val", "test")
@@ -141,25 +143,48 @@ def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
             os.remove(tmp)
 
 
-def synthetic_splits(data_cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+def _read_cache(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or ``None`` (with a note on stderr) if the file is damaged or not what is expected."""
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 — zip, pickle, truncation, I/O: all mean "rebuild it"
+        why = f"{type(e).__name__}: {e}"
+    else:
+        shapes = {k: v.shape for k, v in arrays.items()}
+        if shapes == expected:
+            return arrays
+        why = f"holds arrays {shapes}, expected {expected}"
+    print(f"lossbench: synthetic data cache {path} is damaged ({why}); rebuilding it", file=sys.stderr, flush=True)
+    return None
+
+
+def synthetic_splits(data_cfg: DataConfig) -> dict[str, np.ndarray]:
     """Generate (or load from the cache) the synthetic splits: ``{split}_images``, ``{split}_masks``.
 
     The result depends only on ``seed, image_size, num_*, imbalance, noise`` (and the generator
     version); each split has its own random stream, so growing one split leaves the others unchanged.
+    A damaged cache file is detected and rebuilt.
     """
     keys = ("seed", "image_size", "num_train", "num_val", "num_test", "imbalance", "noise")
-    spec = {k: data_cfg[k] for k in keys} | {"version": _GENERATOR_VERSION}
+    spec = {k: getattr(data_cfg, k) for k in keys} | {"version": _GENERATOR_VERSION}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(data_cfg.get("cache_dir") or "data") / f"synthetic-{digest}.npz"
+    path = Path(data_cfg.cache_dir or "data") / f"synthetic-{digest}.npz"
+    size = data_cfg.image_size
+    expected = {}
+    for split in SPLITS:
+        n = getattr(data_cfg, f"num_{split}")
+        expected |= {f"{split}_images": (n, 1, size, size), f"{split}_masks": (n, size, size)}
     if path.exists():
-        with np.load(path) as f:
-            return dict(f)
+        cached = _read_cache(path, expected)
+        if cached is not None:
+            return cached
     arrays: dict[str, np.ndarray] = {}
     for split_id, split in enumerate(SPLITS):
-        rng = np.random.default_rng([int(data_cfg["seed"]), split_id])
+        rng = np.random.default_rng([int(data_cfg.seed), split_id])
         pairs = [
-            synthetic_sample(rng, data_cfg["image_size"], float(data_cfg["imbalance"]), float(data_cfg["noise"]))
-            for _ in range(data_cfg[f"num_{split}"])
+            synthetic_sample(rng, size, float(data_cfg.imbalance), float(data_cfg.noise))
+            for _ in range(getattr(data_cfg, f"num_{split}"))
         ]
         arrays[f"{split}_images"] = np.stack([p[0] for p in pairs])[:, None]
         arrays[f"{split}_masks"] = np.stack([p[1] for p in pairs])
@@ -207,10 +232,7 @@ class FolderDataset(Dataset):
         return len(self.images)
 
     def read_mask(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(self.masks[i]) as im:
-            mask = np.array(im)
+        mask = _decode(self.masks[i])
         if mask.ndim != 2:
             raise ValueError(f"mask {self.masks[i]} must be single-channel class ids, got shape {mask.shape}")
         bad = (mask >= self.num_classes) & (mask != (self.ignore_index if self.ignore_index is not None else -1))
@@ -222,41 +244,67 @@ class FolderDataset(Dataset):
         return mask.astype(np.int64)
 
     def read_image(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(self.images[i]) as im:
-            arr = np.array(im.convert("L") if im.mode in ("L", "I", "I;16", "1", "P") else im.convert("RGB"))
-        arr = arr.astype(np.float32) / 255.0
+        arr = _decode(self.images[i], grayscale_or_rgb=True).astype(np.float32) / 255.0
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.read_image(i), self.read_mask(i)
         if image.shape[1:] != mask.shape:
-            raise ValueError(f"image {self.images[i].name} is {image.shape[1:]} but its mask is {mask.shape}")
+            raise ValueError(f"image {self.images[i]} is {image.shape[1:]} but its mask is {mask.shape}")
         return torch.from_numpy(image), torch.from_numpy(mask)
+
+    def scan(self) -> np.ndarray:
+        """Read every image and mask once (before training) and return the class pixel counts.
+
+        A file that cannot be decoded, a mask value that is neither a class nor the ignore index, or
+        an image whose size differs from its mask or from the split's first image is a ``ValueError``
+        naming the file — raised now, not after the training.
+        """
+        counts = np.zeros(self.num_classes, np.int64)
+        first = None
+        for i in range(len(self)):
+            image, mask = self[i]
+            if first is None:
+                first = tuple(image.shape)
+            elif tuple(image.shape) != first:
+                raise ValueError(
+                    f"image {self.images[i]} is {tuple(image.shape)} (channels, height, width) but the first image "
+                    f"of {self.root} is {first}; all images of a split must have one size and channel count"
+                )
+            counts += class_pixel_counts(mask.numpy(), self.num_classes, self.ignore_index)
+        return counts
+
+
+def _decode(path: Path, grayscale_or_rgb: bool = False) -> np.ndarray:
+    """Decode an image file with PIL; a damaged file is a ``ValueError`` that names it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if grayscale_or_rgb:
+                im = im.convert("L") if im.mode in ("L", "I", "I;16", "1", "P") else im.convert("RGB")
+            return np.array(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e} (damaged or not an image file?)") from None
 
 
 # --- loading a config's data ----------------------------------------------------------------------
 
 
-def load_data(data_cfg: dict[str, Any]) -> DataBundle:
-    """Build the :class:`DataBundle` a config's ``data:`` section describes."""
-    if data_cfg["kind"] == "synthetic":
+def load_data(data_cfg: DataConfig) -> DataBundle:
+    """Build the :class:`DataBundle` a config's ``data:`` section describes (folder data is scanned first)."""
+    if data_cfg.kind == "synthetic":
         arrays = synthetic_splits(data_cfg)
         splits = {s: ArrayDataset(arrays[f"{s}_images"], arrays[f"{s}_masks"]) for s in SPLITS}
         names = list(SYNTHETIC_CLASSES)
         counts = class_pixel_counts(arrays["train_masks"], len(names), None)
         return DataBundle(**splits, class_names=names, ignore_index=None, in_channels=1, class_frequencies=counts)
 
-    names = data_cfg.get("class_names")
-    if not names or not isinstance(names, list) or len(names) < 2:
-        raise ValueError("data.class_names must list at least two class names for a folder dataset")
-    ignore = data_cfg.get("ignore_index")
-    splits = {s: FolderDataset(data_cfg["path"], s, len(names), ignore) for s in SPLITS}
+    names = list(data_cfg.class_names or [])
+    ignore = data_cfg.ignore_index
+    splits = {s: FolderDataset(data_cfg.path, s, len(names), ignore) for s in SPLITS}
+    counts = {s: splits[s].scan() for s in SPLITS}["train"]
     train = splits["train"]
-    counts = np.zeros(len(names), np.int64)
-    for i in range(len(train)):
-        counts += class_pixel_counts(train.read_mask(i), len(names), ignore)
     in_channels = train.read_image(0).shape[0]
     return DataBundle(
         **splits, class_names=list(names), ignore_index=ignore, in_channels=in_channels, class_frequencies=counts.tolist()

@@ -28,8 +28,12 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(num, math.nan))
 
 
-def per_class_metrics(confmat: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+def per_class_metrics(confmat: torch.Tensor, class_names: Sequence[str], ignore_index: int | None = None) -> dict[str, Any]:
     """Derive the metric table from a ``[C, C]`` confusion matrix (rows: target, columns: prediction).
+
+    When ``ignore_index`` is itself a class id, that class is not a class of the metrics: its pixels
+    are already out of the matrix, and it gets no row (predicting it is still an error, a false
+    negative of the true class) and no part in the mean IoU.
 
     Returns:
         ``{"miou": float, "pixels": int, "per_class": {name: {"iou", "sensitivity", "specificity",
@@ -49,11 +53,11 @@ def per_class_metrics(confmat: torch.Tensor, class_names: Sequence[str]) -> dict
         "precision": _ratio(tp, tp + fp),
         "dice": _ratio(2 * tp, 2 * tp + fp + fn),
     }
+    kept = [i for i in range(len(class_names)) if i != ignore_index]
     per_class = {
-        name: {m: float(table[m][i]) for m in METRICS} | {"support": int(tp[i] + fn[i])}
-        for i, name in enumerate(class_names)
+        class_names[i]: {m: float(table[m][i]) for m in METRICS} | {"support": int(tp[i] + fn[i])} for i in kept
     }
-    iou = table["iou"]
+    iou = table["iou"][kept]
     miou = float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else math.nan
     return {"miou": miou, "pixels": int(cm.sum()), "per_class": per_class}
 

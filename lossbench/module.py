@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import segmentation_models_pytorch as smp
 import torch
 from lightning.fabric.loggers.logger import _DummyExperiment
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-from lossbench.losses import build_loss, get_loss_spec
+from lossbench.losses import build_loss, check_output, get_loss_spec
 from lossbench.metrics import confusion_matrix_metric, flat_scalars, per_class_metrics
-
-
-class WallClock(Callback):
-    """Wall time of a run (training and testing), carried across resumes in the checkpoint."""
-
-    def __init__(self) -> None:
-        self.before, self.start = 0.0, time.perf_counter()
-
-    @property
-    def elapsed(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def state_dict(self) -> dict[str, float]:
-        return {"elapsed": self.elapsed}
-
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self.before, self.start = float(state_dict["elapsed"]), time.perf_counter()
-
-
-class LastCheckpoint(Callback):
-    """Writes ``last.ckpt`` after every training epoch (validation included), atomically.
-
-    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes only when training ends,
-    and writes in place; here a kill at any moment leaves the previous complete checkpoint, from
-    which the run resumes.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        if trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes, then all meet at a barrier
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
 
 
 class SinkWandbLogger(WandbLogger):
@@ -66,6 +25,10 @@ class SinkWandbLogger(WandbLogger):
     """
 
     _failed = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._wandb_init.pop("anonymous", None)  # W&B warns that the setting is gone, in every run's log
 
     @property
     def experiment(self):  # type: ignore[override]
@@ -109,9 +72,11 @@ class LossbenchModule(L.LightningModule):
 
     Args:
         model_cfg: ``{"arch", "encoder", "kwargs"}`` for ``smp.create_model``.
-        loss_name: registry name of the loss; ``loss_params`` its parameters.
+        loss_name: registry name of the loss; ``loss_params`` its parameters; ``loss_label`` the
+            name of its entry in the suite (errors name it).
         class_names: one name per class (``C >= 2``; the model has ``C`` output channels).
-        ignore_index: mask value excluded from loss and metrics.
+        ignore_index: mask value excluded from loss and metrics; if it is a class id, that class is
+            left out of the metrics too.
         in_channels: image channels.
         class_frequencies: training-split pixel counts per class, handed to losses that take them.
         lr, weight_decay: AdamW settings; the learning rate follows a per-step cosine schedule to 0.
@@ -128,10 +93,12 @@ class LossbenchModule(L.LightningModule):
         class_frequencies: list[int],
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        loss_label: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
+        self.loss_label = loss_label or loss_name
         num_classes = len(self.class_names)
         self.model = build_model(model_cfg, in_channels, num_classes)
         params = dict(loss_params)
@@ -154,18 +121,30 @@ class LossbenchModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.loss(self(x), y)
-        finite = bool(torch.isfinite(loss))
-        if self.trainer.world_size > 1:  # every rank stops together, none waits forever
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            raise NonFiniteLossError(
-                f"loss {self.hparams.loss_name!r} became {loss.item()} at epoch {self.current_epoch}, "
-                f"step {self.global_step}"
-            )
+        check_output(loss, self.loss_label)  # a plugin loss that breaks the contract is named
+        self._stop_if_not_finite(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         self._train_loss_sum = self._train_loss_sum.to(loss.device) + loss.detach()
         self._train_batches += 1
         return loss
+
+    def _stop_if_not_finite(self, loss: Tensor) -> None:
+        """Raise :class:`NonFiniteLossError` on every rank if the loss is NaN or infinite on any rank.
+
+        Under DDP the ranks' values are gathered (one collective, as a boolean reduction would cost),
+        so every rank stops together and the error names the ranks where it happened.
+        """
+        values = loss.detach().float().reshape(1)
+        if self.trainer.world_size > 1:
+            values = self.all_gather(values).reshape(-1)
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+        if not bad:
+            return
+        where = f" on rank {', '.join(map(str, bad))} of {len(values)}" if len(values) > 1 else ""
+        raise NonFiniteLossError(
+            f"loss {self.loss_label!r} became {values[bad[0]].item()}{where} at epoch {self.current_epoch}, "
+            f"step {self.global_step}"
+        )
 
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
@@ -187,7 +166,7 @@ class LossbenchModule(L.LightningModule):
         self._eval_step(batch, self.test_cm, "test")
 
     def on_validation_epoch_end(self) -> None:
-        result = per_class_metrics(self.val_cm.compute(), self.class_names)
+        result = per_class_metrics(self.val_cm.compute(), self.class_names, self.hparams.ignore_index)
         self.val_cm.reset()
         self.log_dict(flat_scalars(result, "val"), sync_dist=False)  # already synced by torchmetrics
         if self.trainer.sanity_checking:
@@ -207,7 +186,7 @@ class LossbenchModule(L.LightningModule):
         )
 
     def on_test_epoch_end(self) -> None:
-        result = per_class_metrics(self.test_cm.compute(), self.class_names)
+        result = per_class_metrics(self.test_cm.compute(), self.class_names, self.hparams.ignore_index)
         self.test_cm.reset()
         self.log_dict(flat_scalars(result, "test"), sync_dist=False)
         self.test_result = result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -31,11 +32,23 @@ def load_plugins(plugins: Iterable[str]) -> None:
             sys.modules[name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception:
+            except Exception as e:
                 del sys.modules[name]
-                raise
+                raise _plugin_error(plugin, e) from None
         else:
             try:
                 importlib.import_module(plugin)
             except ModuleNotFoundError as e:
                 raise ValueError(f"plugin module {plugin!r} cannot be imported: {e}") from None
+            except Exception as e:
+                raise _plugin_error(plugin, e) from None
+
+
+def _plugin_error(plugin: str, e: Exception) -> ValueError:
+    """One sentence naming the plugin, the file and line, and what went wrong."""
+    if isinstance(e, SyntaxError):
+        return ValueError(f"plugin {plugin!r} has a syntax error in {e.filename}, line {e.lineno}: {e.msg}")
+    frames = traceback.extract_tb(e.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename] or frames
+    where = f" ({user[-1].filename}, line {user[-1].lineno})" if user else ""
+    return ValueError(f"plugin {plugin!r} failed while being imported{where}: {type(e).__name__}: {e}")

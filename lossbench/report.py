@@ -1,12 +1,13 @@
 """The comparison report: leaderboards, per-class tables, plots, ``results.csv`` and a W&B summary table.
 
-``write_report(out, report_dir)`` reads every ``metrics.json`` under ``out`` (so runs trained on
-several machines into one shared folder merge), keeps those that belong to the suite in
-``out/suite.yaml`` (same resolved config hash), and writes into ``report_dir``:
+``write_report(out, report_dir)`` reads every run record under ``out`` (so runs trained on several
+machines into one shared folder merge; see :mod:`lossbench.record`), keeps those that belong to the
+suite in the folder's suite file (same resolved config hash), and writes into ``report_dir``:
 
 * ``README.md``: leaderboards by mean IoU and by rare-class IoU (mean ± std over seeds, best in
   bold), per-class IoU / sensitivity / specificity tables, the loss-vs-seed spread on the rarest
-  class, failed runs with their errors, and the suite's config;
+  class, failed, interrupted and missing runs with their errors, damaged records by path, and the
+  suite's config;
 * ``results.csv``: one row per (loss, seed, class);
 * plots: ``iou_by_class.png``, ``rare_class_iou.png``, ``sensitivity_specificity.png``,
   ``learning_curves.png``.
@@ -17,16 +18,26 @@ The output depends only on the runs, so regenerating it from the same runs gives
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from lossbench.config import config_hash, run_config
-from lossbench.io import read_json, write_text_atomic
+from lossbench.config import (
+    LossEntry,
+    SuiteConfig,
+    config_hash,
+    read_yaml_mapping,
+    resolve_losses,
+    run_config,
+    validate_config,
+)
+from lossbench.io import write_text_atomic
 from lossbench.metrics import METRICS
+from lossbench.record import DamagedRecord, RunRecord, run_dir_for, scan_runs, suite_path
 
 RESULT_COLUMNS = ["loss", "seed", "class", *METRICS, "status", "epochs", "wall_s"]
 PLOTS = {
@@ -40,42 +51,68 @@ PLOTS = {
 # --- collecting ----------------------------------------------------------------------------------
 
 
-def collect_runs(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
-    """``(current, stale, suite_cfg)``: run records under ``out`` that match the suite, and the rest."""
-    suite_path = out / "suite.yaml"
-    suite_cfg = yaml.safe_load(suite_path.read_text()) if suite_path.exists() else None
-    records = []
-    for path in sorted(out.glob("*/*/metrics.json")):
-        rec = read_json(path)
-        if rec and "label" in rec and "seed" in rec:
-            records.append(rec | {"run_dir": str(path.parent)})
-    if suite_cfg is None:
-        return records, [], None
+@dataclass
+class Runs:
+    """What a runs folder holds for the report."""
+
+    current: list[RunRecord]  # records of this suite's config
+    stale: list[RunRecord]  # records trained with another config
+    damaged: list[DamagedRecord]  # metrics.json files that cannot be read
+    missing: list[str]  # "label seed s" of runs the suite lists that have no record
+    cfg: SuiteConfig | None
+
+
+def load_suite(out: Path) -> SuiteConfig | None:
+    """The suite config in ``<out>/suite.yaml`` (as ``compare`` writes it, or a config file copied there)."""
+    path = suite_path(out)
+    if not path.exists():
+        return None
+    raw = read_yaml_mapping(path)
+    raw.setdefault("suite", Path(out).name)
+    return validate_config(raw, f"suite file {str(path)!r}")
+
+
+def collect_runs(out: Path) -> Runs:
+    """Every run record under ``out``, split into those that match the suite's config and the rest."""
+    scan = scan_runs(out)
+    cfg = load_suite(out)
+    if cfg is None:
+        return Runs(scan.records, [], scan.damaged, [], None)
     current, stale = [], []
-    for rec in records:
-        entry = {"name": rec["loss"], "params": rec.get("loss_params") or {}, "label": rec["label"]}
-        expected = config_hash(run_config(suite_cfg, entry, rec["seed"]))
-        (current if rec.get("config_hash") == expected else stale).append(rec)
-    return current, stale, suite_cfg
+    for rec in scan.records:
+        entry = LossEntry(name=rec.loss, params=rec.loss_params or {}, label=rec.label)
+        expected = config_hash(run_config(cfg, entry, rec.seed))
+        (current if rec.config_hash == expected else stale).append(rec)
+    have = {(r.label, r.seed) for r in current}
+    damaged_dirs = {d.path.parent for d in scan.damaged}
+    missing = []
+    for entry in resolve_losses(cfg, check=False) if cfg.losses else []:
+        for seed in cfg.seeds:
+            run_dir = run_dir_for(out, run_config(cfg, entry, seed))
+            if (entry.label, seed) not in have and run_dir not in damaged_dirs:
+                missing.append(f"{entry.label} seed {seed}")
+    return Runs(current, stale, scan.damaged, missing, cfg)
 
 
-def results_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def results_frame(records: list[RunRecord]) -> pd.DataFrame:
     """Long table: one row per (loss, seed, class); runs without results get NaN metrics."""
-    classes = next((r["classes"] for r in records if r.get("status") == "ok"), [])
+    classes = next((r.classes for r in records if r.ok and r.classes), [])
     rows = []
     for rec in records:
-        per_class = (rec.get("test") or {}).get("per_class", {})
-        for name in rec.get("classes") or classes:
+        per_class = (rec.test or {}).get("per_class", {})
+        for name in rec.classes or classes:
+            if rec.ok and name not in per_class:
+                continue  # a class left out of the metrics (it is the ignore index)
             values = per_class.get(name, {})
             rows.append(
                 {
-                    "loss": rec["label"],
-                    "seed": rec["seed"],
+                    "loss": rec.label,
+                    "seed": rec.seed,
                     "class": name,
                     **{m: values.get(m, math.nan) for m in METRICS},
-                    "status": rec.get("status", "missing"),
-                    "epochs": rec.get("epochs"),
-                    "wall_s": rec.get("wall_s"),
+                    "status": rec.status,
+                    "epochs": rec.epochs,
+                    "wall_s": rec.wall_s,
                 }
             )
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
@@ -84,12 +121,13 @@ def results_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return df.sort_values(["loss", "seed"], kind="stable").reset_index(drop=True)
 
 
-def rarest_class(records: list[dict[str, Any]]) -> str | None:
-    """The class with the fewest training pixels."""
+def rarest_class(records: list[RunRecord]) -> str | None:
+    """The class with the fewest training pixels (among the classes the metrics report)."""
     for rec in records:
-        if rec.get("status") == "ok" and rec.get("class_frequencies"):
-            freqs = rec["class_frequencies"]
-            return rec["classes"][int(np.argmin(freqs))]
+        if rec.ok and rec.class_frequencies and rec.test:
+            reported = rec.test["per_class"]
+            pairs = [(f, c) for c, f in zip(rec.classes or [], rec.class_frequencies) if c in reported]
+            return min(pairs)[1] if pairs else None
     return None
 
 
@@ -116,21 +154,26 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_level(records: list[dict[str, Any]], rare: str | None) -> pd.DataFrame:
+def run_level(records: list[RunRecord], rare: str | None) -> pd.DataFrame:
     """One row per successful run: loss, seed, mIoU, rare-class IoU and sensitivity, wall time."""
+
+    def num(value: Any) -> float:
+        return math.nan if value is None else float(value)
+
     rows = []
     for rec in records:
-        if rec.get("status") != "ok":
+        if not rec.ok:
             continue
-        pc = rec["test"]["per_class"]
+        pc = rec.test["per_class"]
+        rare_row = pc.get(rare, {}) if rare else {}
         rows.append(
             {
-                "loss": rec["label"],
-                "seed": rec["seed"],
-                "miou": rec["test"]["miou"] if rec["test"]["miou"] is not None else math.nan,
-                "rare_iou": pc[rare]["iou"] if rare and pc[rare]["iou"] is not None else math.nan,
-                "rare_sens": pc[rare]["sensitivity"] if rare and pc[rare]["sensitivity"] is not None else math.nan,
-                "wall_s": rec.get("wall_s") or math.nan,
+                "loss": rec.label,
+                "seed": rec.seed,
+                "miou": num(rec.miou),
+                "rare_iou": num(rare_row.get("iou")),
+                "rare_sens": num(rare_row.get("sensitivity")),
+                "wall_s": num(rec.wall_s),
             }
         )
     return pd.DataFrame(rows, columns=["loss", "seed", "miou", "rare_iou", "rare_sens", "wall_s"])
@@ -195,53 +238,75 @@ def spread(runs: pd.DataFrame) -> dict[str, float]:
 # --- plots -------------------------------------------------------------------------------------
 
 
-def _plots(df: pd.DataFrame, runs: pd.DataFrame, records: list[dict], classes: list[str], rare: str, order: list[str], report: Path) -> None:
-    import matplotlib
+@dataclass
+class _PlotData:
+    df: pd.DataFrame  # results_frame
+    runs: pd.DataFrame  # run_level
+    records: list[RunRecord]
+    classes: list[str]
+    rare: str
+    order: list[str]  # losses, best mean IoU first
+    colors: dict[str, Any]
 
-    matplotlib.use("Agg")
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.df[self.df["status"] == "ok"]
+
+
+def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    ok = df[df["status"] == "ok"]
-    colors = {loss: plt.get_cmap("tab20")(i % 20) for i, loss in enumerate(order)}
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-    # 1. heatmap of per-class IoU
-    mat = np.array([[ok[(ok["loss"] == loss) & (ok["class"] == c)]["iou"].mean() for c in classes] for loss in order])
-    fig, ax = plt.subplots(figsize=(1.6 * len(classes) + 2.5, 0.42 * len(order) + 1.5))
+
+def _plot_iou_heatmap(d: _PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ok = d.ok
+    mat = np.array([[ok[(ok["loss"] == loss) & (ok["class"] == c)]["iou"].mean() for c in d.classes] for loss in d.order])
+    fig, ax = plt.subplots(figsize=(1.6 * len(d.classes) + 2.5, 0.42 * len(d.order) + 1.5))
     im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(order)), order)
-    for i in range(len(order)):
-        for j in range(len(classes)):
+    ax.set_xticks(range(len(d.classes)), d.classes)
+    ax.set_yticks(range(len(d.order)), d.order)
+    for i in range(len(d.order)):
+        for j in range(len(d.classes)):
             if not np.isnan(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.3f}", ha="center", va="center", color="white" if mat[i, j] < 0.6 else "black", fontsize=8)
+                color = "white" if mat[i, j] < 0.6 else "black"
+                ax.text(j, i, f"{mat[i, j]:.3f}", ha="center", va="center", color=color, fontsize=8)
     fig.colorbar(im, ax=ax, label="test IoU")
     ax.set_title(PLOTS["iou_by_class.png"], fontsize=10)
     fig.tight_layout()
-    fig.savefig(report / "iou_by_class.png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
-    # 2. rare-class IoU of every run
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
-    for i, loss in enumerate(order):
-        vals = runs[runs["loss"] == loss]["rare_iou"].dropna()
-        ax.scatter(vals, [i] * len(vals), color=colors[loss], s=28, zorder=3)
+
+def _plot_rare_iou(d: _PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(d.order) + 1.5))
+    for i, loss in enumerate(d.order):
+        vals = d.runs[d.runs["loss"] == loss]["rare_iou"].dropna()
+        ax.scatter(vals, [i] * len(vals), color=d.colors[loss], s=28, zorder=3)
         if len(vals):
             ax.plot([vals.mean()] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
-    ax.set_yticks(range(len(order)), order)
+    ax.set_yticks(range(len(d.order)), d.order)
     ax.invert_yaxis()
-    ax.set_xlabel(f"test IoU of the rarest class ({rare}); dots: seeds, bar: mean")
+    ax.set_xlabel(f"test IoU of the rarest class ({d.rare}); dots: seeds, bar: mean")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(PLOTS["rare_class_iou.png"], fontsize=10)
     fig.tight_layout()
-    fig.savefig(report / "rare_class_iou.png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
-    # 3. sensitivity vs specificity, one panel per class
-    fig, axes = plt.subplots(1, len(classes), figsize=(3.2 * len(classes), 3.6), squeeze=False)
-    for ax, c in zip(axes[0], classes):
-        for loss in order:
+
+def _plot_sensitivity_specificity(d: _PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ok = d.ok
+    fig, axes = plt.subplots(1, len(d.classes), figsize=(3.2 * len(d.classes), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], d.classes):
+        for loss in d.order:
             sel = ok[(ok["loss"] == loss) & (ok["class"] == c)]
-            ax.scatter(sel["specificity"].mean(), sel["sensitivity"].mean(), color=colors[loss], s=30, label=loss)
+            ax.scatter(sel["specificity"].mean(), sel["sensitivity"].mean(), color=d.colors[loss], s=30, label=loss)
         ax.set_title(c, fontsize=10)
         ax.set_xlabel("specificity")
         ax.grid(alpha=0.3)
@@ -250,85 +315,82 @@ def _plots(df: pd.DataFrame, runs: pd.DataFrame, records: list[dict], classes: l
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(PLOTS["sensitivity_specificity.png"], fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.85, 1))
-    fig.savefig(report / "sensitivity_specificity.png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
-    # 4. learning curves
+
+def _plot_learning_curves(d: _PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for loss in order:
-        hist = [pd.DataFrame(r["history"]) for r in records if r["label"] == loss and r.get("status") == "ok" and r.get("history")]
+    for loss in d.order:
+        hist = [pd.DataFrame(r.history) for r in d.records if r.label == loss and r.ok and r.history]
         if not hist:
             continue
         h = pd.concat(hist).groupby("epoch").mean(numeric_only=True)
-        axes[0].plot(h.index, h["val_miou"], color=colors[loss], label=loss)
-        if f"val_iou/{rare}" in h:
-            axes[1].plot(h.index, h[f"val_iou/{rare}"], color=colors[loss], label=loss)
+        axes[0].plot(h.index, h["val_miou"], color=d.colors[loss], label=loss)
+        if f"val_iou/{d.rare}" in h:
+            axes[1].plot(h.index, h[f"val_iou/{d.rare}"], color=d.colors[loss], label=loss)
     axes[0].set_ylabel("validation mean IoU")
-    axes[1].set_ylabel(f"validation IoU, {rare}")
+    axes[1].set_ylabel(f"validation IoU, {d.rare}")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2, frameon=False)
     fig.suptitle(PLOTS["learning_curves.png"] + " (mean over seeds)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(report / "learning_curves.png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+_PLOTTERS = {
+    "iou_by_class.png": _plot_iou_heatmap,
+    "rare_class_iou.png": _plot_rare_iou,
+    "sensitivity_specificity.png": _plot_sensitivity_specificity,
+    "learning_curves.png": _plot_learning_curves,
+}
+
+
+def write_plots(d: _PlotData, report: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name, plot in _PLOTTERS.items():
+        plot(d, report / name)
 
 
 # --- the report ----------------------------------------------------------------------------------
 
 
-def _config_md(cfg: dict[str, Any] | None, records: list[dict[str, Any]]) -> str:
+def _config_md(cfg: SuiteConfig | None, records: list[RunRecord]) -> str:
     if cfg is None:
         return "_No suite.yaml in the runs folder: the runs were not started by `lossbench compare`._"
-    d, m, t, o = cfg["data"], cfg["model"], cfg["trainer"], cfg["optim"]
-    freqs = next((r["class_frequencies"] for r in records if r.get("class_frequencies")), None)
-    classes = next((r["classes"] for r in records if r.get("classes")), None)
-    seeds = sorted({r["seed"] for r in records})
-    lines = [f"- suite `{cfg['suite']}`; seeds {seeds}"]
-    if d["kind"] == "synthetic":
+    d, m, t, o = cfg.data, cfg.model, cfg.trainer, cfg.optim
+    freqs = next((r.class_frequencies for r in records if r.class_frequencies), None)
+    classes = next((r.classes for r in records if r.classes), None)
+    seeds = sorted({r.seed for r in records})
+    lines = [f"- suite `{cfg.suite}`; seeds {seeds}"]
+    if d.kind == "synthetic":
         lines.append(
-            f"- data: synthetic, {d['image_size']}×{d['image_size']}, {d['num_train']} train / {d['num_val']} val / "
-            f"{d['num_test']} test images, imbalance {d['imbalance']}, noise {d['noise']}, data seed {d['seed']}"
+            f"- data: synthetic, {d.image_size}×{d.image_size}, {d.num_train} train / {d.num_val} val / "
+            f"{d.num_test} test images, imbalance {d.imbalance}, noise {d.noise}, data seed {d.seed}"
         )
     else:
-        lines.append(f"- data: folder `{d['path']}`, ignore index {d['ignore_index']}")
+        lines.append(f"- data: folder `{d.path}`, ignore index {d.ignore_index}")
     if freqs and classes:
-        total = sum(freqs)
+        total = sum(freqs) or 1
         lines.append("- training pixels per class: " + ", ".join(f"{c} {100 * f / total:.2f} %" for c, f in zip(classes, freqs)))
-    kwargs = f" {m['kwargs']}" if m.get("kwargs") else ""
-    lines.append(f"- model: smp `{m['arch']}`, encoder `{m['encoder']}`{kwargs}, no pretrained weights")
+    kwargs = f" {m.kwargs}" if m.kwargs else ""
+    lines.append(f"- model: smp `{m.arch}`, encoder `{m.encoder}`{kwargs}, no pretrained weights")
     lines.append(
-        f"- training: {t.get('max_epochs')} epochs, batch {d['batch_size']}, AdamW lr {o['lr']} "
-        f"(cosine to 0), weight decay {o['weight_decay']}, precision {t.get('precision', 'auto')}"
+        f"- training: {t.max_epochs} epochs, batch {d.batch_size}, AdamW lr {o.lr} "
+        f"(cosine to 0), weight decay {o.weight_decay}, precision {t.precision}"
     )
-    params = [
-        f"`{e['label']}`" + (f" {e['params']}" if e.get("params") else "")
-        for e in (x if isinstance(x, dict) else {"label": x, "params": {}} for x in cfg["losses"])
-    ]
+    params = [f"`{e.label}`" + (f" ({e.name} {e.params})" if e.params or e.label != e.name else "") for e in cfg.losses]
     lines.append("- losses: " + ", ".join(params) + " — other parameters at their defaults (`lossbench losses`)")
     return "\n".join(lines)
 
 
-def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
-    """Write the report of the runs under ``out`` into ``report``; return the README path."""
-    out, report = Path(out), Path(report)
-    records, stale, cfg = collect_runs(out)
-    if not records:
-        raise ValueError(f"no runs under {out}: run `lossbench compare` first")
-    report.mkdir(parents=True, exist_ok=True)
-    df = results_frame(records)
-    write_text_atomic(report / "results.csv", df.to_csv(index=False, float_format="%.6g"))
-
-    ok_records = [r for r in records if r.get("status") == "ok"]
-    classes = ok_records[0]["classes"] if ok_records else []
-    rare = rarest_class(records) or (classes[-1] if classes else "")
-    runs = run_level(records, rare)
-    lb = leaderboard(runs)
-    order = lb.sort_values(["miou", "loss"], ascending=[False, True], kind="stable")["loss"].tolist() if len(lb) else []
-    suite = cfg["suite"] if cfg else out.name
-
-    parts = [
+def _header_md(suite: str, out: Path) -> list[str]:
+    return [
         f"# lossbench report: `{suite}`",
         "",
         "Generated by `lossbench report` from the runs in "
@@ -336,83 +398,136 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
         "as mean ± standard deviation over seeds; **bold** marks the best of each column.",
         "",
     ]
-    if ok_records:
-        sp = spread(runs)
-        parts += [
-            "## Leaderboard by mean IoU",
-            "",
-            _leaderboard_md(lb, "miou", rare),
-            "",
-            f"## Leaderboard by rare-class IoU (`{rare}`, the class with the fewest training pixels)",
-            "",
-            _leaderboard_md(lb, "rare_iou", rare),
-            "",
-            "## Do the losses separate on the rarest class?",
-            "",
-        ]
-        if math.isnan(sp["across_seeds"]) or math.isnan(sp["across_losses"]):
-            parts.append("Needs at least two losses and two seeds per loss to tell.")
-        else:
-            ratio = sp["across_losses"] / sp["across_seeds"] if sp["across_seeds"] > 0 else math.inf
-            verdict = "yes" if ratio > 1 else "no"
-            parts.append(
-                f"Spread of `{rare}` IoU across losses (standard deviation of the {sp['losses']} per-loss means): "
-                f"**{sp['across_losses']:.3f}**; across seeds (pooled within-loss standard deviation): "
-                f"**{sp['across_seeds']:.3f}** — ratio {ratio:.1f}. The losses separate beyond seed noise: **{verdict}**."
-            )
-        parts += ["", "![rare-class IoU](rare_class_iou.png)", ""]
-        for metric, title in (("iou", "IoU"), ("sensitivity", "Sensitivity (recall)"), ("specificity", "Specificity")):
-            parts += [f"## Per-class {title}", "", per_class_md(df, metric, classes, order), ""]
-        parts += ["## Plots", ""]
-        parts += [f"![{title}]({name})\n" for name, title in PLOTS.items() if name != "rare_class_iou.png"]
-        _plots(df, runs, records, classes, rare, order, report)
 
-    failed = [r for r in records if r.get("status") != "ok"]
-    parts += ["## Failed and unfinished runs", ""]
-    if failed:
-        rows = [[f"`{r['label']}`", r["seed"], r.get("status"), (r.get("error") or "still running or interrupted")[:300]] for r in sorted(failed, key=lambda r: (r["label"], r["seed"]))]
-        parts.append(_md_table(["loss", "seed", "status", "error"], rows))
+
+def _results_md(df: pd.DataFrame, runs: pd.DataFrame, lb: pd.DataFrame, classes: list[str], rare: str, order: list[str]) -> list[str]:
+    sp = spread(runs)
+    parts = [
+        "## Leaderboard by mean IoU",
+        "",
+        _leaderboard_md(lb, "miou", rare),
+        "",
+        f"## Leaderboard by rare-class IoU (`{rare}`, the class with the fewest training pixels)",
+        "",
+        _leaderboard_md(lb, "rare_iou", rare),
+        "",
+        "## Do the losses separate on the rarest class?",
+        "",
+    ]
+    if math.isnan(sp["across_seeds"]) or math.isnan(sp["across_losses"]):
+        parts.append("Needs at least two losses and two seeds per loss to tell.")
     else:
-        parts.append("None.")
-    if stale:
-        parts += ["", f"{len(stale)} run(s) under `{out}` were trained with another config and are left out."]
-    parts += ["", "## Suite", "", _config_md(cfg, records), "", "Regenerate: `lossbench report --out "
-              f"{out} --report {report}`; data: `results.csv` (one row per loss, seed and class).", ""]
+        ratio = sp["across_losses"] / sp["across_seeds"] if sp["across_seeds"] > 0 else math.inf
+        verdict = "yes" if ratio > 1 else "no"
+        parts.append(
+            f"Spread of `{rare}` IoU across losses (standard deviation of the {sp['losses']} per-loss means): "
+            f"**{sp['across_losses']:.3f}**; across seeds (pooled within-loss standard deviation): "
+            f"**{sp['across_seeds']:.3f}** — ratio {ratio:.1f}. The losses separate beyond seed noise: **{verdict}**."
+        )
+    parts += ["", "![rare-class IoU](rare_class_iou.png)", ""]
+    for metric, title in (("iou", "IoU"), ("sensitivity", "Sensitivity (recall)"), ("specificity", "Specificity")):
+        parts += [f"## Per-class {title}", "", per_class_md(df, metric, classes, order), ""]
+    parts += ["## Plots", ""]
+    parts += [f"![{title}]({name})\n" for name, title in PLOTS.items() if name != "rare_class_iou.png"]
+    return parts
+
+
+def _problems_md(found: Runs, out: Path) -> list[str]:
+    not_ok = sorted((r for r in found.current if not r.ok), key=lambda r: (r.label, r.seed))
+    parts = ["## Failed and unfinished runs", ""]
+    rows = [[f"`{r.label}`", r.seed, r.status, (r.error or "still running, or killed")[:300]] for r in not_ok]
+    rows += [[f"`{m.split(' seed ')[0]}`", m.split(" seed ")[1], "missing", "not trained yet"] for m in found.missing]
+    parts.append(_md_table(["loss", "seed", "status", "error"], rows) if rows else "None.")
+    if found.damaged:
+        parts += ["", "## Damaged run records", "", "These `metrics.json` files cannot be read; their runs are left out "
+                  "and the next `lossbench compare` trains them again:", ""]  # fmt: skip
+        parts += [f"- `{d.path}`: {str(d).split('(', 1)[-1].rstrip(')')}" for d in found.damaged]
+    if found.stale:
+        parts += ["", f"{len(found.stale)} run(s) under `{out}` were trained with another config and are left out."]
+    return parts
+
+
+def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
+    """Write the report of the runs under ``out`` into ``report``; return the README path."""
+    out, report = Path(out), Path(report)
+    found = collect_runs(out)
+    records = found.current
+    if not records and not found.damaged:
+        raise ValueError(f"no runs under {out}: run `lossbench compare` first")
+    report.mkdir(parents=True, exist_ok=True)
+    df = results_frame(records)
+    write_text_atomic(report / "results.csv", df.to_csv(index=False, float_format="%.6g"))
+
+    ok_records = [r for r in records if r.ok]
+    classes = list(ok_records[0].test["per_class"]) if ok_records else []
+    rare = rarest_class(records) or (classes[-1] if classes else "")
+    runs = run_level(records, rare)
+    lb = leaderboard(runs)
+    order = lb.sort_values(["miou", "loss"], ascending=[False, True], kind="stable")["loss"].tolist() if len(lb) else []
+    suite = found.cfg.suite if found.cfg else out.name
+
+    parts = _header_md(suite, out)
+    if ok_records:
+        parts += _results_md(df, runs, lb, classes, rare, order)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        colors = {loss: plt.get_cmap("tab20")(i % 20) for i, loss in enumerate(order)}
+        write_plots(_PlotData(df, runs, records, classes, rare, order, colors), report)
+    parts += _problems_md(found, out)
+    parts += ["", "## Suite", "", _config_md(found.cfg, records), "", "Regenerate: `lossbench report --out "
+              f"{out} --report {report}`; data: `results.csv` (one row per loss, seed and class).", ""]  # fmt: skip
     readme = report / "README.md"
     write_text_atomic(readme, "\n".join(parts))
-    if log_to_wandb and cfg is not None:
-        log_summary_to_wandb(df, lb, cfg, out, report)
+    if log_to_wandb and found.cfg is not None:
+        log_summary_to_wandb(df, lb, found.cfg, out, report)
     return readme
 
 
-def log_summary_to_wandb(df: pd.DataFrame, lb: pd.DataFrame, cfg: dict[str, Any], out: Path, report: Path) -> None:
-    """Log the results and the leaderboard as ``wandb.Table``s (and the plots) in a summary run of the suite's group."""
+def log_summary_to_wandb(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path, report: Path) -> None:
+    """Log the results and the leaderboard as ``wandb.Table``s (and the plots) in a summary run of the suite's group.
+
+    W&B is a sink: if it cannot log (online without a login, no network), say so once and go on.
+    """
+    try:
+        _log_summary(df, lb, cfg, out, report)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"lossbench: the W&B summary was not logged ({type(e).__name__}: {first}); the report is complete",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _log_summary(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path, report: Path) -> None:
     import re
 
     import wandb
 
     from lossbench.run import wandb_mode
 
-    w = cfg["wandb"]
+    w = cfg.wandb
     run = wandb.init(
-        project=w["project"],
-        entity=w.get("entity"),
-        group=cfg["suite"],
-        name=f"{cfg['suite']}-summary",
-        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg['suite']}-summary"),
+        project=w.project,
+        entity=w.entity,
+        group=cfg.suite,
+        name=f"{cfg.suite}-summary",
+        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg.suite}-summary"),
         resume="allow",
         job_type="report",
         dir=str(out),
-        mode=wandb_mode(w),
-        config={"suite": cfg["suite"], "losses": cfg["losses"], "seeds": cfg["seeds"]},
+        mode=wandb_mode(w.mode),
+        config={"suite": cfg.suite, "losses": [e.label for e in cfg.losses], "seeds": cfg.seeds},
         reinit="finish_previous",
     )
-    payload: dict[str, Any] = {
-        "results": wandb.Table(dataframe=df.astype({"epochs": "float", "wall_s": "float"})),
-        "leaderboard": wandb.Table(dataframe=lb),
-    }
-    for name in PLOTS:
-        if (report / name).exists():
-            payload[f"plots/{name.removesuffix('.png')}"] = wandb.Image(str(report / name))
-    run.log(payload)
-    run.finish()
+    try:
+        payload: dict[str, Any] = {
+            "results": wandb.Table(dataframe=df.astype({"epochs": "float", "wall_s": "float"})),
+            "leaderboard": wandb.Table(dataframe=lb),
+        }
+        for name in PLOTS:
+            if (report / name).exists():
+                payload[f"plots/{name.removesuffix('.png')}"] = wandb.Image(str(report / name))
+        run.log(payload)
+    finally:
+        run.finish()

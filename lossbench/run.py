@@ -1,42 +1,56 @@
-"""One run: train one model with one loss and one seed, test it, and write the run's directory.
+"""One run: train one model with one loss and one seed, test it, and record it in its folder.
 
-A run directory holds::
-
-    config.yaml        the resolved config of this run
-    checkpoints/       last.ckpt, written atomically after every epoch (an interrupted run resumes from it)
-    metrics.json       status, per-class test metrics, mean IoU, learning curves, epochs, wall time
-    wandb/             the W&B run (offline unless W&B is configured) — a sink, never read back
-
-``metrics.json`` is written atomically, by rank 0 only, first with ``"status": "running"`` and at
-the end with ``"ok"`` or ``"failed"`` (and the error). Results never depend on W&B.
+The folder layout and the record are :mod:`lossbench.record`'s. The record is written atomically,
+by rank 0 only: ``running`` when the attempt starts (and after every epoch, with its progress),
+then ``ok`` with the results, ``failed`` with the error and the rank it happened on, or
+``interrupted`` (Ctrl-C, SIGTERM, preemption) — an interrupted run keeps its checkpoint and the
+next attempt resumes from it. Results never depend on W&B.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import netrc
 import os
 import platform
 import re
+import signal
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
+from lightning.pytorch.utilities import rank_zero_only
 
-from lossbench.config import config_hash
-from lossbench.io import read_json, write_json_atomic, write_text_atomic
+from lossbench.config import RunConfig, load_run_config
+from lossbench.io import read_json, write_json_atomic
+from lossbench.record import (
+    FAILED,
+    INTERRUPTED,
+    LAST_CHECKPOINT,
+    OK,
+    DamagedRecord,
+    RunRecord,
+    checkpoint_dir,
+    errors_dir,
+    last_checkpoint,
+    read_record,
+    write_record,
+    write_run_config,
+)
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
+
+class RunInterrupted(BaseException):
+    """SIGTERM reached a run process (``timeout``, SLURM preemption, ``compare`` stopping): stop and stay resumable."""
 
 
-def run_dir_for(out: str | Path, run_cfg: dict[str, Any]) -> Path:
-    """``<out>/<label>/seed<seed>-<hash>``: one folder per (loss, seed, resolved config)."""
-    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_cfg["loss"]["label"])
-    return Path(out) / label / f"seed{run_cfg['seed']}-{config_hash(run_cfg)}"
+def _raise_interrupted(signum, frame) -> None:  # noqa: ARG001
+    raise RunInterrupted(f"received signal {signal.Signals(signum).name}")
 
 
 def global_rank() -> int:
@@ -47,9 +61,9 @@ def global_rank() -> int:
     return 0
 
 
-def wandb_mode(wandb_cfg: dict[str, Any]) -> str:
-    """``wandb.mode`` from the config, else ``WANDB_MODE``, else online only for a logged-in user."""
-    mode = wandb_cfg.get("mode") or os.environ.get("WANDB_MODE")
+def wandb_mode(mode: str | None) -> str:
+    """The W&B mode: ``wandb.mode`` from the config, else ``WANDB_MODE``, else online only for a logged-in user."""
+    mode = mode or os.environ.get("WANDB_MODE")
     if mode:
         return str(mode)
     if os.environ.get("WANDB_API_KEY"):
@@ -62,61 +76,176 @@ def wandb_mode(wandb_cfg: dict[str, Any]) -> str:
     return "offline"
 
 
-def resolve_precision(trainer_cfg: dict[str, Any]) -> str:
+def resolve_precision(precision: str, accelerator: str) -> str:
     """``precision: auto`` → ``bf16-mixed`` on a CUDA GPU that supports it, else ``32-true``."""
-    precision = trainer_cfg.get("precision", "auto")
     if precision != "auto":
         return precision
     import torch
 
-    on_gpu = trainer_cfg.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def _record(run_cfg: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "status": status,
-        "suite": run_cfg["suite"],
-        "loss": run_cfg["loss"]["name"],
-        "label": run_cfg["loss"]["label"],
-        "loss_params": run_cfg["loss"]["params"],
-        "seed": run_cfg["seed"],
-        "config_hash": config_hash(run_cfg),
-        **extra,
-    }
+def quiet_lightning() -> None:
+    """Keep a run's log to its own output: no Lightning hardware banners or tips, no warning that repeats."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*`weights_only`.*",
+        ".*Checkpoint directory .* exists and is not empty.*",
+        ".*The number of training batches .* is smaller than the logging interval.*",
+        ".*isinstance.*LeafSpec.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
 
 
-def train_run(run_cfg: dict[str, Any], run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train, test and record one run; resume from ``checkpoints/last.ckpt`` if it exists.
+# --- callbacks ------------------------------------------------------------------------------------
 
-    A run whose ``metrics.json`` already says ``ok`` is not retrained; its record is returned.
-    On failure the record (status ``failed``, the error) is written and the exception re-raised.
+
+class FailureRecorder(Callback):
+    """Writes ``errors/rank<k>.json`` the moment an exception reaches Lightning on this rank.
+
+    It runs in Lightning's ``on_exception`` hook, before the process group is torn down, so the rank
+    where a failure began has written its error before any other rank sees the connection close:
+    rank 0 then records the real error and its rank, not ``Connection closed by peer``.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.exception: BaseException | None = None
+        self.world_size = 1
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.world_size = trainer.world_size
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.exception = exception
+        write_rank_error(self.run_dir, trainer.global_rank, exception)
+
+
+class ProgressRecord(Callback):
+    """After each epoch: one line on stdout (``train.log`` under ``compare``) and the record's ``progress``."""
+
+    def __init__(self, run_dir: Path, record: RunRecord):
+        self.run_dir, self.record = run_dir, record
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not pl_module.history:
+            return
+        last = pl_module.history[-1]
+        self.record.progress = {"epoch": last["epoch"], "max_epochs": trainer.max_epochs, "val_miou": last["val_miou"]}
+        write_record(self.run_dir, self.record)
+        miou = last["val_miou"]
+        print(
+            f"epoch {last['epoch']}/{trainer.max_epochs}: train loss {last['train_loss']:.4f}, "
+            f"val loss {last['val_loss']:.4f}, val mIoU {'—' if miou is None or math.isnan(miou) else f'{miou:.4f}'}",
+            flush=True,
+        )
+
+
+def write_rank_error(run_dir: Path, rank: int, exc: BaseException) -> None:
+    path = errors_dir(run_dir) / f"rank{rank}.json"
+    try:
+        write_json_atomic(path, {"rank": rank, "time": time.time(), "interrupted": _is_interrupt(exc),
+                                 "error": _describe(exc), "traceback": _traceback(exc)})  # fmt: skip
+    except OSError:
+        pass  # best effort: the record of rank 0 still says what it saw
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(exc, (KeyboardInterrupt, RunInterrupted, SIGTERMException))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))
+
+
+# --- one run --------------------------------------------------------------------------------------
+
+
+def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunRecord:
+    """Train, test and record one run; resume from its last checkpoint if it has one.
+
+    A run whose record already says ``ok`` for this config is not retrained; its record is returned.
+    On failure or interruption the record says so and the exception is re-raised.
     """
     run_dir = Path(run_dir)
-    done = read_json(run_dir / METRICS_FILE)
-    if done and done.get("status") == "ok" and done.get("config_hash") == config_hash(run_cfg):
-        return done
-    rank0 = global_rank() == 0
-    attempt = {"attempts": int((done or {}).get("attempts", 0)) + 1}
-    if rank0:
-        write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(run_cfg, sort_keys=False))
-        write_json_atomic(run_dir / METRICS_FILE, _record(run_cfg, "running", started_at=time.time(), **attempt))
     try:
-        record = _train(run_cfg, run_dir, progress) | attempt
+        previous = read_record(run_dir)
+    except DamagedRecord:
+        previous = None
+    record = RunRecord.start(run_cfg, attempts=(previous.attempts if previous else 0) + 1)
+    if previous and previous.ok and previous.config_hash == record.config_hash:
+        return previous
+    rank0 = global_rank() == 0
+    if rank0:
+        write_run_config(run_dir, run_cfg)
+        _clear_rank_errors(run_dir)
+        write_record(run_dir, record)
+    recorder = FailureRecorder(run_dir)
+    try:
+        result = _train(run_cfg, run_dir, record, recorder, progress)
     except BaseException as e:
         if rank0:
-            failed = _record(
-                run_cfg,
-                "failed",
-                **attempt,
-                error=f"{type(e).__name__}: {e}",
-                traceback=traceback.format_exc(limit=20),
-            )
-            write_json_atomic(run_dir / METRICS_FILE, failed)
+            write_record(run_dir, _failure(record, run_dir, recorder, e))
         raise
     if rank0:
-        write_json_atomic(run_dir / METRICS_FILE, record)
+        write_record(run_dir, result)
+    return result
+
+
+def train_run_dir(run_dir: str | Path, progress: bool = True) -> RunRecord:
+    """Train the run whose resolved config is ``<run_dir>/config.yaml`` (what ``compare`` starts)."""
+    from lossbench.record import config_path
+
+    run_dir = Path(run_dir)
+    return train_run(load_run_config(config_path(run_dir)), run_dir, progress)
+
+
+def _clear_rank_errors(run_dir: Path) -> None:
+    for path in errors_dir(run_dir).glob("rank*.json"):
+        path.unlink(missing_ok=True)
+
+
+def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: BaseException) -> RunRecord:
+    """The record of a failed or interrupted attempt: the first error among the ranks, and its rank."""
+    cause = recorder.exception or exc
+    record.status = INTERRUPTED if _is_interrupt(cause) else FAILED
+    record.finished_at = time.time()
+    record.error, record.failed_rank, record.traceback = _describe(cause), None, _traceback(cause)
+    if recorder.world_size > 1 and record.status == FAILED:
+        take_rank_error(record, run_dir, recorder.world_size)
     return record
+
+
+def take_rank_error(record: RunRecord, run_dir: Path, world_size: int = 0, wait_s: float = 5.0) -> bool:
+    """Put the earliest error any rank wrote into ``record`` (with its rank); False if no rank wrote one.
+
+    Waits up to ``wait_s`` for ``world_size`` ranks to have written theirs.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [e for e in (read_json(p) for p in errors_dir(run_dir).glob("rank*.json")) if e]
+        if len(found) >= world_size or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    failures = [e for e in found if not e.get("interrupted")]
+    if not failures:
+        return False
+    first = min(failures, key=lambda e: e["time"])
+    record.error, record.failed_rank, record.traceback = first["error"], first["rank"], first["traceback"]
+    if " on rank " not in record.error:
+        record.error += f" (on rank {first['rank']})"
+    return True
 
 
 @dataclass
@@ -127,75 +256,98 @@ class Components:
     module: Any
     datamodule: Any
     bundle: Any
-    clock: Any
+    timer: Timer
     precision: str
 
+    @property
+    def wall_s(self) -> float:
+        return self.timer.time_elapsed("train") + self.timer.time_elapsed("test")
 
-def _datamodule(run_cfg: dict[str, Any], bundle: Any) -> Any:
+
+def _datamodule(run_cfg: RunConfig, bundle: Any) -> Any:
     from lossbench.data import SegmentationDataModule
 
-    d = run_cfg["data"]
-    return SegmentationDataModule(bundle, d["batch_size"], d["eval_batch_size"], d["num_workers"], run_cfg["seed"])
+    d = run_cfg.data
+    return SegmentationDataModule(bundle, d.batch_size, d.eval_batch_size, d.num_workers, run_cfg.seed)
 
 
-def build_components(run_cfg: dict[str, Any], run_dir: Path, progress: bool = True, callbacks: list | None = None) -> Components:
-    """Data, module, W&B logger, checkpointing and Trainer of one run, exactly as ``lossbench train`` uses them."""
-    import lightning as L
-    from lossbench.data import load_data
-    from lossbench.module import LastCheckpoint, LossbenchModule, SinkWandbLogger, WallClock
-    from lossbench.plugins import load_plugins
+def _module(run_cfg: RunConfig, bundle: Any) -> Any:
+    from lossbench.module import LossbenchModule
 
-    load_plugins(run_cfg.get("plugins") or [])
-    L.seed_everything(run_cfg["seed"], workers=True, verbose=False)
-    bundle = load_data(run_cfg["data"])
-    module = LossbenchModule(
-        model_cfg=run_cfg["model"],
-        loss_name=run_cfg["loss"]["name"],
-        loss_params=run_cfg["loss"]["params"],
+    return LossbenchModule(
+        model_cfg=run_cfg.model.model_dump(),
+        loss_name=run_cfg.loss.name,
+        loss_params=run_cfg.loss.params,
+        loss_label=run_cfg.loss.label,
         class_names=bundle.class_names,
         ignore_index=bundle.ignore_index,
         in_channels=bundle.in_channels,
         class_frequencies=bundle.class_frequencies,
-        lr=run_cfg["optim"]["lr"],
-        weight_decay=run_cfg["optim"]["weight_decay"],
+        lr=run_cfg.optim.lr,
+        weight_decay=run_cfg.optim.weight_decay,
     )
-    wandb_cfg = run_cfg["wandb"]
-    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_cfg['suite']}-{run_dir.parent.name}-{run_dir.name}")[:120]
-    logger = SinkWandbLogger(
-        project=wandb_cfg["project"],
-        entity=wandb_cfg.get("entity"),
-        name=run_cfg["loss"]["label"],
-        group=run_cfg["suite"],
+
+
+def _logger(run_cfg: RunConfig, run_dir: Path) -> Any:
+    from lossbench.module import SinkWandbLogger
+
+    w = run_cfg.wandb
+    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_cfg.suite}-{run_dir.parent.name}-{run_dir.name}")[:120]
+    return SinkWandbLogger(
+        project=w.project,
+        entity=w.entity,
+        name=run_cfg.loss.label,
+        group=run_cfg.suite,
         id=run_id,
         resume="allow",
         save_dir=str(run_dir),
-        mode=wandb_mode(wandb_cfg),
-        tags=list(wandb_cfg.get("tags") or []),
-        config=run_cfg,
+        mode=wandb_mode(w.mode),
+        tags=list(w.tags),
+        config=run_cfg.model_dump(mode="json"),
         job_type="train",
     )
-    checkpoint = LastCheckpoint(run_dir / LAST_CKPT)
-    clock = WallClock()
-    trainer_cfg = dict(run_cfg["trainer"])
-    trainer_cfg["precision"] = resolve_precision(trainer_cfg)
+
+
+def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, callbacks: list | None = None) -> Components:
+    """Data, module, W&B logger, checkpointing and Trainer of one run, exactly as ``lossbench train`` uses them."""
+    from lossbench.data import load_data
+    from lossbench.plugins import load_plugins
+
+    quiet_lightning()
+    load_plugins(run_cfg.plugins)
+    L.seed_everything(run_cfg.seed, workers=True, verbose=False)
+    bundle = load_data(run_cfg.data)
+    module = _module(run_cfg, bundle)
+    # Lightning's own checkpointing, once per epoch, one file (``save_top_k=1`` with no monitor keeps
+    # the latest; ``save_last`` alone writes only when training ends, so it cannot resume a killed run).
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir(run_dir),
+        filename=LAST_CHECKPOINT,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    timer = Timer(duration=None)
+    trainer_cfg = run_cfg.trainer.kwargs()
+    trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     trainer_cfg.setdefault("enable_progress_bar", progress)
     trainer = L.Trainer(
         **trainer_cfg,
-        logger=logger,
-        callbacks=[checkpoint, clock, *(callbacks or [])],
+        logger=_logger(run_cfg, run_dir),
+        callbacks=[checkpoint, timer, *(callbacks or [])],
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
-    return Components(trainer, module, _datamodule(run_cfg, bundle), bundle, clock, trainer_cfg["precision"])
+    return Components(trainer, module, _datamodule(run_cfg, bundle), bundle, timer, trainer_cfg["precision"])
 
 
-def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Any]:
+def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: FailureRecorder, progress: bool) -> RunRecord:
     import torch
 
-    parts = build_components(run_cfg, run_dir, progress)
-    trainer, module, datamodule, bundle, clock = parts.trainer, parts.module, parts.datamodule, parts.bundle, parts.clock
-    last = run_dir / LAST_CKPT
+    parts = build_components(run_cfg, run_dir, progress, callbacks=[recorder, ProgressRecord(run_dir, record)])
+    trainer, module, datamodule, bundle = parts.trainer, parts.module, parts.datamodule, parts.bundle
+    last = last_checkpoint(run_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -204,22 +356,20 @@ def _train(run_cfg: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, 
             import wandb
 
             wandb.finish(exit_code=0 if module.test_result is not None else 1)
-    return _record(
-        run_cfg,
-        "ok",
-        classes=bundle.class_names,
-        class_frequencies=bundle.class_frequencies,
-        test=module.test_result,
-        history=module.history,
-        epochs=trainer.current_epoch,
-        steps=trainer.global_step,
-        wall_s=round(clock.elapsed, 2),
-        resumed_after_epoch=module.resumed_after_epoch,
-        world_size=trainer.world_size,
-        precision=parts.precision,
-        device=str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else platform.processor() or "cpu",
-        finished_at=time.time(),
-    )
+    record.status, record.progress, record.finished_at = OK, None, time.time()
+    record.classes, record.class_frequencies = bundle.class_names, bundle.class_frequencies
+    record.test, record.history = module.test_result, module.history
+    record.epochs, record.steps = trainer.current_epoch, trainer.global_step
+    record.wall_s = round(parts.wall_s, 2)
+    record.resumed_after_epoch = module.resumed_after_epoch
+    record.world_size, record.precision = trainer.world_size, parts.precision
+    record.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    return record
+
+
+def install_interrupt_handler() -> None:
+    """SIGTERM raises :class:`RunInterrupted` (Lightning's own handler runs first while it trains)."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
 def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None, **trainer_overrides: Any) -> dict:
@@ -227,19 +377,19 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = Non
 
     Used to check that a distributed evaluation equals a single-process one.
     """
-    import lightning as L
-
     from lossbench.data import load_data
     from lossbench.module import LossbenchModule
     from lossbench.plugins import load_plugins
+    from lossbench.record import config_path
 
     run_dir = Path(run_dir)
-    run_cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-    load_plugins(run_cfg.get("plugins") or [])
-    bundle = load_data(run_cfg["data"])
-    module = LossbenchModule.load_from_checkpoint(str(checkpoint or run_dir / LAST_CKPT), map_location="cpu")
+    run_cfg = load_run_config(config_path(run_dir))
+    load_plugins(run_cfg.plugins)
+    bundle = load_data(run_cfg.data)
+    module = LossbenchModule.load_from_checkpoint(str(checkpoint or last_checkpoint(run_dir)), map_location="cpu")
     datamodule = _datamodule(run_cfg, bundle)
     settings = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False}
     trainer = L.Trainer(**(settings | trainer_overrides), use_distributed_sampler=False, enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return module.test_result
+

@@ -1,83 +1,83 @@
 """The suite runner behind ``lossbench compare``: every (loss, seed) in its own process, resumable.
 
-* Each run is a ``lossbench train`` subprocess, so a crash or NaN in one loss is recorded (with its
-  error) and the suite goes on, and ``strategy: ddp`` works (Lightning cannot loop ``fit`` under ddp).
-* A run is keyed by the hash of its resolved config (its folder is ``<out>/<label>/seed<s>-<hash>``):
-  a finished run is never retrained, a new loss or seed trains only itself, and an interrupted run
+* Each run is a ``lossbench train --run-dir`` subprocess given the resolved config the suite wrote
+  into the run's folder, so a crash or NaN in one loss is recorded (with its error) and the suite
+  goes on, and ``strategy: ddp`` works (Lightning cannot loop ``fit`` under ddp).
+* A run is keyed by the hash of its resolved config (:func:`lossbench.record.run_dir_for`): a
+  finished run is never retrained, a new loss or seed trains only itself, and an interrupted run
   resumes from its last checkpoint. Failed runs are kept as failed unless ``--retry-failed``.
-* ``jobs`` runs at once (config key ``jobs`` or ``--jobs``); on a CPU each gets ``cores / jobs`` threads.
-* Several machines may run disjoint ``--losses`` into one shared ``--out``; ``lossbench report``
-  merges whatever finished runs are there.
+* ``jobs`` runs at once; on a CPU each gets ``cores / jobs`` threads. Run processes die with the
+  suite (SIGTERM on Linux when the suite's process goes, however it goes), so a killed suite never
+  leaves a run training beside the next one.
+* While runs train, a line per epoch shows each one's progress and latest validation mIoU.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Callable
 
-import yaml
+from lossbench.config import ConfigError, LossEntry, RunConfig, SuiteConfig, dump_yaml, resolve_losses, run_config
+from lossbench.io import write_text_atomic
+from lossbench.run import take_rank_error
+from lossbench.record import (
+    FAILED,
+    MISSING,
+    OK,
+    RUNNING,
+    DamagedRecord,
+    RunRecord,
+    checkpoint_dir,
+    log_path,
+    read_record,
+    read_status,
+    run_dir_for,
+    suite_path,
+    write_record,
+    write_run_config,
+)
 
-from lossbench.config import ConfigError, config_hash, loss_entry, run_config
-from lossbench.io import read_json, write_json_atomic, write_text_atomic
-from lossbench.run import LAST_CKPT, METRICS_FILE, run_dir_for
 
-SUITE_FILE = "suite.yaml"
-LOG_FILE = "train.log"
+class SuiteError(RuntimeError):
+    """The suite cannot go on (its folder cannot be written); finished runs are intact."""
 
 
 @dataclass
 class PlannedRun:
-    label: str
+    """One (loss, seed) of the suite: its entry, resolved config and folder."""
+
+    entry: LossEntry
     seed: int
-    run_cfg: dict[str, Any]
+    run_cfg: RunConfig
     run_dir: Path
 
     @property
-    def record(self) -> dict[str, Any] | None:
-        return read_json(self.run_dir / METRICS_FILE)
-
-    @property
-    def status(self) -> str:
-        rec = self.record
-        return rec.get("status", "missing") if rec else "missing"
+    def label(self) -> str:
+        return self.entry.label
 
     def __str__(self) -> str:
         return f"{self.label} seed {self.seed}"
 
 
-def select_losses(cfg: dict[str, Any], wanted: list[str] | None) -> list[dict[str, Any]]:
-    """The suite's loss entries, or those named in ``wanted`` (labels or registry names)."""
-    from lossbench.losses import get_loss_spec
-
-    entries = [loss_entry(e) for e in cfg["losses"]]
-    if wanted is None:
-        if not entries:
-            raise ConfigError("the config lists no losses: add them under losses: or pass --losses")
-        chosen = entries
-    else:
-        chosen = []
-        for name in wanted:
-            match = [e for e in entries if e["label"] == name] or [e for e in entries if e["name"] == name]
-            chosen.extend(match or [loss_entry(name)])
-    for entry in chosen:
-        get_loss_spec(entry["name"])  # unknown names fail now, listing the known ones
-    return chosen
-
-
-def plan_runs(cfg: dict[str, Any], out: Path, losses: list[str] | None = None, seeds: list[int] | None = None) -> list[PlannedRun]:
-    """Every (loss, seed) run of the suite with its resolved config and folder."""
+def plan_runs(cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None) -> list[PlannedRun]:
+    """Every (loss, seed) run of the suite with its resolved config and folder (plugins loaded first)."""
     runs = []
-    for entry in select_losses(cfg, losses):
-        for seed in seeds if seeds is not None else cfg["seeds"]:
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds names a seed more than once: {seeds}")
+    if seeds is not None and any(s < 0 or s >= 2**32 for s in seeds):
+        raise ConfigError(f"--seeds must be integers in [0, 2^32), got {seeds}")
+    for entry in resolve_losses(cfg, losses):
+        for seed in seeds if seeds is not None else cfg.seeds:
             rc = run_config(cfg, entry, seed)
-            runs.append(PlannedRun(entry["label"], seed, rc, run_dir_for(out, rc)))
+            runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc)))
     return runs
 
 
@@ -85,8 +85,10 @@ def _say(message: str) -> None:
     print(message, flush=True)  # progress must show even when stdout is a file or a pipe
 
 
-def _fmt_time(seconds: float) -> str:
+def fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
@@ -98,122 +100,201 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Terminate()
 
 
+def _writing(out: Path, what: Callable[[], object]) -> object:
+    """Run a write under ``out``; a full disk or read-only folder becomes one :class:`SuiteError` sentence."""
+    try:
+        return what()
+    except OSError as e:
+        where = e.filename or out
+        raise SuiteError(
+            f"cannot write under {out} ({e.strerror or e} at {where}); the suite stopped, finished runs are intact"
+        ) from None
+
+
+def runs_to_train(runs: list[PlannedRun], retry_failed: bool, log: Callable[[str], None]) -> list[PlannedRun]:
+    """The runs that are not finished: missing, running/interrupted (resumed), damaged, and failed if retried."""
+    statuses = [read_status(run.run_dir) for run in runs]  # one read of each record
+    todo = []
+    for run, status in zip(runs, statuses):
+        if status == OK or (status == FAILED and not retry_failed):
+            continue
+        if status == FAILED:  # a retry starts over: the failure may be in the checkpoint
+            shutil.rmtree(checkpoint_dir(run.run_dir), ignore_errors=True)
+        if status == "damaged":
+            log(f"note: the record of {run} is damaged; training it again")
+        todo.append(run)
+    kept = statuses.count(FAILED) if not retry_failed else 0
+    log(
+        f"{len(runs)} runs — {statuses.count(OK)} already done, {kept} failed before "
+        f"(kept; --retry-failed reruns them), {len(todo)} to train"
+    )
+    return todo
+
+
 def run_suite(
-    cfg: dict[str, Any],
-    config_path: str,
-    overrides: list[str],
+    cfg: SuiteConfig,
     out: Path,
     losses: list[str] | None = None,
     seeds: list[int] | None = None,
     jobs: int | None = None,
     retry_failed: bool = False,
-    log=_say,
+    log: Callable[[str], None] = _say,
 ) -> list[PlannedRun]:
     """Train every run of the suite that has not finished; return the planned runs."""
     from lossbench.plugins import load_plugins
 
-    load_plugins(cfg["plugins"])
+    load_plugins(cfg.plugins)
     runs = plan_runs(cfg, out, losses, seeds)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / SUITE_FILE, yaml.safe_dump(cfg, sort_keys=False))
+    _writing(out, lambda: (out.mkdir(parents=True, exist_ok=True), write_text_atomic(suite_path(out), dump_yaml(cfg))))
+    log(f"suite {cfg.suite} -> {out}")
+    todo = runs_to_train(runs, retry_failed, log)
+    if todo:
+        n_jobs = _jobs(cfg, jobs, log)
+        t0 = time.perf_counter()
+        _Pool(todo, n_jobs, out, log).run()
+        log(f"suite {cfg.suite}: trained {len(todo)} runs in {fmt_time(time.perf_counter() - t0)}")
+    return runs
 
-    statuses = [run.status for run in runs]  # one read of each metrics.json
-    todo = []
-    for run, status in zip(runs, statuses):
-        if status == "ok" or (status == "failed" and not retry_failed):
-            continue
-        if status == "failed":  # a retry starts over: the failure may be in the checkpoint
-            shutil.rmtree(run.run_dir / LAST_CKPT.parent, ignore_errors=True)
-        todo.append(run)
-    done = statuses.count("ok")
-    failed_kept = statuses.count("failed") if not retry_failed else 0
-    log(
-        f"suite {cfg['suite']}: {len(runs)} runs — {done} already done, {failed_kept} failed before "
-        f"(kept; --retry-failed reruns them), {len(todo)} to train -> {out}"
-    )
-    if not todo:
-        return runs
 
-    jobs = int(jobs or cfg.get("jobs") or 1)
-    devices = cfg["trainer"].get("devices", 1)
-    if jobs > 1 and devices not in (1, "1", [0]):
+def _jobs(cfg: SuiteConfig, jobs: int | None, log: Callable[[str], None]) -> int:
+    if jobs is not None and (jobs == 0 or jobs < -1):
+        raise ConfigError(f"--jobs must be ≥ 1, or -1 for one run per CPU core, got {jobs}")
+    n = (os.cpu_count() or 1) if jobs == -1 else jobs or cfg.jobs_at_once()
+    devices = cfg.trainer.devices
+    if n > 1 and devices not in (1, "1", [0]):
         log(f"note: trainer.devices={devices!r}: running one run at a time (jobs=1)")
-        jobs = 1
-    env = dict(os.environ)
-    if jobs > 1 and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+        n = 1
+    return n
 
-    base = [sys.executable, "-m", "lossbench.cli", "train", "--config", str(config_path), "--no-progress"]
-    if overrides:
-        base += ["--set", *overrides]
-    pending, active, finished_times = list(todo), {}, []
-    t0 = time.perf_counter()
-    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+
+def _die_with_parent() -> None:
+    """In a run process: get SIGTERM when the suite's process dies, even by SIGKILL (Linux)."""
     try:
-        while pending or active:
-            while pending and len(active) < jobs:
-                run = pending.pop(0)
-                run.run_dir.mkdir(parents=True, exist_ok=True)
-                logf = open(run.run_dir / LOG_FILE, "a")
-                cmd = base + ["--loss", run.label, "--seed", str(run.seed), "--out", str(out)]
-                resumed = (run.run_dir / LAST_CKPT).exists()
-                proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-                active[proc] = (run, logf, time.perf_counter())
-                n = len(todo) - len(pending)
-                log(f"[{n}/{len(todo)}] start  {run}{' (resuming from its last checkpoint)' if resumed else ''}")
-            time.sleep(0.2)
-            for proc in [p for p in active if p.poll() is not None]:
-                run, logf, started = active.pop(proc)
-                logf.close()
-                elapsed = time.perf_counter() - started
-                finished_times.append(elapsed)
-                rec = run.record or {}
-                if proc.returncode != 0 and rec.get("status") != "failed":
-                    rec = _record_crash(run, proc.returncode)
-                left = len(pending) + len(active)
-                mean = sum(finished_times) / len(finished_times)
-                eta = mean * left / max(jobs, 1)
-                if rec.get("status") == "ok":
-                    what = f"ok in {_fmt_time(elapsed)}, test mIoU {rec['test']['miou']:.3f}"
-                else:
-                    what = f"FAILED in {_fmt_time(elapsed)}: {rec.get('error', '?')}"
-                log(
-                    f"[{len(finished_times)}/{len(todo)}] {what} — {run} · {left} left · "
-                    f"{_fmt_time(mean)}/run so far · ETA {_fmt_time(eta)}"
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class _Active:
+    run: PlannedRun
+    log_file: IO[str]
+    started: float
+    epoch: int = 0
+
+
+@dataclass
+class _Pool:
+    """Runs ``todo`` as ``lossbench train`` processes, ``jobs`` at once, and reports progress."""
+
+    todo: list[PlannedRun]
+    jobs: int
+    out: Path
+    log: Callable[[str], None]
+    active: dict[subprocess.Popen, _Active] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+
+    def run(self) -> None:
+        pending = list(self.todo)
+        env = dict(os.environ)
+        if self.jobs > 1 and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            while pending or self.active:
+                while pending and len(self.active) < self.jobs:
+                    self._start(pending.pop(0), env, len(self.todo) - len(pending))
+                time.sleep(0.25)
+                self._show_progress()
+                for proc in [p for p in self.active if p.poll() is not None]:
+                    self._finish(proc, left=len(pending) + len(self.active) - 1)
+        except (KeyboardInterrupt, _Terminate):
+            self._stop_all()
+            self.log("interrupted: the runs in progress are resumable; rerun the same command to go on")
+            raise KeyboardInterrupt from None
+        except SuiteError:
+            self._stop_all()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, old_handler)
+
+    def _start(self, run: PlannedRun, env: dict[str, str], n: int) -> None:
+        def prepare() -> IO[str]:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(run.run_dir, run.run_cfg)
+            return open(log_path(run.run_dir), "a")
+
+        log_file = _writing(self.out, prepare)
+        cmd = [sys.executable, "-m", "lossbench.cli", "train", "--run-dir", str(run.run_dir), "--no-progress"]
+        resumed = (checkpoint_dir(run.run_dir) / "last.ckpt").exists()
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        self.active[proc] = _Active(run, log_file, time.perf_counter())
+        self.log(f"[{n}/{len(self.todo)}] start  {run}{' (resuming from its last checkpoint)' if resumed else ''}")
+
+    def _show_progress(self) -> None:
+        for state in self.active.values():
+            try:
+                rec = read_record(state.run.run_dir)
+            except DamagedRecord:
+                continue
+            prog = rec.progress if rec and rec.status == RUNNING else None
+            if prog and prog.get("epoch", 0) > state.epoch:
+                state.epoch = prog["epoch"]
+                miou = prog.get("val_miou")
+                miou_text = "—" if miou is None else f"{miou:.3f}"
+                self.log(
+                    f"    {state.run}: epoch {prog['epoch']}/{prog.get('max_epochs', '?')}, val mIoU {miou_text} "
+                    f"({fmt_time(time.perf_counter() - state.started)})"
                 )
-    except (KeyboardInterrupt, _Terminate):
-        for proc, (run, logf, _) in active.items():
+
+    def _finish(self, proc: subprocess.Popen, left: int) -> None:
+        state = self.active.pop(proc)
+        state.log_file.close()
+        elapsed = time.perf_counter() - state.started
+        self.durations.append(elapsed)
+        try:
+            rec = read_record(state.run.run_dir)
+        except DamagedRecord:
+            rec = None
+        if proc.returncode != 0 and (rec is None or rec.status == RUNNING):
+            rec = _writing(self.out, lambda: record_crash(state.run, proc.returncode, rec))
+        mean = sum(self.durations) / len(self.durations)
+        eta = mean * left / max(self.jobs, 1)
+        if rec is not None and rec.ok:
+            what = f"ok in {fmt_time(elapsed)}, test mIoU {rec.miou:.3f}"
+        else:
+            what = f"{(rec.status if rec else MISSING).upper()} in {fmt_time(elapsed)}: {rec.error if rec else '?'}"
+        self.log(
+            f"[{len(self.durations)}/{len(self.todo)}] {what} — {state.run} · {left} left · "
+            f"{fmt_time(mean)}/run so far · ETA {fmt_time(eta)}"
+        )
+
+    def _stop_all(self) -> None:
+        for proc in self.active:
             proc.terminate()
-        for proc, (run, logf, _) in active.items():
+        for proc, state in self.active.items():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            logf.close()
-        log("interrupted: rerun the same command to resume (finished runs are kept)")
-        raise KeyboardInterrupt from None
-    finally:
-        signal.signal(signal.SIGTERM, old_handler)
-    log(f"suite {cfg['suite']}: trained {len(todo)} runs in {_fmt_time(time.perf_counter() - t0)}")
-    return runs
+                proc.wait()
+            state.log_file.close()
+        self.active.clear()
 
 
-def _record_crash(run: PlannedRun, returncode: int) -> dict[str, Any]:
-    """A run whose process died without recording a failure (killed, segfault, out of memory)."""
+def record_crash(run: PlannedRun, returncode: int, rec: RunRecord | None) -> RunRecord:
+    """Record a run whose process died without recording why (killed, segfault, out of memory)."""
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
     tail = ""
-    log = run.run_dir / LOG_FILE
+    log = log_path(run.run_dir)
     if log.exists():
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         tail = lines[-1][:300] if lines else ""
-    rec = (run.record or {}) | {
-        "status": "failed",
-        "label": run.label,
-        "loss": run.run_cfg["loss"]["name"],
-        "seed": run.seed,
-        "loss_params": run.run_cfg["loss"]["params"],
-        "config_hash": config_hash(run.run_cfg),
-        "error": f"process {how}" + (f": {tail}" if tail else "") + f" (log: {log})",
-    }
-    write_json_atomic(run.run_dir / METRICS_FILE, rec)
+    rec = rec or RunRecord.start(run.run_cfg, attempts=1)
+    rec.status, rec.finished_at, rec.progress = FAILED, time.time(), None
+    if take_rank_error(rec, run.run_dir, wait_s=0):  # a DDP rank said what failed before the process went
+        rec.error += f"; then the process {how}"
+    else:
+        rec.error = f"process {how}" + (f": {tail}" if tail else "") + f" (log: {log})"
+    write_record(run.run_dir, rec)
     return rec

@@ -15,7 +15,16 @@ from lossbench.losses import compound  # noqa: F401  isort: skip
 from lossbench.losses import lovasz  # noqa: F401  isort: skip
 from lossbench.losses.base import SegmentationLoss
 from lossbench.losses.functional import EPS, Prepared, class_mean, lovasz_grad, pixel_mean, soft_stats
-from lossbench.losses.registry import LossSpec, build_loss, get_loss_spec, list_losses, register_loss
+from lossbench.losses.registry import (
+    LossSpec,
+    build_loss,
+    check_loss,
+    check_output,
+    check_params,
+    get_loss_spec,
+    list_losses,
+    register_loss,
+)
 
 __all__ = [
     "EPS",
@@ -23,6 +32,9 @@ __all__ = [
     "Prepared",
     "SegmentationLoss",
     "build_loss",
+    "check_loss",
+    "check_output",
+    "check_params",
     "class_mean",
     "get_loss_spec",
     "list_losses",

@@ -7,6 +7,8 @@ from torch import Tensor, nn
 
 from lossbench.losses.functional import Prepared, check_inputs
 
+_SMALL_INTS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.bool)
+
 
 class SegmentationLoss(nn.Module):
     """A segmentation loss with the lossbench call contract; subclasses write only :meth:`compute`.
@@ -14,7 +16,8 @@ class SegmentationLoss(nn.Module):
     ``forward(logits, target)``:
 
     * ``logits``: ``[B, C, *spatial]`` raw scores (``C == 1``: binary, sigmoid; ``C >= 2``: softmax).
-    * ``target``: ``[B, *spatial]`` integer class ids in ``[0, C)`` (binary: ``{0, 1}``) or ``ignore_index``.
+    * ``target``: ``[B, *spatial]`` integer class ids in ``[0, C)`` (binary: ``{0, 1}``) or ``ignore_index``
+      (any integer, also a class id: pixels equal to it are ignored by every loss alike).
     * returns a float32 scalar, also under bf16/fp16 autocast; ignored pixels contribute nothing to
       the value or the gradient; with every pixel ignored the result is a zero still connected to
       the graph. Bad input raises ``ValueError`` naming the problem.
@@ -35,6 +38,8 @@ class SegmentationLoss(nn.Module):
         return 2 if self.num_classes == 1 else self.num_classes
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if isinstance(target, Tensor) and target.dtype in _SMALL_INTS:
+            target = target.long()  # before any comparison: a uint8 target would wrap ignore_index=-1 to 255
         all_valid = check_inputs(logits, target, self.num_classes, self.ignore_index)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             prep = Prepared(logits, target, self.ignore_index, all_valid)

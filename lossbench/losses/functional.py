@@ -42,8 +42,8 @@ def check_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_index:
 
     Args:
         logits: ``[B, C, *spatial]`` raw scores, floating point.
-        target: ``[B, *spatial]`` integer class ids in ``[0, C)`` (``{0, 1}`` when ``C == 1``) or
-            ``ignore_index``.
+        target: ``[B, *spatial]`` int64 class ids in ``[0, C)`` (``{0, 1}`` when ``C == 1``) or
+            ``ignore_index`` — which may itself be a class id: those pixels are ignored all the same.
         num_classes: ``C`` the loss was built for.
         ignore_index: label of pixels to ignore, or ``None``.
     """
@@ -73,10 +73,15 @@ def check_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_index:
         )
     n_labels = 2 if num_classes == 1 else num_classes
     if target.numel() == 0:
-        return True
+        raise ValueError(
+            f"the batch has no pixel to compute a loss over (logits shape {tuple(logits.shape)}); "
+            "a loss needs at least one image with at least one pixel"
+        )
     lo, hi = (int(v) for v in torch.aminmax(target))  # one device sync, for both bounds
     if 0 <= lo and hi < n_labels:
-        return True  # every label is a class id: nothing is ignored
+        if ignore_index is None or not 0 <= ignore_index < n_labels:
+            return True  # every label is a class id: nothing is ignored
+        return not bool((target == ignore_index).any())  # an ignore index that is also a class id
     if ignore_index is not None:
         lo, hi = (int(v) for v in torch.aminmax(target.masked_fill(target == ignore_index, 0)))
     if lo < 0 or hi >= n_labels:
@@ -171,10 +176,11 @@ class Prepared:
         Binary: exact, ``logsigmoid(±z)``. Multi-class: ``log_softmax`` and ``log(1 − p)`` with
         ``log p`` capped at ``log(1 − EPS)``, so ``log(1 − p) ≥ log(EPS) ≈ −16.1``.
         """
+        floor = torch.finfo(torch.float32).min  # a −∞ logit gives log p = −∞, and 0·(−∞) would be NaN
         if self.binary:
-            return F.logsigmoid(self.logits), F.logsigmoid(-self.logits)
+            return F.logsigmoid(self.logits).clamp_min(floor), F.logsigmoid(-self.logits).clamp_min(floor)
         logp = torch.log_softmax(self.logits, dim=1)
-        return logp, log1mexp(logp.clamp_max(math.log1p(-EPS)))
+        return logp.clamp_min(floor), log1mexp(logp.clamp_max(math.log1p(-EPS)))
 
 
 def log1mexp(x: Tensor) -> Tensor:

@@ -100,8 +100,8 @@ class LovaszSoftmaxLoss(SegmentationLoss):
                 raise ValueError(f"lovasz_softmax classes must be 'present', 'all' or a list of ids, got {classes!r}")
             selected = torch.ones(k)
         else:
-            ids = list(classes)
-            if not ids or any(not isinstance(c, int) or not 0 <= c < k for c in ids):
+            ids = list(classes) if isinstance(classes, (list, tuple)) else [classes]
+            if not ids or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k for c in ids):
                 raise ValueError(f"lovasz_softmax classes must be ids in [0, {k}), got {ids!r}")
             selected = torch.zeros(k)
             selected[ids] = 1.0

@@ -105,17 +105,101 @@ def build_loss(name: str, num_classes: int, **params: Any) -> nn.Module:
 
     Raises:
         ValueError: unknown name (the known ones are listed, closest first), a parameter the loss
-            does not accept (its parameters are listed), or invalid parameter values.
+            does not accept (its parameters are listed), a string or bool where the default is a
+            number, or invalid parameter values.
     """
     spec = get_loss_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer (1 = binary), got {num_classes!r}")
-    unknown = sorted(set(params) - set(spec.defaults))
-    if unknown:
-        accepted = ", ".join(f"{k}={_fmt(v)}" for k, v in spec.defaults.items()) or "none"
-        raise ValueError(f"loss {name!r} got unknown parameter(s) {', '.join(unknown)}; it accepts: {accepted}")
+    check_params(name, {k: v for k, v in params.items() if k != "ignore_index"})
+    if "ignore_index" in params and "ignore_index" not in spec.defaults:
+        check_params(name, {"ignore_index": params["ignore_index"]})
     return spec.cls(num_classes=num_classes, **params)
 
 
 def _fmt(value: Any) -> str:
     return "<required>" if value is inspect.Parameter.empty else repr(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_params(name: str, params: Mapping[str, Any], label: str | None = None) -> None:
+    """Raise ``ValueError`` if ``params`` has a name ``name`` does not accept, or a value of the wrong kind.
+
+    A parameter whose default is a number must be a number (``"1e-1"`` is a string, not 0.1), and one
+    whose default is a bool must be a bool.
+    """
+    spec = get_loss_spec(name)
+    who = f"loss {label or name!r}" + (f" ({name})" if label and label != name else "")
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        accepted = ", ".join(f"{k}={_fmt(v)}" for k, v in spec.defaults.items()) or "none"
+        raise ValueError(f"{who} got unknown parameter(s) {', '.join(unknown)}; it accepts: {accepted}")
+    for key, value in params.items():
+        default = spec.defaults[key]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{who}: parameter {key} must be true or false (default {default!r}), got {value!r}")
+        if _is_number(default) and not _is_number(value):
+            raise ValueError(f"{who}: parameter {key} must be a number (default {default!r}), got {value!r}")
+
+
+def check_output(value: Any, label: str) -> None:
+    """Raise ``ValueError`` unless ``value`` keeps the call contract: a floating scalar tensor with a gradient."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"loss {label!r} returned {type(value).__name__}; the contract is a scalar tensor")
+    if value.dim() != 0:
+        raise ValueError(f"loss {label!r} returned a tensor of shape {tuple(value.shape)}; the contract is a scalar (shape ())")
+    if not value.is_floating_point():
+        raise ValueError(f"loss {label!r} returned dtype {value.dtype}; the contract is a floating-point scalar")
+    if not value.requires_grad:
+        raise ValueError(
+            f"loss {label!r} returned a value without a gradient (requires_grad=False); "
+            "the contract is a scalar computed from the logits with torch operations"
+        )
+
+
+def check_loss(
+    name: str,
+    params: Mapping[str, Any],
+    num_classes: int,
+    ignore_index: int | None = None,
+    label: str | None = None,
+) -> None:
+    """Check, before any training, that loss ``name`` builds with ``params`` and keeps the call contract.
+
+    Builds it for ``num_classes`` and calls it on a small random batch (``[2, C, 8, 8]``, with a few
+    ignored pixels when ``ignore_index`` is set): it must return a finite floating scalar with a
+    gradient. Every problem is a one-sentence ``ValueError`` naming the loss.
+    """
+    import torch
+
+    label = label or name
+    check_params(name, params, label)
+    spec = get_loss_spec(name)
+    kwargs = dict(params)
+    if spec.uses_class_frequencies and "class_frequencies" not in kwargs:
+        kwargs["class_frequencies"] = [1] * (2 if num_classes == 1 else num_classes)
+    if "ignore_index" in spec.defaults:
+        kwargs.setdefault("ignore_index", ignore_index)
+    try:
+        loss = build_loss(name, num_classes=num_classes, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"loss {label!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 — a constructor's raw TypeError/IndexError becomes one sentence
+        raise ValueError(f"loss {label!r} cannot be built with parameters {dict(params)!r}: {type(e).__name__}: {e}") from None
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, num_classes, 8, 8, generator=gen, requires_grad=True)
+    target = torch.randint(0, 2 if num_classes == 1 else num_classes, (2, 8, 8), generator=gen)
+    if ignore_index is not None:
+        target[0, 0, :3] = ignore_index
+    try:
+        value = loss(logits, target)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"loss {label!r} failed on a small test batch before training: {type(e).__name__}: {e}") from None
+    check_output(value, label)
+    if not bool(torch.isfinite(value.detach())):
+        raise ValueError(f"loss {label!r} returned {value.item()} on a small random test batch; the contract is a finite value")

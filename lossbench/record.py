@@ -1,0 +1,225 @@
+"""The run record and the folder layout: the one definition of what a run writes, and where.
+
+A suite's runs folder (``--out``, default ``runs/<suite>``)::
+
+    <out>/suite.yaml                       the suite's resolved config (written by ``compare``)
+    <out>/<label>/seed<seed>-<hash>/       one run: its loss label, seed and config hash
+        config.yaml                        the run's resolved config (:class:`~lossbench.config.RunConfig`)
+        metrics.json                       the run record (:class:`RunRecord`), written atomically
+        checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it
+        errors/rank<k>.json                what failed on each rank of a failed run
+        train.log                          the run process's output (runs started by ``compare``)
+        wandb/                             the W&B run (a sink, never read back)
+
+Every module that reads or writes these goes through this one: none spells a file name or a
+record key itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lossbench.config import RunConfig, config_hash
+from lossbench.io import write_json_atomic, write_text_atomic
+
+SUITE_FILE = "suite.yaml"
+RECORD_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "train.log"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt
+ERRORS_DIR = "errors"
+
+RUNNING, OK, FAILED, INTERRUPTED = "running", "ok", "failed", "interrupted"
+MISSING = "missing"  # no record yet
+STATUSES = (RUNNING, OK, FAILED, INTERRUPTED)
+"""A record's status: ``running`` (training now, or killed without a word), ``ok`` (tested),
+``failed`` (an error, kept unless ``--retry-failed``), ``interrupted`` (Ctrl-C, SIGTERM, preemption:
+resumed from its last checkpoint by the next ``compare``)."""
+
+
+class DamagedRecord(ValueError):
+    """A ``metrics.json`` that is not a run record (truncated, edited, not JSON)."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"run record {path} is damaged ({why})")
+        self.path = path
+
+
+@dataclass
+class RunRecord:
+    """What ``metrics.json`` holds. Identity fields first; results are filled when the run is ``ok``."""
+
+    status: str
+    suite: str
+    loss: str  # registry name
+    label: str  # the loss entry's label (names the run's folder)
+    loss_params: dict[str, Any]
+    seed: int
+    config_hash: str
+    attempts: int = 1  # processes that have trained this run (a resume is a new attempt)
+    started_at: float | None = None  # epoch seconds, this attempt
+    finished_at: float | None = None
+    # while running: {"epoch": done, "max_epochs": n, "val_miou": latest} — what progress lines show
+    progress: dict[str, Any] | None = None
+    # failed or interrupted: what happened, on which rank
+    error: str | None = None
+    failed_rank: int | None = None
+    traceback: str | None = None
+    # ok: the results
+    classes: list[str] | None = None  # class names, by class id
+    class_frequencies: list[int] | None = None  # training pixels per class
+    test: dict[str, Any] | None = None  # per_class metrics, miou, pixels (lossbench.metrics)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    epochs: int | None = None
+    steps: int | None = None
+    wall_s: float | None = None  # training + testing, summed over attempts
+    resumed_after_epoch: int | None = None
+    world_size: int | None = None
+    precision: str | None = None
+    device: str | None = None
+    run_dir: Path | None = field(default=None, compare=False, repr=False)  # where it was read from; not stored
+
+    @classmethod
+    def start(cls, run_cfg: RunConfig, attempts: int) -> RunRecord:
+        """The record of a run that starts (or resumes) now."""
+        return cls(
+            status=RUNNING,
+            suite=run_cfg.suite,
+            loss=run_cfg.loss.name,
+            label=run_cfg.loss.label,
+            loss_params=dict(run_cfg.loss.params),
+            seed=run_cfg.seed,
+            config_hash=config_hash(run_cfg),
+            attempts=attempts,
+            started_at=time.time(),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def miou(self) -> float | None:
+        return (self.test or {}).get("miou")
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("run_dir")
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> RunRecord:
+        if not isinstance(data, dict):
+            raise DamagedRecord(path, f"expected a JSON object, found {type(data).__name__}")
+        names = {f.name for f in fields(cls)} - {"run_dir"}
+        required = {f.name for f in fields(cls) if f.default is NO_DEFAULT and f.default_factory is NO_DEFAULT} - {"run_dir"}
+        missing = sorted(required - set(data))
+        if missing:
+            raise DamagedRecord(path, f"missing {', '.join(missing)}")
+        if data["status"] not in STATUSES:
+            raise DamagedRecord(path, f"unknown status {data['status']!r}")
+        return cls(**{k: v for k, v in data.items() if k in names}, run_dir=path.parent)
+
+
+def run_dir_for(out: str | Path, run_cfg: RunConfig) -> Path:
+    """``<out>/<label>/seed<seed>-<hash>``: one folder per (loss label, seed, resolved config)."""
+    return Path(out) / run_cfg.loss.label / f"seed{run_cfg.seed}-{config_hash(run_cfg)}"
+
+
+def record_path(run_dir: Path) -> Path:
+    return Path(run_dir) / RECORD_FILE
+
+
+def config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONFIG_FILE
+
+
+def log_path(run_dir: Path) -> Path:
+    return Path(run_dir) / LOG_FILE
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir) / f"{LAST_CHECKPOINT}.ckpt"
+
+
+def errors_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / ERRORS_DIR
+
+
+def suite_path(out: Path) -> Path:
+    return Path(out) / SUITE_FILE
+
+
+def write_record(run_dir: Path, record: RunRecord) -> None:
+    """Atomically write ``record`` as the run's ``metrics.json``."""
+    write_json_atomic(record_path(run_dir), record.to_json())
+
+
+def write_run_config(run_dir: Path, run_cfg: RunConfig) -> None:
+    from lossbench.config import dump_yaml
+
+    write_text_atomic(config_path(run_dir), dump_yaml(run_cfg))
+
+
+def read_record(run_dir: Path) -> RunRecord | None:
+    """The run's record; ``None`` if it has none yet. A damaged file raises :class:`DamagedRecord`."""
+    path = record_path(run_dir)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DamagedRecord(path, f"cannot be read: {e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise DamagedRecord(path, f"not valid JSON: {e}") from None
+    return RunRecord.from_json(data, path)
+
+
+def read_status(run_dir: Path) -> str:
+    """``ok``, ``failed``, ``running``, ``interrupted``, ``missing`` — or ``damaged``."""
+    try:
+        rec = read_record(run_dir)
+    except DamagedRecord:
+        return "damaged"
+    return rec.status if rec else MISSING
+
+
+@dataclass
+class Scan:
+    """Every run record under a runs folder, and the ``metrics.json`` files that are damaged."""
+
+    records: list[RunRecord]
+    damaged: list[DamagedRecord]
+
+
+def run_dirs(out: Path) -> Iterator[Path]:
+    """Run folders under ``out`` that hold a record file, sorted."""
+    for path in sorted(Path(out).glob(f"*/*/{RECORD_FILE}")):
+        yield path.parent
+
+
+def scan_runs(out: Path) -> Scan:
+    """Read every run record under ``out``."""
+    records, damaged = [], []
+    for run_dir in run_dirs(out):
+        try:
+            rec = read_record(run_dir)
+        except DamagedRecord as e:
+            damaged.append(e)
+            continue
+        if rec is not None:
+            records.append(rec)
+    return Scan(records, damaged)

@@ -1,0 +1,208 @@
+"""The config schema: every problem is one sentence at load, before anything trains (issue 8)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import ROOT, SMOKE, lossbench_cli
+
+from lossbench.config import ConfigError, LossEntry, load_config, parse_overrides, resolve_losses, run_config
+from lossbench.plugins import load_plugins
+
+
+def test_config_errors_are_one_clear_sentence(tmp_path):
+    assert parse_overrides(["trainer.max_epochs=1", "a.b=[1, 2]"]) == {"trainer": {"max_epochs": 1}, "a": {"b": [1, 2]}}
+    with pytest.raises(ConfigError, match=r"unknown key 'batchsize' in section 'data'; did you mean 'batch_size'\?"):
+        load_config(SMOKE, ["data.batchsize=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(SMOKE, ["trainer.max_epochs"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"smoke.yaml.*data.batch_size input should be greater than or equal to 1, got 0"):
+        load_config(SMOKE, ["data.batch_size=0"])
+
+
+def test_an_unknown_trainer_key_names_the_closest_valid_one():
+    # bug 6: --set trainer.max_epoch=1 used to start every run and fail each with a raw TypeError
+    with pytest.raises(ConfigError, match=r"unknown key 'max_epoch' in trainer; did you mean 'max_epochs'\?"):
+        load_config(SMOKE, ["trainer.max_epoch=1"])
+    with pytest.raises(ConfigError, match=r"trainer.callbacks cannot be set"):
+        load_config(SMOKE, ["trainer.callbacks=[]"])
+    cfg = load_config(SMOKE, ["trainer.gradient_clip_val=1e-1"])  # any real Trainer argument passes
+    assert cfg.trainer.kwargs()["gradient_clip_val"] == 0.1
+
+
+def test_numbers_written_with_an_exponent_are_numbers():
+    # bug 7: YAML 1.1 read 1e-3 as the string '1e-3', which failed inside AdamW in a subprocess
+    cfg = load_config(SMOKE, ["optim.lr=1e-3", "optim.weight_decay=5E-5"])
+    assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float) and cfg.optim.weight_decay == 5e-5
+    with pytest.raises(ConfigError, match=r"optim.lr input should be a valid number.*got 'fast'"):
+        load_config(SMOKE, ["optim.lr=fast"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("losses=ce", r"losses input should be a valid list, got 'ce'"),  # was "unknown loss 'c'"
+        ("trainer.max_epochs=-1", r"trainer.max_epochs input should be greater than or equal to 1, got -1"),
+        ("seeds=[-1]", r"seeds.0 input should be greater than or equal to 0, got -1"),
+        ("seeds=[1, 1]", r"seed 1 appears twice"),
+        ("jobs=-2", r"jobs: expected a number of runs at once ≥ 1, or -1 for one per CPU core, got -2"),
+        ("jobs=two", r"jobs: expected a number of runs at once.*got 'two'"),
+        ("losses=[ce, {name: dice, label: ce}]", r"loss label 'ce' appears twice"),
+        ("losses=[{name: dice, label: ..}]", r"loss label '..' cannot name a folder"),
+        ("losses=[{name: dice, label: a/b}]", r"loss label 'a/b' cannot name a folder"),
+        ("trainer.devices=0", r"expected a number of devices ≥ 1, -1 \(all\) or 'auto', got 0"),
+        ("model.kwargs={encoder_weights: imagenet}", r"model.kwargs may not set encoder_weights"),
+    ],
+)
+def test_bad_values_are_caught_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(SMOKE, [override])
+
+
+def test_jobs_minus_one_means_one_run_per_core():
+    assert load_config(SMOKE, ["jobs=-1"]).jobs_at_once() == os.cpu_count()
+
+
+def test_loss_selection_is_one_function_and_rejects_duplicates():
+    cfg = load_config(SMOKE, ["losses=[ce, {name: tversky, params: {alpha: 0.1, beta: 0.9}}]"])
+    assert [e.label for e in resolve_losses(cfg)] == ["ce", "tversky"]  # bug 1: no label → the name
+    assert resolve_losses(cfg, ["tversky"])[0].params == {"alpha": 0.1, "beta": 0.9}
+    assert resolve_losses(cfg, ["dice"])[0] == LossEntry(name="dice")  # any registered name
+    with pytest.raises(ConfigError, match=r"loss 'ce' appears twice"):
+        resolve_losses(cfg, ["ce", "ce"])  # --losses ce,ce trained one run twice at once
+    with pytest.raises(ValueError, match=r"unknown loss 'dcie'; known losses \(closest first\): dice"):
+        resolve_losses(cfg, ["dcie"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: tversky, params: {alpha: '1e-1'}}", r"loss 'tversky': parameter alpha must be a number \(default 0.3\), got '1e-1'"),
+        ("{name: lovasz_softmax, params: {classes: [true]}}", r"lovasz_softmax classes must be ids in \[0, 4\), got \[True\]"),
+        ("{name: dice, params: {smoth: 1}}", r"loss 'dice' got unknown parameter\(s\) smoth; it accepts: smooth=1.0"),
+        ("{name: dice, label: d2, params: {per_image: 'yes'}}", r"loss 'd2' \(dice\): parameter per_image must be true or false"),
+    ],
+)
+def test_loss_parameters_are_checked_before_training(entry, message):
+    cfg = load_config(SMOKE, [f"losses=[{entry}]"])
+    with pytest.raises(ValueError, match=message):
+        resolve_losses(cfg)
+
+
+PLUGIN = '''
+import torch
+from lossbench.losses import SegmentationLoss, register_loss
+
+
+@register_loss("per_pixel", description="forgets to reduce")
+class PerPixel(SegmentationLoss):
+    def compute(self, prep):
+        return prep.logits.mean(1)
+
+
+@register_loss("detached", description="leaves the graph")
+class Detached(SegmentationLoss):
+    def compute(self, prep):
+        return torch.tensor(float(prep.logits.mean()))
+'''
+
+
+def test_a_plugin_loss_that_breaks_the_contract_is_named_before_training(tmp_path):
+    plugin = tmp_path / "contract_plugin.py"
+    plugin.write_text(PLUGIN)
+    load_plugins([str(plugin)])
+    cfg = load_config(SMOKE, ["losses=[per_pixel, detached]"])
+    with pytest.raises(ValueError, match=r"loss 'per_pixel' returned a tensor of shape \(2, 64\); the contract is a scalar"):
+        resolve_losses(cfg, ["per_pixel"])
+    with pytest.raises(ValueError, match=r"loss 'detached' returned a value without a gradient"):
+        resolve_losses(cfg, ["detached"])
+
+
+def test_a_plugin_with_a_syntax_error_names_its_file_and_line(tmp_path):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("import torch\n\ndef f(:\n    pass\n")
+    with pytest.raises(ValueError, match=rf"plugin '{plugin}' has a syntax error in {plugin}, line 3"):
+        load_plugins([str(plugin)])
+    raising = tmp_path / "raising.py"
+    raising.write_text("x = 1\nraise RuntimeError('no GPU here')\n")
+    with pytest.raises(ValueError, match=rf"failed while being imported \({raising}, line 2\): RuntimeError: no GPU here"):
+        load_plugins([str(raising)])
+
+
+def test_run_config_is_typed_and_hashed_without_the_label():
+    cfg = load_config(SMOKE)
+    a = run_config(cfg, LossEntry(name="tversky", params={"alpha": 0.1}, label="tversky_a01"), 4)
+    b = run_config(cfg, LossEntry(name="tversky", params={"alpha": 0.1}, label="other"), 4)
+    assert a.loss.label == "tversky_a01" and a.seed == 4 and a.trainer.max_epochs == 2
+    from lossbench.config import config_hash
+
+    assert config_hash(a) == config_hash(b) != config_hash(run_config(cfg, LossEntry(name="tversky"), 4))
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_errors_speak_to_the_user():
+    r = lossbench_cli("train", "--config", str(SMOKE), "--loss", "dcie")
+    assert r.returncode == 2
+    assert "unknown loss 'dcie'; known losses (closest first): dice" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--jobs", "-2", "--out", "/nonexistent/never")
+    assert r.returncode == 2 and "--jobs must be ≥ 1, or -1" in r.stderr  # it used to hang forever
+
+
+def test_losses_lists_a_configs_plugin_losses(tmp_path):
+    # bug 8: `lossbench losses` listed only the built-ins
+    plugin = tmp_path / "my_losses.py"
+    plugin.write_text(
+        "from lossbench.losses import SegmentationLoss, register_loss, soft_stats\n\n"
+        "@register_loss('focal_tversky_mine', description='my focal Tversky')\n"
+        "class FT(SegmentationLoss):\n"
+        "    def __init__(self, num_classes, gamma=1.5, ignore_index=None):\n"
+        "        super().__init__(num_classes, ignore_index)\n"
+        "        self.gamma = gamma\n\n"
+        "    def compute(self, prep):\n"
+        "        tp, fp, fn = soft_stats(prep)\n"
+        "        return (1 - (tp + 1) / (tp + 0.3 * fp + 0.7 * fn + 1)).mean() ** (1 / self.gamma)\n"
+    )
+    config = tmp_path / "suite.yaml"
+    config.write_text(f"plugins: [{plugin}]\nlosses: [focal_tversky_mine]\n")
+    r = lossbench_cli("losses", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "focal_tversky_mine" in r.stdout and "my focal Tversky" in r.stdout and "gamma=1.5" in r.stdout
+    assert "tversky" in r.stdout  # and the built-ins
+    assert "focal_tversky_mine" not in lossbench_cli("losses").stdout
+
+
+def test_make_names_folders_after_the_suite_and_leaves_wandb_mode_alone():
+    # bug 3: make compare CONFIG=experiments/full.yaml trained into runs/default and overwrote reports/default
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MAKE"))}
+    dry = subprocess.run(["make", "-n", "compare", "report", "CONFIG=experiments/full.yaml"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "--config experiments/full.yaml" in dry and "runs/default" not in dry and "reports/default" not in dry
+    r = lossbench_cli("report", "--config", "experiments/full.yaml", "--no-wandb", env={"WANDB_MODE": "offline"})
+    assert r.returncode == 2 and "no runs under runs/full" in r.stderr  # the folder is named after the suite
+    # bug 4: the Makefile exported WANDB_MODE=offline, so a logged-in user never logged online under make
+    database = subprocess.run(["make", "-pn", "compare"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
+    assert "WANDB_MODE" not in database
+
+
+def test_a_logged_in_user_logs_online_unless_told_otherwise(tmp_path, monkeypatch):
+    from lossbench.run import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    assert wandb_mode(None) == "offline"
+    netrc_file = tmp_path / ".netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    netrc_file.chmod(0o600)
+    assert wandb_mode(None) == "online"
+    assert wandb_mode("offline") == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(None) == "disabled"

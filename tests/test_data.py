@@ -1,0 +1,114 @@
+"""Data: the synthetic imbalanced set, its cache, folder data scanned before training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMOKE
+from PIL import Image
+
+from lossbench.config import load_config
+from lossbench.data import SYNTHETIC_CLASSES, class_pixel_counts, load_data, synthetic_splits
+
+
+def _smoke_data_cfg(cache, **kw):
+    return load_config(SMOKE, [f"data.cache_dir={cache}"]).data.model_copy(update=kw)
+
+
+def test_synthetic_data_is_deterministic_per_seed(tmp_path):
+    a = synthetic_splits(_smoke_data_cfg(tmp_path / "a"))
+    b = synthetic_splits(_smoke_data_cfg(tmp_path / "b"))
+    c = synthetic_splits(_smoke_data_cfg(tmp_path / "c", seed=1))
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    assert not np.array_equal(a["train_images"], c["train_images"])
+    # the cache returns exactly what was generated
+    assert all(np.array_equal(v, synthetic_splits(_smoke_data_cfg(tmp_path / "a"))[k]) for k, v in a.items())
+
+
+def test_synthetic_class_frequencies_span_two_orders_of_magnitude(tmp_path):
+    cfg = _smoke_data_cfg(tmp_path, image_size=64, num_train=300, num_val=1, num_test=1)
+    counts = np.array(class_pixel_counts(synthetic_splits(cfg)["train_masks"], 4, None), float)
+    share = counts / counts.sum()
+    assert 0.85 < share[0] < 0.95  # background
+    assert 0.05 < share[1] < 0.12  # blobs
+    assert 0.008 < share[2] < 0.03  # curves
+    assert 0.0015 < share[3] < 0.006  # spots
+    assert share.max() / share.min() > 100
+
+    rarer = np.array(class_pixel_counts(synthetic_splits(cfg.model_copy(update={"imbalance": 3.0}))["train_masks"], 4, None), float)
+    assert rarer[3] / rarer.sum() < share[3] / 2  # the imbalance setting makes rare classes rarer
+
+
+def test_synthetic_classes_are_not_separable_by_intensity(tmp_path):
+    arrays = synthetic_splits(_smoke_data_cfg(tmp_path, image_size=64, num_train=100))
+    img, mask = arrays["train_images"][:, 0], arrays["train_masks"]
+    for k in (1, 2, 3):  # the intensity window holding the middle half of a class is mostly other pixels
+        lo, hi = np.percentile(img[mask == k], [25, 75])
+        window = (img > lo) & (img < hi)
+        precision = (window & (mask == k)).sum() / window.sum()
+        assert precision < 0.5, (SYNTHETIC_CLASSES[k], precision)
+
+
+def test_folder_dataset_reads_images_masks_and_frequencies(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2), ("test", 2)):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / split / "images" / f"{i}.png")
+            mask = rng.integers(0, 3, (16, 16)).astype(np.uint8)
+            mask[0] = 255
+            Image.fromarray(mask).save(tmp_path / split / "masks" / f"{i}.png")
+    cfg = load_config(None, [f"data.path={tmp_path}", "data.kind=folder", "data.class_names=[a,b,c]", "data.ignore_index=255"])
+    bundle = load_data(cfg.data)
+    assert bundle.in_channels == 3 and bundle.class_names == ["a", "b", "c"] and bundle.ignore_index == 255
+    image, mask = bundle.train[0]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and float(image.max()) <= 1.0
+    assert mask.dtype == torch.int64 and int(mask[0, 0]) == 255
+    assert sum(bundle.class_frequencies) == 3 * 15 * 16  # ignored row excluded
+
+    # issue 8 (folder data): a bad mask of the *test* split is found when the data is loaded, before training
+    bad = np.full((16, 16), 7, np.uint8)
+    Image.fromarray(bad).save(tmp_path / "test" / "masks" / "1.png")
+    with pytest.raises(ValueError, match=r"test/masks/1.png has value 7 but there are 3 classes"):
+        load_data(cfg.data)
+
+
+def _folder(root, n=2, size=16):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 3, (size, size)).astype(np.uint8)).save(root / split / "masks" / f"{i}.png")
+    return load_config(None, [f"data.path={root}", "data.kind=folder", "data.class_names=[a,b,c]"]).data
+
+
+def test_a_truncated_image_is_named_before_training(tmp_path):
+    # issue 8 (folder data): a truncated PNG was a raw "OSError: image file is truncated" with no file named
+    data_cfg = _folder(tmp_path, size=64)
+    path = tmp_path / "val" / "images" / "1.png"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError, match=r"cannot read .*val/images/1.png: .*truncated"):
+        load_data(data_cfg)
+
+
+def test_a_corrupt_synthetic_cache_is_detected_and_rebuilt(tmp_path, capsys):
+    # issue 8 (faults): a damaged cache made every run fail forever with BadZipFile
+    cfg = _smoke_data_cfg(tmp_path)
+    good = synthetic_splits(cfg)
+    (cache,) = tmp_path.glob("synthetic-*.npz")
+    cache.write_bytes(b"PK\x03\x04 not a zip at all")
+    rebuilt = synthetic_splits(cfg)
+    err = capsys.readouterr().err
+    assert f"synthetic data cache {cache} is damaged" in err and "rebuilding it" in err
+    assert all(np.array_equal(rebuilt[k], good[k]) for k in good)
+    with np.load(cache) as f:  # and the cache on disk is whole again
+        assert np.array_equal(f["test_masks"], good["test_masks"])
+    data = dict(good)
+    data["train_masks"] = data["train_masks"][:3]  # a readable file with the wrong arrays
+    np.savez(cache, **data)
+    assert synthetic_splits(cfg)["train_masks"].shape == good["train_masks"].shape

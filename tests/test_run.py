@@ -1,0 +1,186 @@
+"""One run: the CLI end to end, one checkpoint, interrupts, DDP (spawn and real ddp), failures by rank, W&B."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+from conftest import ROOT, SMOKE, lossbench_cli
+
+from lossbench.config import load_config
+from lossbench.data import SYNTHETIC_CLASSES, SegmentationDataModule, load_data
+from lossbench.io import json_safe
+from lossbench.module import LossbenchModule
+from lossbench.wandb_offline import logged_values, offline_run_files
+
+pytestmark = pytest.mark.slow
+
+# --- DDP, in-process (ddp_spawn) ------------------------------------------------------------------
+
+
+def _module_and_data(cache, loss="dice"):
+    cfg = load_config(SMOKE, [f"data.cache_dir={cache}"])
+    bundle = load_data(cfg.data)
+    L.seed_everything(0, verbose=False)
+    module = LossbenchModule(
+        cfg.model.model_dump(), loss, {}, bundle.class_names, bundle.ignore_index, bundle.in_channels,
+        bundle.class_frequencies,
+    )  # fmt: skip
+    dm = SegmentationDataModule(bundle, 8, None, 0, seed=0)
+    return module, dm, bundle
+
+
+def test_ddp_spawn_evaluation_pools_every_test_pixel_exactly_once(data_cache):
+    module, dm, bundle = _module_and_data(data_cache)
+    assert len(bundle.test) % (2 * 8) != 0  # shards are uneven: a padding sampler would skew metrics
+    common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "use_distributed_sampler": False}
+    single = L.Trainer(devices=1, **common).test(module, datamodule=dm, verbose=False)[0]
+    spawned = L.Trainer(devices=2, strategy="ddp_spawn", **common).test(module, datamodule=dm, verbose=False)[0]
+    keys = [k for k in single if k.startswith("test/") and k != "test/loss"]
+    assert "test/iou/spot" in keys and "test/specificity/curve" in keys
+    for k in keys:
+        assert spawned[k] == single[k], k
+
+
+# --- one run through the CLI ---------------------------------------------------------------------
+
+
+def _read_metrics(out):
+    files = list(out.glob("*/*/metrics.json"))
+    assert len(files) == 1, files
+    return files[0].parent, json.loads(files[0].read_text())
+
+
+def test_smoke_run_end_to_end_writes_metrics_and_an_offline_wandb_run(tmp_path, data_cache):
+    r = lossbench_cli(
+        "train", "--config", str(SMOKE), "--loss", "tversky", "--seed", "3",
+        "--out", str(tmp_path), "--set", f"data.cache_dir={data_cache}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, m = _read_metrics(tmp_path)
+    assert run_dir.parent.name == "tversky" and run_dir.name.startswith("seed3-")
+    assert m["status"] == "ok" and m["epochs"] == 2 and m["wall_s"] > 0 and m["seed"] == 3
+    assert list(m["test"]["per_class"]) == SYNTHETIC_CLASSES
+    for row in m["test"]["per_class"].values():
+        assert set(row) >= {"iou", "sensitivity", "specificity", "precision", "dice"}
+    assert [h["epoch"] for h in m["history"]] == [1, 2]
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert "test mIoU" in r.stdout
+
+    (wandb_file,) = offline_run_files(run_dir)
+    logged = logged_values(wandb_file)
+    assert logged["test/miou"] == pytest.approx(m["test"]["miou"], rel=1e-6)
+    for name, row in m["test"]["per_class"].items():
+        for metric in ("iou", "sensitivity", "specificity"):
+            assert logged[f"test/{metric}/{name}"] == pytest.approx(row[metric], rel=1e-6, abs=1e-7)
+
+    again = lossbench_cli("train", "--config", str(SMOKE), "--loss", "tversky", "--seed", "3",
+                          "--out", str(tmp_path), "--set", f"data.cache_dir={data_cache}")  # fmt: skip
+    assert again.returncode == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["finished_at"] == m["finished_at"]  # not retrained
+    assert [p.relative_to(run_dir) for p in tmp_path.rglob("*.ckpt")] == [run_dir.relative_to(run_dir) / "checkpoints" / "last.ckpt"]
+
+
+def test_ddp_run_through_the_cli_equals_a_single_process_evaluation(tmp_path, data_cache):
+    from lossbench.run import evaluate_checkpoint
+
+    r = lossbench_cli(
+        "train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
+        "--set", f"data.cache_dir={data_cache}", "trainer.devices=2", "trainer.strategy=ddp",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, m = _read_metrics(tmp_path)
+    assert m["status"] == "ok" and m["world_size"] == 2
+    single = evaluate_checkpoint(run_dir)
+    assert m["test"]["pixels"] == single["pixels"] == 20 * 32 * 32
+    assert m["test"] == json_safe(single)  # exactly equal, class by class (undefined ratios as null)
+    # bug 5: one checkpoint per run, in the run's folder — not a second one under a W&B-project folder
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.ckpt")) == [
+        run_dir.relative_to(tmp_path) / "checkpoints" / "last.ckpt"
+    ]
+    assert not (ROOT / "lossbench-smoke").exists()
+
+
+def test_a_wandb_failure_does_not_fail_the_run(tmp_path, data_cache):
+    r = lossbench_cli(
+        "train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
+        "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=not-a-mode",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "W&B could not start" in r.stderr
+    _, m = _read_metrics(tmp_path)
+    assert m["status"] == "ok" and m["test"]["miou"] is not None
+
+
+def test_sigterm_leaves_the_run_interrupted_and_resumable(tmp_path, data_cache):
+    # issue 8 (faults): SIGTERM — what timeout and SLURM preemption send — marked the run failed for good
+    args = [sys.executable, "-m", "lossbench.cli", "train", "--config", str(SMOKE), "--loss", "dice", "--out",
+            str(tmp_path), "--no-progress", "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=40"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("dice/*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output[-2000:]
+    run_dir, m = _read_metrics(tmp_path)
+    assert m["status"] == "interrupted", m.get("error")
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+
+    r = lossbench_cli(*args[3:-1], "trainer.max_epochs=40", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _, m = _read_metrics(tmp_path)
+    assert m["status"] == "ok" and m["attempts"] == 2 and m["resumed_after_epoch"] >= 1
+    assert [h["epoch"] for h in m["history"]] == list(range(1, 41))
+
+
+RANK_PLUGIN = """
+import torch
+import torch.distributed as dist
+from lossbench.losses import SegmentationLoss, register_loss
+
+
+def _rank1():
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() == 1
+
+
+@register_loss("raises_on_rank1")
+class RaisesOnRank1(SegmentationLoss):
+    def compute(self, prep):
+        if _rank1():
+            raise RuntimeError("rank one ran out of luck")
+        return torch.nn.functional.cross_entropy(prep.logits, prep.labels)
+
+
+@register_loss("nan_on_rank1")
+class NanOnRank1(SegmentationLoss):
+    def compute(self, prep):
+        value = torch.nn.functional.cross_entropy(prep.logits, prep.labels)
+        return value * float("nan") if _rank1() else value
+"""
+
+
+@pytest.mark.parametrize(
+    ("loss", "expected"),
+    [("raises_on_rank1", "RuntimeError: rank one ran out of luck"), ("nan_on_rank1", "became nan on rank 1 of 2")],
+)
+def test_a_failure_on_one_ddp_rank_is_recorded_as_it_happened(tmp_path, data_cache, loss, expected):
+    # issue 8 (DDP): the record held rank 0's "Connection closed by peer", or its own finite value
+    plugin = tmp_path / "rank_plugin.py"
+    plugin.write_text(RANK_PLUGIN)
+    out = tmp_path / "runs"
+    r = lossbench_cli(
+        "train", "--config", str(SMOKE), "--loss", loss, "--out", str(out), "--no-progress",
+        "--set", f"data.cache_dir={data_cache}", f"plugins=[{plugin}]", "trainer.devices=2", "trainer.strategy=ddp",
+    )  # fmt: skip
+    assert r.returncode != 0
+    _, m = _read_metrics(out)
+    assert m["status"] == "failed"
+    assert expected in m["error"] and m["failed_rank"] == 1, m["error"]
+    assert "Connection closed" not in m["error"]
