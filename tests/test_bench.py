@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lossbench.bench import main
 from lossbench.losses import list_losses
 
 
+@pytest.mark.slow
 def test_bench_script_runs_and_reports_every_loss(tmp_path):
     assert main(["--quick", "--report", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())

@@ -111,7 +111,18 @@ class Detached(SegmentationLoss):
 '''
 
 
-def test_a_plugin_loss_that_breaks_the_contract_is_named_before_training(tmp_path):
+@pytest.fixture
+def registry():
+    """Plugin losses registered by a test are gone after it."""
+    from lossbench.losses import registry as module
+
+    saved = dict(module._REGISTRY)
+    yield
+    module._REGISTRY.clear()
+    module._REGISTRY.update(saved)
+
+
+def test_a_plugin_loss_that_breaks_the_contract_is_named_before_training(tmp_path, registry):
     plugin = tmp_path / "contract_plugin.py"
     plugin.write_text(PLUGIN)
     load_plugins([str(plugin)])

@@ -141,6 +141,48 @@ def test_the_no_ignored_pixel_fast_path_equals_the_masked_path(name, c):
     assert torch.allclose(fast_grad, x.grad, rtol=1e-4, atol=1e-7)
 
 
+@all_losses
+@both_modes
+def test_an_ignore_index_that_is_a_class_id_is_honoured_like_any_other(name, c):
+    # issue 8: ignore_index=0 was only honoured by ce/weighted_ce (dice gave 0.7177 against 0.7548)
+    logits, target = batch(c, seed=4, ignore_frac=0.0)
+    ignored = 0
+    relabelled = target.masked_fill(target == ignored, -1)
+    v_in, g_in = value_and_grad(make(name, c, ignore_index=ignored), logits, target)
+    v_out, g_out = value_and_grad(make(name, c, ignore_index=-1), logits, relabelled)
+    assert torch.allclose(v_in, v_out, atol=1e-6), (v_in, v_out)
+    assert torch.allclose(g_in, g_out, atol=1e-7)
+
+
+@all_losses
+def test_a_small_integer_target_with_a_negative_ignore_index_is_not_wrapped(name):
+    # issue 8: a uint8 target with ignore_index=-1 compared as 255; ce raised a raw IndexError
+    logits, target = batch(5, seed=5, ignore_frac=0.0)
+    v_long = make(name, 5, ignore_index=-1)(logits, target)
+    v_u8 = make(name, 5, ignore_index=-1)(logits, target.to(torch.uint8))
+    assert torch.allclose(v_long, v_u8)
+    with pytest.raises(ValueError, match="target has label 255"):
+        make(name, 5, ignore_index=-1)(logits, torch.full_like(target, 255, dtype=torch.uint8))
+
+
+@all_losses
+@both_modes
+def test_a_batch_of_zero_images_is_one_sentence(name, c):
+    # bug 10: a raw "RuntimeError: cannot reshape tensor of 0 elements" from inside the preparation
+    with pytest.raises(ValueError, match=r"the batch has no pixel to compute a loss over"):
+        make(name, c)(torch.zeros(0, c, 8, 8), torch.zeros(0, 8, 8, dtype=torch.long))
+
+
+@all_losses
+@both_modes
+def test_one_minus_infinite_logit_keeps_the_loss_finite(name, c):
+    # issue 8: one −∞ logit made combo NaN
+    logits, target = batch(c, seed=6)
+    logits[0, 0, 0, 0] = -math.inf
+    value, grad = value_and_grad(make(name, c), logits, target)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+
+
 def perfect_logits(target: torch.Tensor, c: int, margin: float = 12.0) -> torch.Tensor:
     t = target.clamp(0, max(c, 2) - 1)
     if c == 1:

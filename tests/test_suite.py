@@ -24,6 +24,9 @@ def compare(out, report, *extra, cache):
     )  # fmt: skip
 
 
+pytestmark = pytest.mark.slow
+
+
 def records(out):
     return {(m["label"], m["seed"]): m for m in (json.loads(p.read_text()) for p in out.glob("*/*/metrics.json"))}
 
@@ -33,6 +36,11 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     r = compare(out, report, "--jobs", "2", cache=data_cache)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "3 to train" in r.stdout and "ETA" in r.stdout and "[3/3]" in r.stdout
+    assert "dice seed 0: epoch 1/2, val mIoU" in r.stdout and "dice seed 0: epoch 2/2, val mIoU" in r.stdout
+    log = next(out.glob("dice/*/train.log")).read_text()
+    assert log.startswith("epoch 1/2: train loss") and "dice seed 0: test mIoU" in log
+    for noise in ("Tip", "litmodels", "GPU available", "Warning", "weights_only", "anonymous"):
+        assert noise not in log, (noise, log)
 
     runs = records(out)
     assert set(runs) == {("ce", 0), ("dice", 0), ("tversky", 0)}
@@ -67,15 +75,43 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     assert (report / "README.md").read_text() == readme  # the same report
     assert {k: v["finished_at"] for k, v in records(out).items()} == {k: v["finished_at"] for k, v in runs.items()}
 
+    # bug 9: a damaged metrics.json is named in the report, the others are reported, compare retrains it
+    (damaged,) = out.glob("ce/*/metrics.json")
+    damaged.write_text('{"status": "ok", "test": {')
+    r = lossbench_cli("report", "--out", str(out), "--report", str(report), "--no-wandb")
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (report / "README.md").read_text()
+    assert "## Damaged run records" in text and str(damaged) in text and "not valid JSON" in text
+    assert "`dice`" in text.split("## Failed")[0] and "`tversky`" in text.split("## Failed")[0]
+    again = compare(out, report, "--no-wandb", cache=data_cache)
+    assert again.returncode == 0 and "1 to train" in again.stdout and "record of ce seed 0 is damaged" in again.stdout
+    assert records(out)[("ce", 0)]["status"] == "ok"
+    assert "## Damaged run records" not in (report / "README.md").read_text()
 
-def test_an_interrupted_suite_resumes_without_retraining_finished_runs(tmp_path, data_cache):
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp_path, data_cache):
+    # issue 8 (faults): killing compare alone left its training child running beside the rerun
     out, report = tmp_path / "runs", tmp_path / "report"
     args = [
         sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out),
         "--report", str(report), "--losses", "ce,dice", "--jobs", "1", "--no-wandb",
         "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=12",
     ]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait until ce is done and dice is part-way through
@@ -85,11 +121,16 @@ def test_an_interrupted_suite_resumes_without_retraining_finished_runs(tmp_path,
             time.sleep(0.2)
         else:
             pytest.fail("the suite did not reach the middle of its second run")
+        (child,) = _children(proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the suite and its training process, without warning
+        proc.kill()  # the suite alone, without warning
         proc.wait()
+    deadline = time.time() + 30
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child), "the run process outlived its suite"
     killed = records(out)
-    assert killed[("dice", 0)]["status"] == "running"
+    assert killed[("dice", 0)]["status"] == "interrupted"  # it heard its parent go, and said so
     ce_finished = killed[("ce", 0)]["finished_at"]
 
     r = lossbench_cli(*args[3:])
@@ -104,21 +145,129 @@ def test_an_interrupted_suite_resumes_without_retraining_finished_runs(tmp_path,
     assert len(pd.read_csv(report / "results.csv")) == 2 * 4
 
 
+def test_sigterm_to_the_suite_leaves_its_runs_resumable(tmp_path, data_cache):
+    # issue 8 (faults): SIGTERM marked the interrupted run failed ("SIGTERMException"), for good
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out), "--report",
+            str(tmp_path / "report"), "--losses", "dice", "--no-wandb", "--set", f"data.cache_dir={data_cache}",
+            "trainer.max_epochs=30"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("dice/*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resumable" in output, output[-2000:]
+    dice = records(out)[("dice", 0)]
+    assert dice["status"] == "interrupted" and "SIGTERM" in dice["error"]
+    again = lossbench_cli(*args[3:-1], "trainer.max_epochs=30", "--retry-failed")
+    assert again.returncode == 0 and "resuming from its last checkpoint" in again.stdout  # --retry-failed left it alone
+    assert records(out)[("dice", 0)]["attempts"] == 2
+
+
+def test_two_launchers_on_one_run_do_not_crash_each_other(tmp_path, data_cache):
+    # issue 8 (faults): a shared .last.ckpt.tmp let one launcher crash another
+    args = ["train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
+            "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=4"]  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-m", "lossbench.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+             for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-1500:] for o in outputs]
+    assert records(tmp_path)[("ce", 0)]["status"] == "ok"
+
+
+def _mount_tmpfs(path, options):
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+
+
+def test_a_full_disk_stops_the_suite_with_one_sentence_and_keeps_finished_runs(tmp_path, data_cache):
+    out = tmp_path / "small"
+    _mount_tmpfs(out, "size=48m")
+    try:
+        args = [sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out),
+                "--report", str(tmp_path / "report"), "--jobs", "1", "--no-wandb",
+                "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=6"]  # fmt: skip
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and records(out).get(("ce", 0), {}).get("status") != "ok":
+            time.sleep(0.2)
+        subprocess.run(["dd", "if=/dev/zero", f"of={out}/filler", "bs=1M"], capture_output=True)  # the disk fills up
+        stdout, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 1, stderr[-2000:]
+        assert stderr.strip().splitlines()[-1].startswith(f"lossbench: error: cannot write under {out} (No space left on device")
+        assert "Traceback" not in stderr and "finished runs are intact" in stderr
+        assert records(out)[("ce", 0)]["status"] == "ok"  # intact
+        assert not list(out.glob("tversky/*"))  # no run started after the disk filled
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def test_a_read_only_runs_folder_is_one_sentence(tmp_path):
+    out = tmp_path / "ro"
+    _mount_tmpfs(out, "ro,size=1m")
+    try:
+        r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(out), "--no-wandb")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith(f"lossbench: error: cannot write under {out} (Read-only file system")
+        assert line.endswith("the suite stopped, finished runs are intact")
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def test_a_copied_config_as_suite_file_and_an_unlabelled_loss_entry_report(tmp_path, data_cache):
+    # bug 2: copying the config to <out>/suite.yaml crashed report (KeyError 'plugins') or made every run stale
+    # bug 1: a losses: entry with params and no label trained, then report crashed with KeyError 'label'
+    out, report = tmp_path / "runs", tmp_path / "report"
+    entry = "losses=[{name: tversky, params: {alpha: 0.1, beta: 0.9}}]"
+    r = lossbench_cli("train", "--config", str(SMOKE), "--loss", "tversky", "--out", str(out), "--no-progress",
+                      "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1", entry)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    (out / "suite.yaml").write_text(SMOKE.read_text().replace("max_epochs: 2", "max_epochs: 1")
+                                    .replace("losses: [ce, dice, tversky]", "losses: [{name: tversky, params: {alpha: 0.1, beta: 0.9}}]"))  # fmt: skip
+    r = lossbench_cli("report", "--out", str(out), "--report", str(report), "--no-wandb")
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (report / "README.md").read_text()
+    assert "`tversky`" in text.split("## Failed")[0] and "trained with another config" not in text
+    assert "`tversky` (tversky {'alpha': 0.1, 'beta': 0.9})" in text
+
+
+def test_report_goes_on_when_wandb_cannot_log(tmp_path, data_cache):
+    # issue 8 (config and CLI): WANDB_MODE=online without a key ended report with a raw UsageError
+    out, report = tmp_path / "runs", tmp_path / "report"
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(out), "--report", str(report), "--losses", "ce",
+                      "--no-wandb", "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    env = {"WANDB_MODE": "online", "HOME": str(tmp_path), "NETRC": str(tmp_path / ".netrc"), "WANDB_API_KEY": "",
+           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # fmt: skip
+    r = lossbench_cli("report", "--out", str(out), "--report", str(report), env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "the W&B summary was not logged" in r.stderr and "Traceback" not in r.stderr
+    assert (report / "README.md").exists()
+
+
 PLUGIN = '''
 import torch
 from lossbench.losses import SegmentationLoss, register_loss, soft_stats
 
 
+# Both pass the check before training (a 2-image batch) and fail on the suite's 8-image batches.
 @register_loss("boom", description="raises")
 class Boom(SegmentationLoss):
     def compute(self, prep):
-        raise RuntimeError("boom: this loss always fails")
+        if prep.logits.shape[0] > 2:
+            raise RuntimeError("boom: this loss always fails")
+        return prep.logits.mean()
 
 
 @register_loss("nan_loss", description="returns NaN")
 class NanLoss(SegmentationLoss):
     def compute(self, prep):
-        return prep.logits.sum() * float("nan")
+        return prep.logits.sum() * (float("nan") if prep.logits.shape[0] > 2 else 1.0)
 
 
 @register_loss("plain_dice", description="Dice without smoothing")
@@ -138,7 +287,8 @@ def test_failing_plugin_losses_are_recorded_and_the_suite_goes_on(tmp_path, data
         "--set", f"data.cache_dir={data_cache}", f"plugins=[{plugin}]", "losses=[boom, nan_loss, plain_dice]",
         "trainer.max_epochs=1",
     )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]  # any failed run makes compare fail, after the report is written
+    assert "2 of 3 runs did not finish ok" in r.stderr
     runs = records(out)
     assert runs[("boom", 0)]["status"] == "failed" and "boom: this loss always fails" in runs[("boom", 0)]["error"]
     assert runs[("nan_loss", 0)]["status"] == "failed" and "became nan" in runs[("nan_loss", 0)]["error"]
