@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SMOKE, lossbench_cli
+from conftest import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
 from lossbench.report import RESULT_COLUMNS
 from lossbench.wandb_offline import logged_values
@@ -148,19 +147,13 @@ def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp
 def test_sigterm_to_the_suite_leaves_its_runs_resumable(tmp_path, data_cache):
     # issue 8 (faults): SIGTERM marked the interrupted run failed ("SIGTERMException"), for good
     out = tmp_path / "runs"
-    args = [sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out), "--report",
-            str(tmp_path / "report"), "--losses", "dice", "--no-wandb", "--set", f"data.cache_dir={data_cache}",
-            "trainer.max_epochs=30"]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("dice/*/checkpoints/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "resumable" in output, output[-2000:]
+    args = ["compare", "--config", str(SMOKE), "--out", str(out), "--report", str(tmp_path / "report"), "--losses",
+            "dice", "--no-wandb", "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=30"]  # fmt: skip
+    returncode, output = sigterm_once_checkpointed(args, "dice/*/checkpoints/last.ckpt", out)
+    assert returncode == 130 and "resumable" in output, output[-2000:]
     dice = records(out)[("dice", 0)]
     assert dice["status"] == "interrupted" and "SIGTERM" in dice["error"]
-    again = lossbench_cli(*args[3:-1], "trainer.max_epochs=30", "--retry-failed")
+    again = lossbench_cli(*args, "--retry-failed")
     assert again.returncode == 0 and "resuming from its last checkpoint" in again.stdout  # --retry-failed left it alone
     assert records(out)[("dice", 0)]["attempts"] == 2
 

@@ -4,7 +4,7 @@
     >>> loss = build_loss("tversky", num_classes=4, alpha=0.3, beta=0.7, ignore_index=255)
     >>> value = loss(logits, target)  # logits [B, 4, H, W] raw scores, target [B, H, W] class ids
 
-See ``LOSSES.md``-style definitions in each class's docstring, and :mod:`lossbench.losses.registry`
+Each class's docstring gives its definition (formula, parameters, paper), and :mod:`lossbench.losses.registry`
 for registering your own.
 """
 
