@@ -104,7 +104,8 @@ def test_ddp_run_through_the_cli_equals_a_single_process_evaluation(tmp_path, da
 def test_a_wandb_failure_does_not_fail_the_run(tmp_path, data_cache):
     r = lossbench_cli(
         "train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
-        "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=not-a-mode",
+        "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1",
+        env={"WANDB_MODE": "not-a-mode"},  # the config's wandb.mode is checked at load; the environment is not
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "W&B could not start" in r.stderr
