@@ -71,10 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lossbench.record import OK
-    from lossbench.run import install_interrupt_handler, train_run, train_run_dir
+    from lossbench.run import RunInterrupted, install_interrupt_handler
 
     install_interrupt_handler()
+    try:
+        return _train(args)
+    except RunInterrupted:
+        raise KeyboardInterrupt from None  # SIGTERM: reported like Ctrl-C
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lossbench.record import OK
+    from lossbench.run import train_run, train_run_dir
+
     if args.run_dir:
         if args.config or args.loss:
             raise ConfigError("--run-dir trains the run described in its config.yaml; leave out --config and --loss")
@@ -162,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "losses": cmd_losses}
-    from lossbench.run import RunInterrupted
     from lossbench.suite import SuiteError
 
     try:
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:
         print(f"lossbench: run failed: {e}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, RunInterrupted):
+    except KeyboardInterrupt:
         print("lossbench: interrupted (resumable: run the same command again)", file=sys.stderr)
         return 130
 

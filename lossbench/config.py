@@ -292,7 +292,12 @@ class SuiteConfig(_RunSections):
         return seeds
 
     def jobs_at_once(self) -> int:
-        return (os.cpu_count() or 1) if self.jobs == -1 else self.jobs
+        return runs_at_once(self.jobs)
+
+
+def runs_at_once(jobs: int) -> int:
+    """``jobs`` as a count: -1 is one run per CPU core."""
+    return (os.cpu_count() or 1) if jobs == -1 else jobs
 
 
 class RunConfig(_RunSections):
@@ -484,9 +489,18 @@ def _reject_duplicates_cfg(values: list[str], what: str = "--losses names") -> N
 
 def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int) -> RunConfig:
     """The resolved config of one run: the suite's run sections plus this loss and seed."""
-    sections = {k: getattr(cfg, k) for k in _RunSections.model_fields}
-    return RunConfig.model_validate({**{k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in sections.items()},
-                                     "loss": loss.model_dump(), "seed": seed})  # fmt: skip
+    sections = cfg.model_dump(include=set(_RunSections.model_fields))
+    return RunConfig.model_validate({**sections, "loss": loss.model_dump(), "seed": seed})
+
+
+def resolve_seeds(cfg: SuiteConfig, wanted: list[int] | None = None) -> list[int]:
+    """The suite's seeds, or ``wanted`` (``--seeds``) checked exactly as ``seeds:`` is."""
+    if wanted is None:
+        return list(cfg.seeds)
+    try:
+        return SuiteConfig.model_validate({"seeds": wanted}).seeds
+    except ValidationError as e:
+        raise _explain(e, "--seeds") from None
 
 
 def config_hash(run_cfg: RunConfig) -> str:

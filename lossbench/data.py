@@ -303,11 +303,11 @@ def load_data(data_cfg: DataConfig) -> DataBundle:
     names = list(data_cfg.class_names or [])
     ignore = data_cfg.ignore_index
     splits = {s: FolderDataset(data_cfg.path, s, len(names), ignore) for s in SPLITS}
-    counts = {s: splits[s].scan() for s in SPLITS}["train"]
+    counts = {s: splits[s].scan() for s in SPLITS}  # every split is read once now, not after training
     train = splits["train"]
     in_channels = train.read_image(0).shape[0]
     return DataBundle(
-        **splits, class_names=list(names), ignore_index=ignore, in_channels=in_channels, class_frequencies=counts.tolist()
+        **splits, class_names=list(names), ignore_index=ignore, in_channels=in_channels, class_frequencies=counts["train"].tolist()
     )
 
 

@@ -7,7 +7,7 @@ A suite's runs folder (``--out``, default ``runs/<suite>``)::
         config.yaml                        the run's resolved config (:class:`~lossbench.config.RunConfig`)
         metrics.json                       the run record (:class:`RunRecord`), written atomically
         checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it
-        errors/rank<k>.json                what failed on each rank of a failed run
+        errors/rank<k>.json                what failed on each rank of a failed run (:func:`write_rank_error`)
         train.log                          the run process's output (runs started by ``compare``)
         wandb/                             the W&B run (a sink, never read back)
 
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import RunConfig, config_hash
-from lossbench.io import write_json_atomic, write_text_atomic
+from lossbench.config import RunConfig, config_hash, dump_yaml
+from lossbench.io import read_json, write_json_atomic, write_text_atomic
 
 SUITE_FILE = "suite.yaml"
 RECORD_FILE = "metrics.json"
@@ -38,6 +38,7 @@ ERRORS_DIR = "errors"
 
 RUNNING, OK, FAILED, INTERRUPTED = "running", "ok", "failed", "interrupted"
 MISSING = "missing"  # no record yet
+DAMAGED = "damaged"  # a record file that cannot be read
 STATUSES = (RUNNING, OK, FAILED, INTERRUPTED)
 """A record's status: ``running`` (training now, or killed without a word), ``ok`` (tested),
 ``failed`` (an error, kept unless ``--retry-failed``), ``interrupted`` (Ctrl-C, SIGTERM, preemption:
@@ -49,7 +50,7 @@ class DamagedRecord(ValueError):
 
     def __init__(self, path: Path, why: str):
         super().__init__(f"run record {path} is damaged ({why})")
-        self.path = path
+        self.path, self.why = path, why
 
 
 @dataclass
@@ -167,8 +168,6 @@ def write_record(run_dir: Path, record: RunRecord) -> None:
 
 
 def write_run_config(run_dir: Path, run_cfg: RunConfig) -> None:
-    from lossbench.config import dump_yaml
-
     write_text_atomic(config_path(run_dir), dump_yaml(run_cfg))
 
 
@@ -193,7 +192,7 @@ def read_status(run_dir: Path) -> str:
     try:
         rec = read_record(run_dir)
     except DamagedRecord:
-        return "damaged"
+        return DAMAGED
     return rec.status if rec else MISSING
 
 
@@ -223,3 +222,41 @@ def scan_runs(out: Path) -> Scan:
         if rec is not None:
             records.append(rec)
     return Scan(records, damaged)
+
+
+# --- what each rank saw when a run failed ---------------------------------------------------------
+
+
+def write_rank_error(run_dir: Path, rank: int, error: str, traceback: str, interrupted: bool) -> None:
+    """Write ``errors/rank<rank>.json``; best effort (a full disk must not hide the error being raised)."""
+    entry = {"rank": rank, "time": time.time(), "interrupted": interrupted, "error": error, "traceback": traceback}
+    try:
+        write_json_atomic(errors_dir(run_dir) / f"rank{rank}.json", entry)
+    except OSError:
+        pass
+
+
+def clear_rank_errors(run_dir: Path) -> None:
+    for path in errors_dir(run_dir).glob("rank*.json"):
+        path.unlink(missing_ok=True)
+
+
+def take_rank_error(record: RunRecord, run_dir: Path, world_size: int = 0, wait_s: float = 5.0) -> bool:
+    """Put the earliest error any rank wrote into ``record`` (with its rank); False if no rank wrote one.
+
+    Waits up to ``wait_s`` for ``world_size`` ranks to have written theirs.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [e for e in (read_json(p) for p in errors_dir(run_dir).glob("rank*.json")) if e]
+        if len(found) >= world_size or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    failures = [e for e in found if not e.get("interrupted")]
+    if not failures:
+        return False
+    first = min(failures, key=lambda e: e["time"])
+    record.error, record.failed_rank, record.traceback = first["error"], first["rank"], first["traceback"]
+    if " on rank " not in record.error:
+        record.error += f" (on rank {first['rank']})"
+    return True

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class Runs:
     current: list[RunRecord]  # records of this suite's config
     stale: list[RunRecord]  # records trained with another config
     damaged: list[DamagedRecord]  # metrics.json files that cannot be read
-    missing: list[str]  # "label seed s" of runs the suite lists that have no record
+    missing: list[tuple[str, int]]  # (label, seed) of runs the suite lists that have no record
     cfg: SuiteConfig | None
 
 
@@ -90,7 +91,7 @@ def collect_runs(out: Path) -> Runs:
         for seed in cfg.seeds:
             run_dir = run_dir_for(out, run_config(cfg, entry, seed))
             if (entry.label, seed) not in have and run_dir not in damaged_dirs:
-                missing.append(f"{entry.label} seed {seed}")
+                missing.append((entry.label, seed))
     return Runs(current, stale, scan.damaged, missing, cfg)
 
 
@@ -246,7 +247,12 @@ class _PlotData:
     classes: list[str]
     rare: str
     order: list[str]  # losses, best mean IoU first
-    colors: dict[str, Any]
+
+    @cached_property
+    def colors(self) -> dict[str, Any]:
+        import matplotlib.pyplot as plt
+
+        return {loss: plt.get_cmap("tab20")(i % 20) for i, loss in enumerate(self.order)}
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -436,12 +442,12 @@ def _problems_md(found: Runs, out: Path) -> list[str]:
     not_ok = sorted((r for r in found.current if not r.ok), key=lambda r: (r.label, r.seed))
     parts = ["## Failed and unfinished runs", ""]
     rows = [[f"`{r.label}`", r.seed, r.status, (r.error or "still running, or killed")[:300]] for r in not_ok]
-    rows += [[f"`{m.split(' seed ')[0]}`", m.split(" seed ")[1], "missing", "not trained yet"] for m in found.missing]
+    rows += [[f"`{label}`", seed, "missing", "not trained yet"] for label, seed in found.missing]
     parts.append(_md_table(["loss", "seed", "status", "error"], rows) if rows else "None.")
     if found.damaged:
         parts += ["", "## Damaged run records", "", "These `metrics.json` files cannot be read; their runs are left out "
                   "and the next `lossbench compare` trains them again:", ""]  # fmt: skip
-        parts += [f"- `{d.path}`: {str(d).split('(', 1)[-1].rstrip(')')}" for d in found.damaged]
+        parts += [f"- `{d.path}`: {d.why}" for d in found.damaged]
     if found.stale:
         parts += ["", f"{len(found.stale)} run(s) under `{out}` were trained with another config and are left out."]
     return parts
@@ -469,13 +475,7 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
     parts = _header_md(suite, out)
     if ok_records:
         parts += _results_md(df, runs, lb, classes, rare, order)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        colors = {loss: plt.get_cmap("tab20")(i % 20) for i, loss in enumerate(order)}
-        write_plots(_PlotData(df, runs, records, classes, rare, order, colors), report)
+        write_plots(_PlotData(df, runs, records, classes, rare, order), report)
     parts += _problems_md(found, out)
     parts += ["", "## Suite", "", _config_md(found.cfg, records), "", "Regenerate: `lossbench report --out "
               f"{out} --report {report}`; data: `results.csv` (one row per loss, seed and class).", ""]  # fmt: skip

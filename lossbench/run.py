@@ -28,7 +28,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 
 from lossbench.config import RunConfig, load_run_config
-from lossbench.io import read_json, write_json_atomic
 from lossbench.record import (
     FAILED,
     INTERRUPTED,
@@ -37,9 +36,12 @@ from lossbench.record import (
     DamagedRecord,
     RunRecord,
     checkpoint_dir,
-    errors_dir,
+    clear_rank_errors,
+    config_path,
     last_checkpoint,
     read_record,
+    take_rank_error,
+    write_rank_error,
     write_record,
     write_run_config,
 )
@@ -121,7 +123,8 @@ class FailureRecorder(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.exception = exception
-        write_rank_error(self.run_dir, trainer.global_rank, exception)
+        write_rank_error(self.run_dir, trainer.global_rank, _describe(exception), _traceback(exception),
+                         interrupted=_is_interrupt(exception))  # fmt: skip
 
 
 class ProgressRecord(Callback):
@@ -143,15 +146,6 @@ class ProgressRecord(Callback):
             f"val loss {last['val_loss']:.4f}, val mIoU {'—' if miou is None or math.isnan(miou) else f'{miou:.4f}'}",
             flush=True,
         )
-
-
-def write_rank_error(run_dir: Path, rank: int, exc: BaseException) -> None:
-    path = errors_dir(run_dir) / f"rank{rank}.json"
-    try:
-        write_json_atomic(path, {"rank": rank, "time": time.time(), "interrupted": _is_interrupt(exc),
-                                 "error": _describe(exc), "traceback": _traceback(exc)})  # fmt: skip
-    except OSError:
-        pass  # best effort: the record of rank 0 still says what it saw
 
 
 def _is_interrupt(exc: BaseException) -> bool:
@@ -189,7 +183,7 @@ def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True) ->
     rank0 = global_rank() == 0
     if rank0:
         write_run_config(run_dir, run_cfg)
-        _clear_rank_errors(run_dir)
+        clear_rank_errors(run_dir)
         write_record(run_dir, record)
     recorder = FailureRecorder(run_dir)
     try:
@@ -205,15 +199,8 @@ def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True) ->
 
 def train_run_dir(run_dir: str | Path, progress: bool = True) -> RunRecord:
     """Train the run whose resolved config is ``<run_dir>/config.yaml`` (what ``compare`` starts)."""
-    from lossbench.record import config_path
-
     run_dir = Path(run_dir)
     return train_run(load_run_config(config_path(run_dir)), run_dir, progress)
-
-
-def _clear_rank_errors(run_dir: Path) -> None:
-    for path in errors_dir(run_dir).glob("rank*.json"):
-        path.unlink(missing_ok=True)
 
 
 def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: BaseException) -> RunRecord:
@@ -225,27 +212,6 @@ def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: B
     if recorder.world_size > 1 and record.status == FAILED:
         take_rank_error(record, run_dir, recorder.world_size)
     return record
-
-
-def take_rank_error(record: RunRecord, run_dir: Path, world_size: int = 0, wait_s: float = 5.0) -> bool:
-    """Put the earliest error any rank wrote into ``record`` (with its rank); False if no rank wrote one.
-
-    Waits up to ``wait_s`` for ``world_size`` ranks to have written theirs.
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = [e for e in (read_json(p) for p in errors_dir(run_dir).glob("rank*.json")) if e]
-        if len(found) >= world_size or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    failures = [e for e in found if not e.get("interrupted")]
-    if not failures:
-        return False
-    first = min(failures, key=lambda e: e["time"])
-    record.error, record.failed_rank, record.traceback = first["error"], first["rank"], first["traceback"]
-    if " on rank " not in record.error:
-        record.error += f" (on rank {first['rank']})"
-    return True
 
 
 @dataclass
@@ -380,7 +346,6 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = Non
     from lossbench.data import load_data
     from lossbench.module import LossbenchModule
     from lossbench.plugins import load_plugins
-    from lossbench.record import config_path
 
     run_dir = Path(run_dir)
     run_cfg = load_run_config(config_path(run_dir))

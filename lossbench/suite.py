@@ -25,10 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
-from lossbench.config import ConfigError, LossEntry, RunConfig, SuiteConfig, dump_yaml, resolve_losses, run_config
+from lossbench.config import (
+    ConfigError,
+    LossEntry,
+    RunConfig,
+    SuiteConfig,
+    dump_yaml,
+    resolve_losses,
+    resolve_seeds,
+    run_config,
+    runs_at_once,
+)
 from lossbench.io import write_text_atomic
-from lossbench.run import take_rank_error
 from lossbench.record import (
+    DAMAGED,
     FAILED,
     MISSING,
     OK,
@@ -36,11 +46,14 @@ from lossbench.record import (
     DamagedRecord,
     RunRecord,
     checkpoint_dir,
+    last_checkpoint,
     log_path,
     read_record,
     read_status,
+    record_path,
     run_dir_for,
     suite_path,
+    take_rank_error,
     write_record,
     write_run_config,
 )
@@ -70,12 +83,9 @@ class PlannedRun:
 def plan_runs(cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None) -> list[PlannedRun]:
     """Every (loss, seed) run of the suite with its resolved config and folder (plugins loaded first)."""
     runs = []
-    if seeds is not None and len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds names a seed more than once: {seeds}")
-    if seeds is not None and any(s < 0 or s >= 2**32 for s in seeds):
-        raise ConfigError(f"--seeds must be integers in [0, 2^32), got {seeds}")
+    seeds = resolve_seeds(cfg, seeds)
     for entry in resolve_losses(cfg, losses):
-        for seed in seeds if seeds is not None else cfg.seeds:
+        for seed in seeds:
             rc = run_config(cfg, entry, seed)
             runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc)))
     return runs
@@ -120,7 +130,7 @@ def runs_to_train(runs: list[PlannedRun], retry_failed: bool, log: Callable[[str
             continue
         if status == FAILED:  # a retry starts over: the failure may be in the checkpoint
             shutil.rmtree(checkpoint_dir(run.run_dir), ignore_errors=True)
-        if status == "damaged":
+        if status == DAMAGED:
             log(f"note: the record of {run} is damaged; training it again")
         todo.append(run)
     kept = statuses.count(FAILED) if not retry_failed else 0
@@ -159,7 +169,7 @@ def run_suite(
 def _jobs(cfg: SuiteConfig, jobs: int | None, log: Callable[[str], None]) -> int:
     if jobs is not None and (jobs == 0 or jobs < -1):
         raise ConfigError(f"--jobs must be ≥ 1, or -1 for one run per CPU core, got {jobs}")
-    n = (os.cpu_count() or 1) if jobs == -1 else jobs or cfg.jobs_at_once()
+    n = runs_at_once(jobs) if jobs is not None else cfg.jobs_at_once()
     devices = cfg.trainer.devices
     if n > 1 and devices not in (1, "1", [0]):
         log(f"note: trainer.devices={devices!r}: running one run at a time (jobs=1)")
@@ -181,6 +191,7 @@ class _Active:
     log_file: IO[str]
     started: float
     epoch: int = 0
+    seen: int = 0  # mtime of the record when last read
 
 
 @dataclass
@@ -226,7 +237,7 @@ class _Pool:
 
         log_file = _writing(self.out, prepare)
         cmd = [sys.executable, "-m", "lossbench.cli", "train", "--run-dir", str(run.run_dir), "--no-progress"]
-        resumed = (checkpoint_dir(run.run_dir) / "last.ckpt").exists()
+        resumed = last_checkpoint(run.run_dir).exists()
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         self.active[proc] = _Active(run, log_file, time.perf_counter())
         self.log(f"[{n}/{len(self.todo)}] start  {run}{' (resuming from its last checkpoint)' if resumed else ''}")
@@ -234,8 +245,12 @@ class _Pool:
     def _show_progress(self) -> None:
         for state in self.active.values():
             try:
+                mtime = record_path(state.run.run_dir).stat().st_mtime_ns
+                if mtime == state.seen:
+                    continue  # read a record only when the run has written it
+                state.seen = mtime
                 rec = read_record(state.run.run_dir)
-            except DamagedRecord:
+            except (OSError, DamagedRecord):
                 continue
             prog = rec.progress if rec and rec.status == RUNNING else None
             if prog and prog.get("epoch", 0) > state.epoch:

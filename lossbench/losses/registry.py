@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import torch
 from torch import nn
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -111,9 +112,7 @@ def build_loss(name: str, num_classes: int, **params: Any) -> nn.Module:
     spec = get_loss_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer (1 = binary), got {num_classes!r}")
-    check_params(name, {k: v for k, v in params.items() if k != "ignore_index"})
-    if "ignore_index" in params and "ignore_index" not in spec.defaults:
-        check_params(name, {"ignore_index": params["ignore_index"]})
+    check_params(name, params)
     return spec.cls(num_classes=num_classes, **params)
 
 
@@ -147,8 +146,6 @@ def check_params(name: str, params: Mapping[str, Any], label: str | None = None)
 
 def check_output(value: Any, label: str) -> None:
     """Raise ``ValueError`` unless ``value`` keeps the call contract: a floating scalar tensor with a gradient."""
-    import torch
-
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"loss {label!r} returned {type(value).__name__}; the contract is a scalar tensor")
     if value.dim() != 0:
@@ -175,8 +172,6 @@ def check_loss(
     ignored pixels when ``ignore_index`` is set): it must return a finite floating scalar with a
     gradient. Every problem is a one-sentence ``ValueError`` naming the loss.
     """
-    import torch
-
     label = label or name
     check_params(name, params, label)
     spec = get_loss_spec(name)
