@@ -49,7 +49,11 @@ class SinkWandbLogger(WandbLogger):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (``on_this_rank``: here, or only on another rank)."""
+
+    def __init__(self, message: str, on_this_rank: bool = True):
+        super().__init__(message)
+        self.on_this_rank = on_this_rank
 
 
 def build_model(model_cfg: dict[str, Any], in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -143,7 +147,8 @@ class LossbenchModule(L.LightningModule):
         where = f" on rank {', '.join(map(str, bad))} of {len(values)}" if len(values) > 1 else ""
         raise NonFiniteLossError(
             f"loss {self.loss_label!r} became {values[bad[0]].item()}{where} at epoch {self.current_epoch}, "
-            f"step {self.global_step}"
+            f"step {self.global_step}",
+            on_this_rank=self.global_rank in bad or len(values) == 1,
         )
 
     def on_train_epoch_start(self) -> None:

@@ -227,9 +227,16 @@ def scan_runs(out: Path) -> Scan:
 # --- what each rank saw when a run failed ---------------------------------------------------------
 
 
-def write_rank_error(run_dir: Path, rank: int, error: str, traceback: str, interrupted: bool) -> None:
-    """Write ``errors/rank<rank>.json``; best effort (a full disk must not hide the error being raised)."""
-    entry = {"rank": rank, "time": time.time(), "interrupted": interrupted, "error": error, "traceback": traceback}
+def write_rank_error(
+    run_dir: Path, rank: int, error: str, traceback: str, interrupted: bool, primary: bool = True
+) -> None:
+    """Write ``errors/rank<rank>.json``; best effort (a full disk must not hide the error being raised).
+
+    ``primary`` is False for a rank that stops only because another rank failed (all ranks raise on a
+    NaN seen on one), so the record names the rank where it happened, whichever wrote first.
+    """
+    entry = {"rank": rank, "time": time.time(), "interrupted": interrupted, "primary": primary,
+             "error": error, "traceback": traceback}  # fmt: skip
     try:
         write_json_atomic(errors_dir(run_dir) / f"rank{rank}.json", entry)
     except OSError:
@@ -255,7 +262,7 @@ def take_rank_error(record: RunRecord, run_dir: Path, world_size: int = 0, wait_
     failures = [e for e in found if not e.get("interrupted")]
     if not failures:
         return False
-    first = min(failures, key=lambda e: e["time"])
+    first = min([e for e in failures if e.get("primary", True)] or failures, key=lambda e: e["time"])
     record.error, record.failed_rank, record.traceback = first["error"], first["rank"], first["traceback"]
     if " on rank " not in record.error:
         record.error += f" (on rank {first['rank']})"

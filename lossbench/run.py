@@ -124,7 +124,8 @@ class FailureRecorder(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.exception = exception
         write_rank_error(self.run_dir, trainer.global_rank, _describe(exception), _traceback(exception),
-                         interrupted=_is_interrupt(exception))  # fmt: skip
+                         interrupted=_is_interrupt(exception),
+                         primary=getattr(exception, "on_this_rank", True))  # fmt: skip
 
 
 class ProgressRecord(Callback):
