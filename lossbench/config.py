@@ -92,10 +92,49 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class DataConfig(_Section):
-    """``data:`` — which dataset, how it is split and batched."""
+def _size(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    return value
 
-    kind: Literal["synthetic", "folder"] = "synthetic"
+
+Size = Annotated[tuple[PosInt, PosInt], BeforeValidator(_size)]
+"""``[height, width]`` in pixels (a single number is a square)."""
+
+Colour = tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)]]
+
+IGNORE_COLOUR_KEY = "ignore"
+"""The ``data.palette`` key whose colour marks ignored pixels (``data.ignore_index``)."""
+
+
+class AugmentConfig(_Section):
+    """``data.augment:`` — training-only augmentation (torchvision transforms v2), seeded per run, epoch and image.
+
+    Masks are only ever resampled by nearest neighbour.
+    """
+
+    hflip: bool = False  # random horizontal flip (p = 0.5)
+    vflip: bool = False  # random vertical flip (p = 0.5)
+    rotate90: bool = False  # a random number of quarter turns
+    scale: tuple[PosFloat, PosFloat] | None = None  # rescale by a factor drawn from [lo, hi] before the crop
+    jitter: Annotated[float, BeforeValidator(_no_bool), Field(ge=0, lt=1)] = 0.0  # brightness and contrast × U[1 − j, 1 + j]
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"expected [low, high] with low ≤ high, got {list(value)}")
+        return value
+
+    @property
+    def active(self) -> bool:
+        return self.hflip or self.vflip or self.rotate90 or self.scale is not None or self.jitter > 0
+
+
+class DataConfig(_Section):
+    """``data:`` — which dataset, how its images are sized, augmented, normalised, split and batched."""
+
+    kind: Literal["synthetic", "folder", "python"] = "synthetic"
     seed: Seed = 0  # synthetic: generation seed, the same for every run of a suite
     image_size: PosInt = 64  # synthetic: images are image_size × image_size
     num_train: PosInt = 256  # synthetic: images per split
@@ -103,51 +142,107 @@ class DataConfig(_Section):
     num_test: PosInt = 64
     imbalance: PosFloat = 1.0  # synthetic: > 1 makes the rare classes rarer, < 1 less rare
     noise: NonNegFloat = 0.08  # synthetic: std of the pixel noise
-    cache_dir: str = "data"  # where generated data is cached (not part of a run's identity)
+    cache_dir: str = "data"  # where generated data and decoded folder data are cached (not part of a run's identity)
     path: str | None = None  # folder: root holding train/ val/ test/, each with images/ and masks/
-    class_names: list[str] | None = None  # folder: one name per class id
-    ignore_index: Int | None = None  # folder: mask value excluded from losses and metrics
+    class_names: list[str] | None = None  # folder: one name per class id (default: <path>/classes.txt, or the palette's names)
+    ignore_index: Int | None = None  # folder/python: mask value excluded from losses and metrics
+    palette: dict[str, Colour] | None = None  # folder: RGB colour masks, {class name: [r, g, b]}; key 'ignore': the void colour
+    target: str | None = None  # python: "package.module:factory" returning the splits (see README, "Your own Dataset")
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # python: keyword arguments of the factory
+    resize: Size | None = None  # [H, W]: training and evaluation input size (metrics stay at each mask's own size)
+    crop: Size | None = None  # [H, W]: random training crop (after resize and augment.scale); padded if larger
+    augment: AugmentConfig | None = None  # training-only augmentation; absent: none
+    normalize: Literal["none", "imagenet", "dataset"] = "none"  # dataset: per-channel mean/std of the training split
     batch_size: PosInt = 16  # training batch per process (per GPU under DDP)
     eval_batch_size: PosInt | None = None  # validation/test batch; default batch_size
-    num_workers: NonNegInt = 0  # DataLoader workers (not part of a run's identity)
+    num_workers: NonNegInt | Literal["auto"] = "auto"  # DataLoader workers; auto: the run's CPU cores less one, at most 8
 
     @model_validator(mode="after")
-    def _folder_needs_path_and_names(self) -> DataConfig:
+    def _kind_needs(self) -> DataConfig:
         if self.kind == "folder":
             if not self.path:
                 raise ValueError("data.kind is 'folder' but data.path is not set")
-            if not self.class_names or len(self.class_names) < 2:
-                raise ValueError("a folder dataset needs data.class_names with at least two names")
+            self.class_names = _folder_class_names(self)
+        elif self.palette is not None:
+            raise ValueError(f"data.palette reads colour masks of folder data, but data.kind is {self.kind!r}")
+        if self.kind == "python":
+            if not self.target or ":" not in self.target:
+                raise ValueError(f"data.kind is 'python': data.target must be 'package.module:factory', got {self.target!r}")
+        if self.class_names is not None:
+            if len(self.class_names) < 2:
+                raise ValueError(f"data.class_names needs at least two names, got {self.class_names}")
+            _reject_duplicates(self.class_names, "class name", "data.class_names:")
         return self
 
     @property
-    def num_classes(self) -> int:
+    def num_classes(self) -> int | None:
+        """Classes of the data; ``None`` for a Python dataset whose factory names them."""
         from lossbench.data import SYNTHETIC_CLASSES
 
-        return len(self.class_names) if self.kind == "folder" and self.class_names else len(SYNTHETIC_CLASSES)
+        if self.kind == "synthetic":
+            return len(SYNTHETIC_CLASSES)
+        return len(self.class_names) if self.class_names else None
 
     @property
     def loss_ignore_index(self) -> int | None:
         """The ignore index the losses see (synthetic data has none)."""
-        return self.ignore_index if self.kind == "folder" else None
+        return self.ignore_index if self.kind != "synthetic" else None
+
+    def palette_ids(self) -> dict[tuple[int, int, int], int] | None:
+        """``{(r, g, b): mask value}`` from ``palette`` (the ``ignore`` colour maps to ``ignore_index``)."""
+        if self.palette is None:
+            return None
+        names = self.class_names or []
+        return {tuple(c): (self.ignore_index if n == IGNORE_COLOUR_KEY else names.index(n)) for n, c in self.palette.items()}
 
 
-_MODEL_OWNED = ("encoder_name", "encoder_weights", "in_channels", "classes", "arch")
+def _folder_class_names(d: DataConfig) -> list[str]:
+    """``data.class_names``, else the palette's names, else ``<path>/classes.txt`` (one name per line)."""
+    if d.palette is not None:
+        if IGNORE_COLOUR_KEY in d.palette and d.ignore_index is None:
+            raise ValueError("data.palette has an 'ignore' colour but data.ignore_index is not set")
+        named = [n for n in d.palette if n != IGNORE_COLOUR_KEY]
+        colours = [tuple(c) for c in d.palette.values()]
+        if len(set(colours)) != len(colours):
+            raise ValueError("data.palette gives one colour to two names")
+        if d.class_names is None:
+            return named
+        unknown = [n for n in named if n not in d.class_names]
+        if unknown:
+            raise ValueError(f"data.palette names {unknown[0]!r}, which is not in data.class_names {d.class_names}")
+    if d.class_names is not None:
+        return d.class_names
+    listing = Path(d.path) / "classes.txt"
+    if not listing.is_file():
+        raise ValueError(f"a folder dataset needs data.class_names, data.palette or {listing} (one class name per line)")
+    names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    if len(names) < 2:
+        raise ValueError(f"{listing} names {len(names)} class(es); a dataset needs at least two")
+    return names
+
+
+_MODEL_OWNED = {
+    "encoder_name": "set model.encoder",
+    "encoder_weights": "set model.encoder_weights",
+    "arch": "set model.arch",
+    "in_channels": "lossbench sets it from the data",
+    "classes": "lossbench sets it from the data",
+}
 
 
 class ModelConfig(_Section):
-    """``model:`` — the segmentation-models-pytorch model (``smp.create_model``); weights are never downloaded."""
+    """``model:`` — the segmentation-models-pytorch model (``smp.create_model``)."""
 
     arch: str = "Unet"
     encoder: str = "resnet18"
+    encoder_weights: str | None = None  # e.g. imagenet: pretrained encoder (downloaded once, or from the cache); null: random
     kwargs: dict[str, Any] = Field(default_factory=dict)  # more smp.create_model arguments
 
     @field_validator("kwargs")
     @classmethod
     def _not_owned(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        owned = sorted(set(kwargs) & set(_MODEL_OWNED))
-        if owned:
-            raise ValueError(f"model.kwargs may not set {', '.join(owned)}: lossbench sets it from the config and the data")
+        for key in sorted(set(kwargs) & set(_MODEL_OWNED)):
+            raise ValueError(f"model.kwargs may not set {key}: {_MODEL_OWNED[key]}")
         return kwargs
 
 
@@ -251,6 +346,16 @@ class LossEntry(_Section):
         return self
 
 
+class ReportConfig(_Section):
+    """``report:`` — what the report compares and how; it changes no run's training (not part of a run's identity)."""
+
+    focus: str | None = None  # the class of the focus leaderboard, object metrics and panel; default: the rarest training class
+    object_iou: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, le=1)] = 0.1  # IoU for an object to count as found
+    panel: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=16)] = 4  # test images in the qualitative panel
+    bootstrap: Annotated[int, BeforeValidator(_no_bool), Field(ge=100)] = 2000  # bootstrap replicates
+    alpha: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, lt=1)] = 0.05  # level of the Holm-corrected tie test
+
+
 class _RunSections(_Section):
     suite: str = "adhoc"  # the suite's name: its runs and report folders and the W&B group
     plugins: list[str] = Field(default_factory=list)  # modules or .py files that register losses
@@ -259,11 +364,23 @@ class _RunSections(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("suite")
     @classmethod
     def _suite_name(cls, value: str) -> str:
         return safe_name(value, "suite name")
+
+    @model_validator(mode="after")
+    def _focus_is_a_class(self) -> _RunSections:
+        focus, names = self.report.focus, self.data.class_names
+        if self.data.kind == "synthetic":
+            from lossbench.data import SYNTHETIC_CLASSES
+
+            names = SYNTHETIC_CLASSES
+        if focus is not None and names and focus not in names:
+            raise ValueError(f"report.focus {focus!r} is not a class of the data{_did_you_mean(focus, names)} (classes: {', '.join(names)})")
+        return self
 
 
 def _jobs(value: Any) -> Any:
@@ -277,6 +394,7 @@ class SuiteConfig(_RunSections):
 
     losses: list[LossEntry] = Field(default_factory=list)
     seeds: list[Seed] = Field(default_factory=lambda: [0])
+    budgets: list[PosInt] | None = None  # training budgets in epochs: every (loss, seed) runs at each; default [trainer.max_epochs]
     jobs: Annotated[int, BeforeValidator(_jobs)] = 1  # runs trained at once by compare; -1: one per CPU core
 
     @field_validator("losses")
@@ -290,6 +408,19 @@ class SuiteConfig(_RunSections):
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
         _reject_duplicates(seeds, "seed", "seeds:")
         return seeds
+
+    @field_validator("budgets")
+    @classmethod
+    def _unique_budgets(cls, budgets: list[int] | None) -> list[int] | None:
+        if budgets is not None:
+            if not budgets:
+                raise ValueError("budgets: lists no budget; leave it out to train for trainer.max_epochs")
+            _reject_duplicates(budgets, "budget", "budgets:")
+        return sorted(budgets) if budgets else budgets
+
+    def budget_list(self) -> list[int]:
+        """The training budgets in epochs (``budgets``, else ``[trainer.max_epochs]``)."""
+        return list(self.budgets) if self.budgets else [self.trainer.max_epochs]
 
     def jobs_at_once(self) -> int:
         return runs_at_once(self.jobs)
@@ -337,7 +468,7 @@ def _explain(error: ValidationError, source: str) -> ConfigError:
         return ConfigError(f"{source}: unknown key {loc[-1]!r} in {where}{hint}")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] in ("value_error", "assertion_error"):
-        return ConfigError(f"{source}: {key}: {msg}")
+        return ConfigError(f"{source}: {key}: {msg}" if loc else f"{source}: {msg}")
     given = err.get("input")
     return ConfigError(f"{source}: {key} {msg[0].lower() + msg[1:]}, got {given!r}")
 
@@ -439,13 +570,17 @@ def dump_yaml(config: BaseModel) -> str:
 # --- losses and runs ------------------------------------------------------------------------------
 
 
-def resolve_losses(cfg: SuiteConfig, wanted: Iterable[str] | None = None, check: bool = True) -> list[LossEntry]:
+def resolve_losses(
+    cfg: SuiteConfig, wanted: Iterable[str] | None = None, check: bool = True, num_classes: int | None = None
+) -> list[LossEntry]:
     """The suite's loss entries, or those named in ``wanted`` (labels of the config, else registry names).
 
     The one place that picks losses: ``train``, ``compare`` and ``report`` call it. With ``check``
     (plugins loaded first) each entry is checked — the name is registered, its parameters are
     accepted, and the loss builds and returns a differentiable scalar on a small batch — before
-    anything trains; the report, which trains nothing, only needs the entries.
+    anything trains; the report, which trains nothing, only needs the entries. ``num_classes``
+    (default: the config's) is what the check builds the losses for; when neither says — a Python
+    dataset whose factory names the classes — the run checks each loss as it builds it.
     """
     from lossbench.losses import check_loss
 
@@ -462,11 +597,12 @@ def resolve_losses(cfg: SuiteConfig, wanted: Iterable[str] | None = None, check:
             entry = by_label.get(name) or next((e for e in cfg.losses if e.name == name), None)
             chosen.append(entry or _entry(name))
         _reject_duplicates_cfg([e.label for e in chosen], "--losses picks")
-    for entry in chosen if check else ():
+    num_classes = num_classes or cfg.data.num_classes
+    for entry in chosen if check and num_classes else ():
         check_loss(
             entry.name,
             entry.params,
-            num_classes=cfg.data.num_classes,
+            num_classes=num_classes,
             ignore_index=cfg.data.loss_ignore_index,
             label=entry.label,
         )
@@ -487,9 +623,12 @@ def _reject_duplicates_cfg(values: list[str], what: str = "--losses names") -> N
         raise ConfigError(str(e)) from None
 
 
-def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int) -> RunConfig:
-    """The resolved config of one run: the suite's run sections plus this loss and seed."""
+def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int, budget: int | None = None) -> RunConfig:
+    """The resolved config of one run: the suite's run sections plus this loss and seed (and budget:
+    ``trainer.max_epochs``, when the suite lists several)."""
     sections = cfg.model_dump(include=set(_RunSections.model_fields))
+    if budget is not None:
+        sections["trainer"] = {**sections["trainer"], "max_epochs": budget}
     return RunConfig.model_validate({**sections, "loss": loss.model_dump(), "seed": seed})
 
 
@@ -503,20 +642,28 @@ def resolve_seeds(cfg: SuiteConfig, wanted: list[int] | None = None) -> list[int
         raise _explain(e, "--seeds") from None
 
 
+_DATA_OFF: dict[str, Any] = {
+    "resize": None, "crop": None, "augment": None, "palette": None, "target": None, "kwargs": {}, "normalize": "none",
+}  # fmt: skip
+_MODEL_OFF: dict[str, Any] = {"encoder_weights": None}
+"""Keys that leave the hash when switched off, so runs made before the keys existed keep their folders."""
+
+
 def config_hash(run_cfg: RunConfig) -> str:
     """12 hex digits of the parts of a run's config that decide its result.
 
-    Excluded: W&B settings, the suite name, plugins, the loss label, the data cache folder and worker
-    count, and trainer keys that change only logging or how the work is launched (``strategy``,
+    Excluded: W&B settings, the report section, the suite name, plugins, the loss label, the data cache folder and worker
+    count, data and model keys at their "off" value (:data:`_DATA_OFF`, :data:`_MODEL_OFF`), and trainer keys that change only logging or how the work is launched (``strategy``,
     ``accelerator``, logging cadence, progress bar). ``devices`` and ``num_nodes`` stay in: they
     change the global batch.
     """
     dumped = run_cfg.model_dump(mode="json")
     trainer = {k: v for k, v in dumped["trainer"].items() if k not in _TRAINER_NOT_HASHED}
-    data = {k: v for k, v in dumped["data"].items() if k not in {"num_workers", "cache_dir"}}
+    data = {k: v for k, v in dumped["data"].items() if k not in {"num_workers", "cache_dir"} and _DATA_OFF.get(k, ...) != v}
+    model = {k: v for k, v in dumped["model"].items() if _MODEL_OFF.get(k, ...) != v}
     key = {
         "data": data,
-        "model": dumped["model"],
+        "model": model,
         "optim": dumped["optim"],
         "trainer": trainer,
         "loss": {"name": run_cfg.loss.name, "params": dumped["loss"]["params"]},

@@ -56,19 +56,69 @@ class NonFiniteLossError(FloatingPointError):
         self.on_this_rank = on_this_rank
 
 
+class WeightsUnavailable(ValueError):
+    """Pretrained encoder weights were asked for but cannot be had (no network and no cached copy)."""
+
+
 def build_model(model_cfg: dict[str, Any], in_channels: int, num_classes: int) -> torch.nn.Module:
-    """An segmentation-models-pytorch model; never downloads weights (``encoder_weights=None``)."""
+    """A segmentation-models-pytorch model.
+
+    ``model_cfg["encoder_weights"]`` (e.g. ``"imagenet"``) loads a pretrained encoder through smp,
+    from the Hugging Face cache or by downloading it once; ``None`` (the default) initialises at
+    random and never touches the network. Weights that cannot be had are a
+    :class:`WeightsUnavailable` sentence.
+    """
+    weights = model_cfg.get("encoder_weights")
+    encoder = model_cfg["encoder"]
+    if weights is not None and encoder.startswith("tu-"):
+        weights = True  # timm encoders take a flag; the pretrained tag is part of the encoder name
     try:
         return smp.create_model(
             arch=model_cfg["arch"],
-            encoder_name=model_cfg["encoder"],
-            encoder_weights=None,
+            encoder_name=encoder,
+            encoder_weights=weights,
             in_channels=in_channels,
             classes=num_classes,
             **(model_cfg.get("kwargs") or {}),
         )
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"cannot build model arch={model_cfg['arch']!r} encoder={model_cfg['encoder']!r}: {e}") from None
+        raise ValueError(f"cannot build model arch={model_cfg['arch']!r} encoder={encoder!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 — hub and network errors come in many types
+        if weights is None:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsUnavailable(
+            f"model.encoder_weights={model_cfg.get('encoder_weights')!r} for encoder {encoder!r} cannot be loaded — no "
+            f"cached copy and no download ({type(e).__name__}: {first[:200]}); connect once to fill the cache "
+            "(~/.cache/huggingface), or set model.encoder_weights: null"
+        ) from None
+
+
+def input_multiple(model: torch.nn.Module) -> int:
+    """The multiple an input's height and width must be for ``model`` (its encoder's output stride)."""
+    encoder = getattr(model, "encoder", None)
+    return int(getattr(encoder, "output_stride", 32) or 32)
+
+
+def original_resolution(logits: Tensor, batch: dict[str, Tensor]):
+    """``(prediction, original mask)`` pairs at each mask's own resolution, as mmsegmentation evaluates.
+
+    Padding is cut off the logits (``batch["size"]``); if the input was resized, the logits are
+    resized back to the mask (bilinear) before the argmax. When nothing was resized or padded the
+    batch is one pair.
+    """
+    size, target_size, target = batch["size"], batch["target_size"], batch["target"]
+    h, w = logits.shape[-2:]
+    if bool((size == target_size).all()) and bool((target_size == torch.tensor([h, w], device=size.device)).all()):
+        yield logits.argmax(1), target
+        return
+    for i in range(logits.shape[0]):
+        hi, wi = size[i].tolist()
+        th, tw = target_size[i].tolist()
+        li = logits[i : i + 1, :, :hi, :wi]
+        if (hi, wi) != (th, tw):
+            li = torch.nn.functional.interpolate(li.float(), size=(th, tw), mode="bilinear", align_corners=False)
+        yield li.argmax(1), target[i : i + 1, :th, :tw]
 
 
 class LossbenchModule(L.LightningModule):
@@ -79,8 +129,8 @@ class LossbenchModule(L.LightningModule):
         loss_name: registry name of the loss; ``loss_params`` its parameters; ``loss_label`` the
             name of its entry in the suite (errors name it).
         class_names: one name per class (``C >= 2``; the model has ``C`` output channels).
-        ignore_index: mask value excluded from loss and metrics; if it is a class id, that class is
-            left out of the metrics too.
+        ignore_index: mask value excluded from loss and metrics (the data's ignore index, or the
+            label of padded pixels); if it is a class id, that class is left out of the metrics too.
         in_channels: image channels.
         class_frequencies: training-split pixel counts per class, handed to losses that take them.
         lr, weight_decay: AdamW settings; the learning rate follows a per-step cosine schedule to 0.
@@ -157,17 +207,18 @@ class LossbenchModule(L.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], cm, stage: str) -> None:
-        x, y = batch
+    def _eval_step(self, batch: dict[str, Tensor], cm, stage: str) -> None:
+        x, y = batch["image"], batch["mask"]
         logits = self(x)
         loss = self.loss(logits, y)
-        cm.update(logits.argmax(1), y)
+        for pred, target in original_resolution(logits, batch):
+            cm.update(pred, target)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_cm, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_cm, "test")
 
     def on_validation_epoch_end(self) -> None:

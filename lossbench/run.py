@@ -231,11 +231,11 @@ class Components:
         return self.timer.time_elapsed("train") + self.timer.time_elapsed("test")
 
 
-def _datamodule(run_cfg: RunConfig, bundle: Any) -> Any:
+def _datamodule(run_cfg: RunConfig, bundle: Any, module: Any) -> Any:
     from lossbench.data import SegmentationDataModule
+    from lossbench.module import input_multiple
 
-    d = run_cfg.data
-    return SegmentationDataModule(bundle, d.batch_size, d.eval_batch_size, d.num_workers, run_cfg.seed)
+    return SegmentationDataModule(bundle, run_cfg.data, run_cfg.seed, multiple=input_multiple(module.model))
 
 
 def _module(run_cfg: RunConfig, bundle: Any) -> Any:
@@ -247,7 +247,7 @@ def _module(run_cfg: RunConfig, bundle: Any) -> Any:
         loss_params=run_cfg.loss.params,
         loss_label=run_cfg.loss.label,
         class_names=bundle.class_names,
-        ignore_index=bundle.ignore_index,
+        ignore_index=bundle.loss_ignore_index,
         in_channels=bundle.in_channels,
         class_frequencies=bundle.class_frequencies,
         lr=run_cfg.optim.lr,
@@ -306,7 +306,7 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
-    return Components(trainer, module, _datamodule(run_cfg, bundle), bundle, timer, trainer_cfg["precision"])
+    return Components(trainer, module, _datamodule(run_cfg, bundle, module), bundle, timer, trainer_cfg["precision"])
 
 
 def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: FailureRecorder, progress: bool) -> RunRecord:
@@ -353,7 +353,7 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = Non
     load_plugins(run_cfg.plugins)
     bundle = load_data(run_cfg.data)
     module = LossbenchModule.load_from_checkpoint(str(checkpoint or last_checkpoint(run_dir)), map_location="cpu")
-    datamodule = _datamodule(run_cfg, bundle)
+    datamodule = _datamodule(run_cfg, bundle, module)
     settings = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False}
     trainer = L.Trainer(**(settings | trainer_overrides), use_distributed_sampler=False, enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)

@@ -80,11 +80,13 @@ class PlannedRun:
         return f"{self.label} seed {self.seed}"
 
 
-def plan_runs(cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None) -> list[PlannedRun]:
+def plan_runs(
+    cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None, num_classes: int | None = None
+) -> list[PlannedRun]:
     """Every (loss, seed) run of the suite with its resolved config and folder (plugins loaded first)."""
     runs = []
     seeds = resolve_seeds(cfg, seeds)
-    for entry in resolve_losses(cfg, losses):
+    for entry in resolve_losses(cfg, losses, num_classes=num_classes):
         for seed in seeds:
             rc = run_config(cfg, entry, seed)
             runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc)))
@@ -154,7 +156,8 @@ def run_suite(
     from lossbench.plugins import load_plugins
 
     load_plugins(cfg.plugins)
-    runs = plan_runs(cfg, out, losses, seeds)
+    num_classes = prepare(cfg, log)
+    runs = plan_runs(cfg, out, losses, seeds, num_classes)
     _writing(out, lambda: (out.mkdir(parents=True, exist_ok=True), write_text_atomic(suite_path(out), dump_yaml(cfg))))
     log(f"suite {cfg.suite} -> {out}")
     todo = runs_to_train(runs, retry_failed, log)
@@ -164,6 +167,21 @@ def run_suite(
         _Pool(todo, n_jobs, out, log).run()
         log(f"suite {cfg.suite}: trained {len(todo)} runs in {fmt_time(time.perf_counter() - t0)}")
     return runs
+
+
+def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:
+    """Before any run starts: read the data once (building its cache and raising any problem with a
+    file or item now, not in every run) and fetch pretrained encoder weights once; return the class count."""
+    from lossbench.data import load_data
+    from lossbench.module import build_model
+
+    t0 = time.perf_counter()
+    bundle = load_data(cfg.data)
+    if time.perf_counter() - t0 > 5:
+        log(f"data ready in {fmt_time(time.perf_counter() - t0)} ({cfg.data.kind}, {bundle.num_classes} classes)")
+    if cfg.model.encoder_weights is not None:
+        build_model(cfg.model.model_dump(), bundle.in_channels, bundle.num_classes)
+    return bundle.num_classes
 
 
 def _jobs(cfg: SuiteConfig, jobs: int | None, log: Callable[[str], None]) -> int:

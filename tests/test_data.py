@@ -61,18 +61,19 @@ def test_folder_dataset_reads_images_masks_and_frequencies(tmp_path):
             mask = rng.integers(0, 3, (16, 16)).astype(np.uint8)
             mask[0] = 255
             Image.fromarray(mask).save(tmp_path / split / "masks" / f"{i}.png")
-    cfg = load_config(None, [f"data.path={tmp_path}", "data.kind=folder", "data.class_names=[a,b,c]", "data.ignore_index=255"])
+    cfg = load_config(None, [f"data.path={tmp_path}", "data.kind=folder", "data.class_names=[a,b,c]", "data.ignore_index=255",
+                             f"data.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
     bundle = load_data(cfg.data)
     assert bundle.in_channels == 3 and bundle.class_names == ["a", "b", "c"] and bundle.ignore_index == 255
     image, mask = bundle.train[0]
-    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and float(image.max()) <= 1.0
+    assert image.shape == (3, 16, 16) and image.dtype == torch.uint8  # 8-bit until the transforms scale it
     assert mask.dtype == torch.int64 and int(mask[0, 0]) == 255
     assert sum(bundle.class_frequencies) == 3 * 15 * 16  # ignored row excluded
 
     # issue 8 (folder data): a bad mask of the *test* split is found when the data is loaded, before training
     bad = np.full((16, 16), 7, np.uint8)
     Image.fromarray(bad).save(tmp_path / "test" / "masks" / "1.png")
-    with pytest.raises(ValueError, match=r"test/masks/1.png has value 7 but there are 3 classes"):
+    with pytest.raises(ValueError, match=r"test/masks/1.png has value 7 at row 0, column 0, but the classes are 0..2 and the ignore index is 255"):
         load_data(cfg.data)
 
 
@@ -84,7 +85,7 @@ def _folder(root, n=2, size=16):
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / "images" / f"{i}.png")
             Image.fromarray(rng.integers(0, 3, (size, size)).astype(np.uint8)).save(root / split / "masks" / f"{i}.png")
-    return load_config(None, [f"data.path={root}", "data.kind=folder", "data.class_names=[a,b,c]"]).data
+    return load_config(None, [f"data.path={root}", "data.kind=folder", "data.class_names=[a,b,c]", f"data.cache_dir={root / 'cache'}"]).data
 
 
 def test_a_truncated_image_is_named_before_training(tmp_path):

@@ -26,7 +26,7 @@ def _module_and_data(cache, loss="dice"):
         cfg.model.model_dump(), loss, {}, bundle.class_names, bundle.ignore_index, bundle.in_channels,
         bundle.class_frequencies,
     )  # fmt: skip
-    dm = SegmentationDataModule(bundle, 8, None, 0, seed=0)
+    dm = SegmentationDataModule(bundle, cfg.data.model_copy(update={"batch_size": 8, "eval_batch_size": None, "num_workers": 0}), seed=0)
     return module, dm, bundle
 
 

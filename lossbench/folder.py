@@ -1,0 +1,262 @@
+"""A user's image folders, scanned once and decoded once into a memory-mapped cache.
+
+Layout: ``<root>/<split>/images/NAME.<png|jpg|tif|...>`` with the mask ``<root>/<split>/masks/NAME.<png|tif>``
+for the splits ``train``, ``val`` and ``test``. Images may have any size (each keeps its own).
+
+The first time a split is used every file is decoded (:mod:`lossbench.images`) and checked — an
+unreadable file, a mask whose size differs from its image, a mask value that is neither a class
+nor the ignore index, an unknown palette colour, an image with another channel count than the
+rest: each is a ``ValueError`` naming the file, raised before anything trains — and the pixels are
+streamed to ``<cache_dir>/folder-<key>/<split>.{images,masks}.bin`` (flat arrays, read memory-mapped)
+with an index ``<split>.json`` of shapes, class pixel counts and per-channel sums. The key covers the file list,
+sizes and modification times and the mask reading settings, so a changed file rebuilds the cache;
+an epoch then reads arrays instead of decoding files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lossbench.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
+
+_CACHE_VERSION = 1  # bump when decoding changes, so caches are rebuilt
+
+
+@dataclass
+class SplitFiles:
+    """The image and mask files of one split, paired by name."""
+
+    root: Path
+    images: list[Path]
+    masks: list[Path]
+
+    @classmethod
+    def find(cls, root: str | Path, split: str) -> SplitFiles:
+        base = Path(root) / split
+        images_dir, masks_dir = base / "images", base / "masks"
+        for d in (images_dir, masks_dir):
+            if not d.is_dir():
+                raise ValueError(f"folder dataset: expected the folder {d} (layout: <path>/<split>/images and <split>/masks)")
+        images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not images:
+            raise ValueError(f"folder dataset: split {split!r} is empty: no image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+        by_stem: dict[str, Path] = {}
+        for m in sorted(masks_dir.iterdir()):
+            if m.suffix.lower() in MASK_SUFFIXES:
+                by_stem.setdefault(m.stem, m)
+        masks = []
+        for img in images:
+            if img.stem not in by_stem:
+                raise ValueError(f"folder dataset: image {img} has no mask {masks_dir / img.stem}.png (or .tif)")
+            masks.append(by_stem[img.stem])
+        return cls(base, images, masks)
+
+    def fingerprint(self) -> list[list[Any]]:
+        out = []
+        for img, mask in zip(self.images, self.masks):
+            si, sm = img.stat(), mask.stat()
+            out.append([img.name, si.st_size, si.st_mtime_ns, mask.name, sm.st_size, sm.st_mtime_ns])
+        return out
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh)
+    os.replace(tmp, path)
+
+
+def _memmap(path: Path, dtype: str, length: int) -> np.memmap:
+    expected = np.dtype(dtype).itemsize * length
+    if path.stat().st_size != expected:
+        raise ValueError(f"{path} holds {path.stat().st_size} bytes, expected {expected}")
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(length,))
+
+
+def _check_mask(mask: np.ndarray, path: Path, num_classes: int, ignore_index: int | None) -> None:
+    bad = mask >= num_classes
+    if ignore_index is not None:
+        bad &= mask != ignore_index
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
+        raise ValueError(
+            f"mask {path} has value {int(mask[y, x])} at row {y}, column {x}, but the classes are 0..{num_classes - 1}"
+            + (f" and the ignore index is {ignore_index}" if ignore_index is not None else " and no data.ignore_index is set")
+        )
+
+
+class CachedSplit(Dataset):
+    """One decoded split: items are ``(image [C, H, W], mask int64 [H, W])`` at the file's own size.
+
+    8-bit images stay ``uint8`` (the transforms resize them as such and then scale them to
+    ``[0, 1]``); any other image is float32, scaled by :func:`~lossbench.images.to_float`.
+    """
+
+    def __init__(self, folder: Path, split: str):
+        self.index = json.loads((folder / f"{split}.json").read_text())
+        self.names = self.index["names"]
+        self.shapes = [tuple(s) for s in self.index["shapes"]]
+        self.offsets = np.cumsum([0] + [int(np.prod(s)) for s in self.shapes]).tolist()
+        self.mask_offsets = np.cumsum([0] + [h * w for _, h, w in self.shapes]).tolist()
+        self._images = _memmap(folder / f"{split}.images.bin", self.index["dtype"], self.offsets[-1])
+        self._masks = _memmap(folder / f"{split}.masks.bin", self.index["mask_dtype"], self.mask_offsets[-1])
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, h, w = self.shapes[i]
+        image = np.asarray(self._images[self.offsets[i] : self.offsets[i + 1]]).reshape(c, h, w)
+        image = image.copy() if image.dtype == np.uint8 else to_float(image)
+        mask = np.asarray(self._masks[self.mask_offsets[i] : self.mask_offsets[i + 1]]).reshape(h, w)
+        return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+
+    @property
+    def class_counts(self) -> list[int]:
+        return list(self.index["class_counts"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.index["channels"])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation of the split's pixels (after scaling to float)."""
+        n = float(self.index["pixels"])
+        s, ss = np.array(self.index["channel_sum"]), np.array(self.index["channel_sumsq"])
+        mean = s / n
+        std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
+        return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+class _Restart(Exception):
+    """A split's images do not share one dtype: store them as float32 instead."""
+
+
+def build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, ignore_index: int | None,
+                palette: dict[tuple[int, int, int], int] | None) -> None:  # fmt: skip
+    """Decode and check every file of a split and write its cache (the index last: it marks completion).
+
+    Pixels are streamed to disk, so a dataset larger than memory can be cached. Images keep their
+    own dtype when the split shares one (``uint8``, ``uint16``, ``float32``), else they are stored
+    as float32, already scaled.
+    """
+    try:
+        _build_split(files, folder, split, num_classes, ignore_index, palette, None)
+    except _Restart:
+        _build_split(files, folder, split, num_classes, ignore_index, palette, np.dtype(np.float32))
+
+
+def _build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, ignore_index: int | None,
+                 palette: dict[tuple[int, int, int], int] | None, dtype: np.dtype | None) -> None:  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(files.images)
+    t0 = last_note = time.monotonic()
+    mask_dtype = np.dtype(np.uint8 if max(num_classes - 1, ignore_index or 0) < 256 and (ignore_index or 0) >= 0 else np.int32)
+    shapes: list[list[int]] = []
+    counts = np.zeros(num_classes, np.int64)
+    csum = csq = None
+    channels = first = None
+    tmp_images = tempfile.NamedTemporaryFile(dir=folder, suffix=".bin.tmp", delete=False)
+    tmp_masks = tempfile.NamedTemporaryFile(dir=folder, suffix=".bin.tmp", delete=False)
+    try:
+        with tmp_images, tmp_masks:
+            for k, (img_path, mask_path) in enumerate(zip(files.images, files.masks)):
+                image = decode_image_array(img_path)
+                mask = read_mask(mask_path, palette)
+                if image.shape[1:] != mask.shape:
+                    raise ValueError(
+                        f"mask {mask_path} is {mask.shape[0]}×{mask.shape[1]} (height × width) but its image {img_path} "
+                        f"is {image.shape[1]}×{image.shape[2]}"
+                    )
+                if channels is None:
+                    channels, first = image.shape[0], img_path
+                    dtype = dtype or image.dtype
+                elif image.shape[0] != channels:
+                    raise ValueError(
+                        f"image {img_path} has {image.shape[0]} channel(s) but {first} has {channels}; all images need the same"
+                    )
+                if image.dtype != dtype and dtype != np.float32:
+                    raise _Restart()
+                _check_mask(mask, mask_path, num_classes, ignore_index)
+                m = mask.reshape(-1).astype(np.int64)
+                valid = (m < num_classes) & (m != ignore_index if ignore_index is not None else True)
+                counts += np.bincount(m[valid], minlength=num_classes)[:num_classes]
+                f = to_float(image).reshape(channels, -1).astype(np.float64)
+                csum = f.sum(1) if csum is None else csum + f.sum(1)
+                csq = (f**2).sum(1) if csq is None else csq + (f**2).sum(1)
+                stored = image if image.dtype == dtype else to_float(image)
+                tmp_images.write(np.ascontiguousarray(stored, dtype=dtype).tobytes())
+                tmp_masks.write(np.ascontiguousarray(mask, dtype=mask_dtype).tobytes())
+                shapes.append(list(image.shape))
+                if time.monotonic() - last_note > 10:
+                    print(f"lossbench: decoding the {split} split of {files.root.parent}: {k + 1}/{n} images "
+                          f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
+                    last_note = time.monotonic()
+        os.replace(tmp_images.name, folder / f"{split}.images.bin")
+        os.replace(tmp_masks.name, folder / f"{split}.masks.bin")
+    finally:
+        for tmp in (tmp_images.name, tmp_masks.name):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    index = {
+        "names": [p.name for p in files.images],
+        "shapes": shapes,
+        "dtype": np.dtype(dtype).str,
+        "mask_dtype": mask_dtype.str,
+        "channels": channels,
+        "class_counts": counts.tolist(),
+        "pixels": int(sum(h * w for _, h, w in shapes)),
+        "channel_sum": csum.tolist(),
+        "channel_sumsq": csq.tolist(),
+    }
+    _write_json_atomic(folder / f"{split}.json", index)
+
+
+def cache_folder(data_cfg: Any, split_files: dict[str, SplitFiles]) -> Path:
+    """The cache folder of this data: keyed by files (names, sizes, times) and how masks are read."""
+    palette = data_cfg.palette_ids()
+    key = {
+        "version": _CACHE_VERSION,
+        "root": str(Path(data_cfg.path).resolve()),
+        "classes": len(data_cfg.class_names),
+        "ignore_index": data_cfg.ignore_index,
+        "palette": sorted([list(c), v] for c, v in palette.items()) if palette else None,
+        "files": {s: f.fingerprint() for s, f in split_files.items()},
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(data_cfg.cache_dir or "data") / f"folder-{digest}"
+
+
+def _usable(folder: Path, split: str) -> bool:
+    try:
+        CachedSplit(folder, split)
+        return True
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return False
+
+
+def load_folder_splits(data_cfg: Any, splits: tuple[str, ...]) -> dict[str, CachedSplit]:
+    """Every split of a folder dataset, decoded and checked once, then read from the cache."""
+    split_files = {s: SplitFiles.find(data_cfg.path, s) for s in splits}
+    folder = cache_folder(data_cfg, split_files)
+    out = {}
+    for split in splits:
+        if not _usable(folder, split):
+            build_split(split_files[split], folder, split, len(data_cfg.class_names), data_cfg.ignore_index, data_cfg.palette_ids())
+        out[split] = CachedSplit(folder, split)
+    channels = {s: d.channels for s, d in out.items()}
+    if len(set(channels.values())) > 1:
+        raise ValueError(f"folder dataset {data_cfg.path}: the splits' images have different channel counts {channels}")
+    return out
