@@ -13,6 +13,9 @@ Everything is measured in one run and reported as ratios, because these machines
 * **Training loop**: images per second of the real ``lossbench train`` machinery (Lightning,
   W&B logger, checkpoints) against a plain PyTorch loop training the same model with the same loss
   on the same batches, and the share of the plain loop's time spent waiting for data.
+* **Data pipeline**: a 480×360 RGB folder dataset — decoding into the cache, the training loader
+  alone (resize, augmentation, crop, normalisation) and the training loop it feeds, with the target
+  that the loop waits for data less than 5 % of its time.
 
 ``python -m lossbench.bench --report reports/bench [--quick]`` writes ``README.md`` and
 ``results.json`` there. ``--quick`` (used by the tests) runs tiny shapes and one epoch.
@@ -407,6 +410,82 @@ def bench_training(config: str, epochs: int, overrides: list[str]) -> dict[str, 
     }
 
 
+# --- the data pipeline -----------------------------------------------------------------------------
+
+
+def write_folder_dataset(root: Path, n: int, height: int, width: int, classes: int = 11, seed: int = 0) -> None:
+    """A street-scene-like folder dataset: RGB PNGs, class-id PNG masks (``classes`` classes, void 255),
+    bands of large classes and discs of small ones, so the class shares span two orders of magnitude."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for split, count in (("train", n), ("val", max(2, n // 4)), ("test", max(2, n // 4))):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            mask = np.zeros((height, width), np.uint8)
+            mask[: height // 3], mask[2 * height // 3 :] = 1, 2
+            for c in range(3, classes):
+                for _ in range(rng.poisson(2)):
+                    cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(2, max(3, height // (9 if c < 6 else 36)))
+                    mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = c
+            mask[rng.random((height, width)) < 0.01] = 255
+            colour = (mask[..., None].astype(np.int64) * np.array([20, 7, 13])) % 256
+            image = (colour + rng.normal(0, 20, (height, width, 3))).clip(0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{i:04d}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{i:04d}.png")
+    (root / "classes.txt").write_text("\n".join(f"class{c}" for c in range(classes)) + "\n")
+
+
+def bench_data(config: str, n: int, size: tuple[int, int], resize: tuple[int, int], epochs: int) -> dict[str, Any]:
+    """The folder-data pipeline against the training loop it feeds.
+
+    A folder dataset of ``n`` RGB PNGs of ``size`` is decoded once into the cache (timed), then the
+    training loader (resize, flip, rescale, crop, normalisation; ``num_workers: auto``) is read alone
+    (images/s), and a plain training loop over it measures the share of its time spent waiting for data.
+    """
+    from lossbench.config import LossEntry, load_config, run_config
+    from lossbench.data import load_data
+    from lossbench.run import build_components
+
+    root = Path(tempfile.mkdtemp(prefix="lossbench-bench-data-"))
+    write_folder_dataset(root / "data", n, *size)
+    sets = ["data.kind=folder", f"data.path={root / 'data'}", f"data.cache_dir={root / 'cache'}", "data.ignore_index=255",
+            f"data.resize=[{resize[0]}, {resize[1]}]", f"data.crop=[{resize[0]}, {resize[1]}]", "data.normalize=dataset",
+            "data.augment={hflip: true, scale: [0.75, 1.25]}", "trainer.accelerator=auto", "trainer.devices=1",
+            "wandb.mode=disabled"]  # fmt: skip
+    run_cfg = run_config(load_config(config, sets), LossEntry(name="dice"), seed=0)
+    t0 = time.perf_counter()
+    load_data(run_cfg.data)
+    decode_s = time.perf_counter() - t0
+    parts = build_components(run_cfg, root / "run", progress=False)
+    loader = parts.datamodule.train_dataloader()
+    read = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        for _ in loader:
+            pass
+        read.append(time.perf_counter() - t0)
+    seconds, waited = _plain_loop(run_cfg, epochs)
+    measured = seconds[1:] if len(seconds) > 1 else seconds
+    share = waited / sum(measured)
+    return {
+        "config": config,
+        "images": n,
+        "size": list(size),
+        "resize": list(resize),
+        "workers": parts.datamodule.num_workers,
+        "decode_images_per_s": (n + 2 * max(2, n // 4)) / decode_s,
+        "loader_images_per_s": n / statistics.median(read[1:] if len(read) > 1 else read),
+        "loop_images_per_s": n / statistics.median(measured),
+        "data_wait_share": share,
+        "met": share < 0.05,
+    }
+
+
 # --- report ------------------------------------------------------------------------------------------
 
 
@@ -475,11 +554,34 @@ def _training_md(t: dict[str, Any]) -> list[str]:
     ]
 
 
+def _data_md(d: dict[str, Any]) -> list[str]:
+    h, w = d["size"]
+    rh, rw = d["resize"]
+    return [
+        "## Data pipeline",
+        "",
+        f"A folder dataset of {d['images']} RGB PNGs of {w}×{h} (11 classes and a void label), decoded once into the "
+        f"cache, then read through the training transforms: resize to {rw}×{rh}, flip, rescale ×[0.75, 1.25], crop "
+        f"{rw}×{rh}, normalisation; {d['workers']} loader workers (`num_workers: auto`); model of `{d['config']}`, "
+        "loss `dice`, first epoch excluded.",
+        "",
+        _md(
+            ["decode into the cache, images/s", "training loader alone, images/s", "training loop, images/s",
+             "loop waiting for data", "target < 5 %"],
+            [[_fmt(d["decode_images_per_s"], ".1f"), _fmt(d["loader_images_per_s"], ".1f"), _fmt(d["loop_images_per_s"], ".1f"),
+              f"{100 * d['data_wait_share']:.1f} % of its time", "yes" if d["met"] else "**no**"]],
+        ),  # fmt: skip
+        "",
+    ]
+
+
 def _verdict_md(results: dict[str, Any]) -> list[str]:
     t = results.get("training")
     misses = [f"`{v['definition']}` at {sh['size']}²" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
     if t and not t["met"]:
         misses.append("training overhead")
+    if results.get("data") and not results["data"]["met"]:
+        misses.append("data wait")
     return ["## Verdict", "", "Every target is met." if not misses else "Not met: " + ", ".join(misses) + "."]
 
 
@@ -502,6 +604,8 @@ def write_bench_report(results: dict[str, Any], report: Path) -> Path:
         parts += _losses_md(shape)
     if results.get("training"):
         parts += _training_md(results["training"])
+    if results.get("data"):
+        parts += _data_md(results["data"])
     parts += _verdict_md(results)
     if results.get("notes"):
         parts += ["", *results["notes"]]
@@ -563,6 +667,11 @@ def main(argv: list[str] | None = None) -> int:
             results["training"] = bench_training("experiments/smoke.yaml", 2, ["data.cache_dir=" + tempfile.mkdtemp()])
         else:
             results["training"] = bench_training("experiments/default.yaml", 4, [])
+        print("data pipeline: folder dataset loader vs the training loop...", flush=True)
+        if args.quick:
+            results["data"] = bench_data("experiments/smoke.yaml", 8, (60, 80), (32, 32), 2)
+        else:
+            results["data"] = bench_data("experiments/default.yaml", 64, (360, 480), (192, 256), 3)
     print("peak memory...", flush=True)
     for b, c, size, bench, rows in benches:
         for row, mib in zip(rows, measure_memory(b, c, size, device)):

@@ -22,5 +22,8 @@ def test_bench_script_runs_and_reports_every_loss(tmp_path):
         if v["max_value_diff"] is not None:  # a same-definition reference computes the same number
             assert v["max_value_diff"] < 1e-4, v
     assert results["training"]["plain_images_per_s"] > 0 and results["training"]["lossbench_images_per_s"] > 0
+    data = results["data"]
+    assert data["decode_images_per_s"] > 0 and data["loader_images_per_s"] > 0 and 0 <= data["data_wait_share"] < 1
     readme = (tmp_path / "README.md").read_text()
     assert "## Losses at B=2, C=4, 32×32" in readme and "## Training loop" in readme and "## Verdict" in readme
+    assert "## Data pipeline" in readme and "loop waiting for data" in readme
