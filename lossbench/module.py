@@ -100,6 +100,30 @@ def input_multiple(model: torch.nn.Module) -> int:
     return int(getattr(encoder, "output_stride", 32) or 32)
 
 
+def per_image_counts(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
+    """``[B, C, 3]`` TP, FP and FN pixels of each image and class (ignored and out-of-range target pixels excluded)."""
+    b = pred.shape[0]
+    valid = (target >= 0) & (target < num_classes)
+    if ignore_index is not None:
+        valid &= target != ignore_index
+    image = torch.arange(b, device=pred.device).view(b, *([1] * (target.ndim - 1))).expand_as(target)
+    flat = ((image * num_classes + target.clamp(0, num_classes - 1)) * num_classes + pred)[valid]
+    cm = torch.bincount(flat, minlength=b * num_classes * num_classes).view(b, num_classes, num_classes)
+    tp = cm.diagonal(dim1=1, dim2=2)
+    return torch.stack([tp, cm.sum(1) - tp, cm.sum(2) - tp], dim=-1)
+
+
+def focus_class(class_names: list[str], class_frequencies: list[int], ignore_index: int | None, wanted: str | None) -> int:
+    """The focus class id: ``wanted`` (``report.focus``), else the class with the fewest training pixels."""
+    if wanted is not None:
+        if wanted not in class_names:
+            raise ValueError(f"report.focus {wanted!r} is not a class of the data ({', '.join(class_names)})")
+        return class_names.index(wanted)
+    kept = [i for i in range(len(class_names)) if i != ignore_index]
+    freqs = list(class_frequencies) or [0] * len(class_names)
+    return min(kept, key=lambda i: (freqs[i], i))
+
+
 def original_resolution(logits: Tensor, batch: dict[str, Tensor]):
     """``(prediction, original mask)`` pairs at each mask's own resolution, as mmsegmentation evaluates.
 
@@ -134,6 +158,13 @@ class LossbenchModule(L.LightningModule):
         in_channels: image channels.
         class_frequencies: training-split pixel counts per class, handed to losses that take them.
         lr, weight_decay: AdamW settings; the learning rate follows a per-step cosine schedule to 0.
+        focus: the class whose objects the test counts (``report.focus``; default the rarest training class).
+        object_iou: the IoU a predicted object needs with a ground-truth object to find it.
+
+    The test keeps its evidence (:attr:`test_evidence`, on rank 0): per test image and class the
+    TP/FP/FN pixels, the focus-class object counts (:func:`lossbench.stats.object_counts`), and the
+    confusion matrix — gathered over DDP ranks and put in test-set order, so a sharded test gives
+    exactly the numbers of one process.
     """
 
     def __init__(
@@ -148,6 +179,8 @@ class LossbenchModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         loss_label: str | None = None,
+        focus: str | None = None,
+        object_iou: float = 0.1,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -164,6 +197,9 @@ class LossbenchModule(L.LightningModule):
         self.history: list[dict[str, float]] = []  # one row per epoch; saved in checkpoints
         self.resumed_after_epoch: int | None = None  # epochs completed in the checkpoint resumed from
         self.test_result: dict[str, Any] | None = None
+        self.focus = focus_class(self.class_names, class_frequencies, ignore_index, focus)
+        self.test_evidence: dict[str, Any] | None = None
+        self._test_rows: list[Tensor] = []
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
 
@@ -211,9 +247,47 @@ class LossbenchModule(L.LightningModule):
         x, y = batch["image"], batch["mask"]
         logits = self(x)
         loss = self.loss(logits, y)
+        done = 0
         for pred, target in original_resolution(logits, batch):
             cm.update(pred, target)
+            if stage == "test":
+                self._keep_evidence(pred, target, batch["index"][done : done + pred.shape[0]])
+            done += pred.shape[0]
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+
+    def _keep_evidence(self, pred: Tensor, target: Tensor, index: Tensor) -> None:
+        from lossbench.stats import object_counts
+
+        num_classes, ignore = len(self.class_names), self.hparams.ignore_index
+        counts = per_image_counts(pred, target, num_classes, ignore).reshape(pred.shape[0], -1).cpu()
+        objects = []
+        for p, t in zip(pred.cpu().numpy(), target.cpu().numpy()):
+            p = p.copy()
+            p[(t < 0) | (t >= num_classes) | ((t == ignore) if ignore is not None else False)] = -1  # not scored there
+            objects.append(object_counts(t, p, self.focus, self.hparams.object_iou))
+        rows = torch.cat([index.cpu().view(-1, 1), counts, torch.tensor(objects, dtype=torch.int64).view(-1, 4)], 1)
+        self._test_rows.append(rows.long())
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def _gather_evidence(self, confmat: Tensor) -> dict[str, Any]:
+        """Every rank's evidence rows, on every rank, in test-set order."""
+        c = len(self.class_names)
+        rows = torch.cat(self._test_rows) if self._test_rows else torch.zeros((0, 1 + 3 * c + 4), dtype=torch.long)
+        if self.trainer.world_size > 1:
+            n = self.all_gather(torch.tensor([rows.shape[0]], device=self.device)).reshape(-1)
+            padded = torch.full((int(n.max()), rows.shape[1]), -1, dtype=torch.long)
+            padded[: rows.shape[0]] = rows
+            rows = self.all_gather(padded.to(self.device)).reshape(-1, rows.shape[1]).cpu()
+            rows = rows[rows[:, 0] >= 0]
+        rows = rows[rows[:, 0].argsort()].numpy()
+        return {
+            "index": rows[:, 0],
+            "counts": rows[:, 1 : 1 + 3 * c].reshape(-1, c, 3),
+            "objects": rows[:, 1 + 3 * c :],
+            "confmat": confmat.detach().cpu().long().numpy(),
+        }
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_cm, "val")
@@ -242,7 +316,9 @@ class LossbenchModule(L.LightningModule):
         )
 
     def on_test_epoch_end(self) -> None:
-        result = per_class_metrics(self.test_cm.compute(), self.class_names, self.hparams.ignore_index)
+        confmat = self.test_cm.compute()
+        result = per_class_metrics(confmat, self.class_names, self.hparams.ignore_index)
+        self.test_evidence = self._gather_evidence(confmat)
         self.test_cm.reset()
         self.log_dict(flat_scalars(result, "test"), sync_dist=False)
         self.test_result = result

@@ -6,6 +6,8 @@ A suite's runs folder (``--out``, default ``runs/<suite>``)::
     <out>/<label>/seed<seed>-<hash>/       one run: its loss label, seed and config hash
         config.yaml                        the run's resolved config (:class:`~lossbench.config.RunConfig`)
         metrics.json                       the run record (:class:`RunRecord`), written atomically
+        evidence.npz                       what the report's statistics are computed from (:func:`write_evidence`),
+                                           written before the record says ``ok``
         checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it
         errors/rank<k>.json                what failed on each rank of a failed run (:func:`write_rank_error`)
         train.log                          the run process's output (runs started by ``compare``)
@@ -35,6 +37,7 @@ LOG_FILE = "train.log"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt
 ERRORS_DIR = "errors"
+EVIDENCE_FILE = "evidence.npz"
 
 RUNNING, OK, FAILED, INTERRUPTED = "running", "ok", "failed", "interrupted"
 MISSING = "missing"  # no record yet
@@ -64,6 +67,7 @@ class RunRecord:
     loss_params: dict[str, Any]
     seed: int
     config_hash: str
+    budget: int | None = None  # the training budget, epochs (trainer.max_epochs)
     attempts: int = 1  # processes that have trained this run (a resume is a new attempt)
     started_at: float | None = None  # epoch seconds, this attempt
     finished_at: float | None = None
@@ -77,6 +81,8 @@ class RunRecord:
     classes: list[str] | None = None  # class names, by class id
     class_frequencies: list[int] | None = None  # training pixels per class
     test: dict[str, Any] | None = None  # per_class metrics, miou, pixels (lossbench.metrics)
+    focus: str | None = None  # the class of the object metrics and the panel (report.focus, else the rarest)
+    objects: dict[str, Any] | None = None  # focus-class objects on the test set (lossbench.stats.object_summary)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     epochs: int | None = None
     steps: int | None = None
@@ -98,6 +104,7 @@ class RunRecord:
             loss_params=dict(run_cfg.loss.params),
             seed=run_cfg.seed,
             config_hash=config_hash(run_cfg),
+            budget=run_cfg.trainer.max_epochs,
             attempts=attempts,
             started_at=time.time(),
         )
@@ -160,6 +167,54 @@ def errors_dir(run_dir: Path) -> Path:
 
 def suite_path(out: Path) -> Path:
     return Path(out) / SUITE_FILE
+
+
+def evidence_path(run_dir: Path) -> Path:
+    return Path(run_dir) / EVIDENCE_FILE
+
+
+EVIDENCE_ARRAYS = {
+    "counts": "[N, C, 3] int64: per test image (in test-set order) and class, TP, FP and FN pixels",
+    "confmat": "[C, C] int64: the test confusion matrix (rows: target, columns: prediction)",
+    "objects": "[N, 4] int64: per test image, focus-class objects: ground truth, hit, predicted, false positive",
+    "panel_index": "[K] int64: the test images of the qualitative panel (most focus-class pixels first)",
+    "panel_image_<k>": "[H, W, 3] uint8: panel image k for display",
+    "panel_target_<k>": "[H, W] int32: its mask",
+    "panel_pred_<k>": "[H, W] int32: this run's prediction of it",
+}
+"""What ``evidence.npz`` holds."""
+
+
+def write_evidence(run_dir: Path, arrays: dict[str, Any]) -> None:
+    """Atomically write the run's ``evidence.npz`` (the report reads it; it never retrains)."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    path = evidence_path(run_dir)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_evidence(run_dir: Path) -> dict[str, Any] | None:
+    """The run's evidence arrays, or ``None`` when it has none (older runs) or the file is damaged."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(evidence_path(run_dir)) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def write_record(run_dir: Path, record: RunRecord) -> None:

@@ -27,7 +27,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 
-from lossbench.config import RunConfig, load_run_config
+from lossbench.config import RunConfig, config_hash, load_run_config
 from lossbench.record import (
     FAILED,
     INTERRUPTED,
@@ -41,6 +41,7 @@ from lossbench.record import (
     last_checkpoint,
     read_record,
     take_rank_error,
+    write_evidence,
     write_rank_error,
     write_record,
     write_run_config,
@@ -252,6 +253,8 @@ def _module(run_cfg: RunConfig, bundle: Any) -> Any:
         class_frequencies=bundle.class_frequencies,
         lr=run_cfg.optim.lr,
         weight_decay=run_cfg.optim.weight_decay,
+        focus=run_cfg.report.focus,
+        object_iou=run_cfg.report.object_iou,
     )
 
 
@@ -263,13 +266,14 @@ def _logger(run_cfg: RunConfig, run_dir: Path) -> Any:
     return SinkWandbLogger(
         project=w.project,
         entity=w.entity,
-        name=run_cfg.loss.label,
+        name=f"{run_cfg.loss.label} · seed {run_cfg.seed}",
         group=run_cfg.suite,
         id=run_id,
         resume="allow",
         save_dir=str(run_dir),
         mode=wandb_mode(w.mode),
-        tags=list(w.tags),
+        tags=[*w.tags, f"suite:{run_cfg.suite}", f"loss:{run_cfg.loss.label}", f"seed:{run_cfg.seed}",
+              f"config:{config_hash(run_cfg)}", f"epochs:{run_cfg.trainer.max_epochs}"],  # fmt: skip
         config=run_cfg.model_dump(mode="json"),
         job_type="train",
     )
@@ -315,17 +319,26 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     parts = build_components(run_cfg, run_dir, progress, callbacks=[recorder, ProgressRecord(run_dir, record)])
     trainer, module, datamodule, bundle = parts.trainer, parts.module, parts.datamodule, parts.bundle
     last = last_checkpoint(run_dir)
+    _define_metrics(trainer.logger)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
         trainer.test(module, datamodule=datamodule, verbose=False)
+        if trainer.is_global_zero:
+            evidence = module.test_evidence | panel(module, datamodule, run_cfg.report.panel)
+            _log_panel(trainer.logger, evidence, bundle.class_names)
+            write_evidence(run_dir, {k: v for k, v in evidence.items() if k != "index"})
     finally:
         if trainer.is_global_zero:
             import wandb
 
             wandb.finish(exit_code=0 if module.test_result is not None else 1)
+    from lossbench.stats import object_summary
+
     record.status, record.progress, record.finished_at = OK, None, time.time()
     record.classes, record.class_frequencies = bundle.class_names, bundle.class_frequencies
     record.test, record.history = module.test_result, module.history
+    record.focus = bundle.class_names[module.focus]
+    record.objects = {"iou_threshold": run_cfg.report.object_iou} | object_summary(module.test_evidence["objects"])
     record.epochs, record.steps = trainer.current_epoch, trainer.global_step
     record.wall_s = round(parts.wall_s, 2)
     record.resumed_after_epoch = module.resumed_after_epoch
@@ -334,13 +347,93 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     return record
 
 
+def display_image(image: Any) -> Any:
+    """An image tensor ``[C, H, W]`` (any range, any channels) as ``uint8 [H, W, 3]`` for the eye: the first three
+    channels (a single one as gray), stretched between its 1st and 99th percentile."""
+    import numpy as np
+
+    from lossbench.transforms import as_float
+
+    x = as_float(image).numpy()
+    x = np.repeat(x[:1], 3, 0) if x.shape[0] < 3 else x[:3]
+    lo, hi = np.percentile(x, [1, 99])
+    x = np.clip((x - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    return (x.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+
+
+def panel(module: Any, datamodule: Any, k: int) -> dict[str, Any]:
+    """Predictions of the ``k`` test images with the most focus-class pixels (ties: the earlier image), for the report.
+
+    The choice depends on the test set only, so every run of a suite stores the same images.
+    """
+    import numpy as np
+    import torch
+
+    from lossbench.module import original_resolution
+    from lossbench.stats import FN, TP
+
+    ev = module.test_evidence
+    focus_pixels = ev["counts"][:, module.focus, TP] + ev["counts"][:, module.focus, FN]
+    chosen = ev["index"][np.lexsort((ev["index"], -focus_pixels))][:k]
+    out: dict[str, Any] = {"panel_index": np.asarray(chosen, np.int64)}
+    module.eval()
+    for j, i in enumerate(chosen.tolist()):
+        batch = datamodule.collate([datamodule.test_set[i]])
+        with torch.inference_mode():
+            logits = module(batch["image"].to(module.device))
+        ((pred, target),) = list(original_resolution(logits, {k: v.to(module.device) for k, v in batch.items()}))
+        out[f"panel_image_{j}"] = display_image(datamodule.bundle.test[i][0])
+        out[f"panel_target_{j}"] = target[0].cpu().numpy().astype(np.int32)
+        out[f"panel_pred_{j}"] = pred[0].cpu().numpy().astype(np.int32)
+    return out
+
+
+@rank_zero_only
+def _define_metrics(logger: Any) -> None:
+    """W&B summaries that show what a comparison needs: the test metrics, the best validation mIoU, the lowest loss."""
+    from lightning.fabric.loggers.logger import _DummyExperiment
+
+    run = logger.experiment if logger is not None else None
+    if run is None or isinstance(run, _DummyExperiment):
+        return
+    try:
+        run.define_metric("test/*", summary="last")
+        run.define_metric("val/miou", summary="max,last")
+        run.define_metric("train/loss", summary="min,last")
+    except Exception:  # noqa: BLE001 — W&B is a sink
+        pass
+
+
+def _log_panel(logger: Any, evidence: dict[str, Any], class_names: list[str]) -> None:
+    """The panel images with ground truth and prediction as W&B masks (class names as labels); W&B is a sink."""
+    try:
+        import wandb
+        from lightning.fabric.loggers.logger import _DummyExperiment
+
+        run = logger.experiment if logger is not None else None
+        if run is None or isinstance(run, _DummyExperiment):
+            return
+        labels = dict(enumerate(class_names))
+        images = []
+        for j in range(len(evidence.get("panel_index", []))):
+            masks = {
+                "prediction": {"mask_data": evidence[f"panel_pred_{j}"], "class_labels": labels},
+                "ground_truth": {"mask_data": evidence[f"panel_target_{j}"], "class_labels": labels},
+            }
+            images.append(wandb.Image(evidence[f"panel_image_{j}"], masks=masks, caption=f"test image {evidence['panel_index'][j]}"))
+        if images:
+            run.log({"test/predictions": images})
+    except Exception as e:  # noqa: BLE001
+        print(f"lossbench: the prediction images were not logged to W&B ({type(e).__name__}: {e})", flush=True)
+
+
 def install_interrupt_handler() -> None:
     """SIGTERM raises :class:`RunInterrupted` (Lightning's own handler runs first while it trains)."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
-def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None, **trainer_overrides: Any) -> dict:
-    """Test the checkpoint of a finished run again (by default in one process) and return its metrics.
+def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None, **trainer_overrides: Any) -> tuple[dict, dict]:
+    """Test the checkpoint of a finished run again (by default in one process): its metrics and its evidence.
 
     Used to check that a distributed evaluation equals a single-process one.
     """
@@ -357,5 +450,5 @@ def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = Non
     settings = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False}
     trainer = L.Trainer(**(settings | trainer_overrides), use_distributed_sampler=False, enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return module.test_result
+    return module.test_result, module.test_evidence
 

@@ -195,7 +195,7 @@ class SeededItems(Dataset):
 
 
 class EvalItems(Dataset):
-    """Evaluation view: ``{"image", "mask"}`` at the input size, and ``"target"``, the original mask."""
+    """Evaluation view: ``{"image", "mask"}`` at the input size, ``"target"``, the original mask, and ``"index"``."""
 
     def __init__(self, source: Dataset, transform: v2.Compose | None):
         self.source, self.transform = source, transform
@@ -206,9 +206,9 @@ class EvalItems(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, target = self.source[i]
         if self.transform is None:
-            return {"image": as_float(image), "mask": target, "target": target}
+            return {"image": as_float(image), "mask": target, "target": target, "index": i}
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(target))
-        return {"image": image.as_subclass(torch.Tensor), "mask": mask.as_subclass(torch.Tensor), "target": target}
+        return {"image": image.as_subclass(torch.Tensor), "mask": mask.as_subclass(torch.Tensor), "target": target, "index": i}
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -225,7 +225,8 @@ class PadCollate:
     size that is a multiple of ``multiple``.
 
     Evaluation batches (dicts) also get ``"size"`` (each image's unpadded input size) and
-    ``"target_size"`` (each original mask's size) as ``[B, 2]`` tensors, and their targets padded.
+    ``"target_size"`` (each original mask's size) as ``[B, 2]`` tensors, ``"index"`` (each image's
+    place in its split), and their targets padded.
     """
 
     def __init__(self, multiple: int, pad_label: int | None):
@@ -250,6 +251,7 @@ class PadCollate:
                 "mask": self._stack([b["mask"] for b in batch], self.pad_label, "masks"),
                 "size": torch.tensor([list(t.shape[-2:]) for t in images]),
                 "target_size": torch.tensor([list(b["target"].shape[-2:]) for b in batch]),
+                "index": torch.tensor([b["index"] for b in batch]),
             }
             targets = [b["target"] for b in batch]
             h, w = max(t.shape[-2] for t in targets), max(t.shape[-1] for t in targets)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+
 import lightning as L
+import numpy as np
 import pytest
 from conftest import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
@@ -11,6 +13,7 @@ from lossbench.config import load_config
 from lossbench.data import SYNTHETIC_CLASSES, SegmentationDataModule, load_data
 from lossbench.io import json_safe
 from lossbench.module import LossbenchModule
+from lossbench.stats import object_summary
 from lossbench.wandb_offline import logged_values, offline_run_files
 
 pytestmark = pytest.mark.slow
@@ -91,9 +94,17 @@ def test_ddp_run_through_the_cli_equals_a_single_process_evaluation(tmp_path, da
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir, m = _read_metrics(tmp_path)
     assert m["status"] == "ok" and m["world_size"] == 2
-    single = evaluate_checkpoint(run_dir)
+    single, evidence = evaluate_checkpoint(run_dir)
     assert m["test"]["pixels"] == single["pixels"] == 20 * 32 * 32
     assert m["test"] == json_safe(single)  # exactly equal, class by class (undefined ratios as null)
+    # issue 10: the evidence gathered from the two ranks' shards equals one process's, image by image
+    stored = np.load(run_dir / "evidence.npz")
+    for key in ("counts", "objects", "confmat"):
+        assert np.array_equal(stored[key], evidence[key]), key
+    assert stored["counts"].shape == (20, 4, 3) and stored["counts"].sum((0, 2)).tolist() != [0, 0, 0, 0]
+    assert np.array_equal(stored["counts"][:, :, 0].sum(0), np.diag(stored["confmat"]))  # per-image TP sum to the matrix
+    assert m["objects"] == json_safe({"iou_threshold": 0.1} | object_summary(evidence["objects"]))
+    assert m["focus"] == "spot" and m["objects"]["gt"] > 0
     # bug 5: one checkpoint per run, in the run's folder — not a second one under a W&B-project folder
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.ckpt")) == [
         run_dir.relative_to(tmp_path) / "checkpoints" / "last.ckpt"
