@@ -65,31 +65,38 @@ class SuiteError(RuntimeError):
 
 @dataclass
 class PlannedRun:
-    """One (loss, seed) of the suite: its entry, resolved config and folder."""
+    """One (loss, seed, budget) of the suite: its entry, resolved config and folder."""
 
     entry: LossEntry
     seed: int
     run_cfg: RunConfig
     run_dir: Path
+    several_budgets: bool = False
 
     @property
     def label(self) -> str:
         return self.entry.label
 
+    @property
+    def budget(self) -> int:
+        return self.run_cfg.trainer.max_epochs
+
     def __str__(self) -> str:
-        return f"{self.label} seed {self.seed}"
+        return f"{self.label} seed {self.seed}" + (f" ({self.budget} epochs)" if self.several_budgets else "")
 
 
 def plan_runs(
     cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None, num_classes: int | None = None
 ) -> list[PlannedRun]:
-    """Every (loss, seed) run of the suite with its resolved config and folder (plugins loaded first)."""
+    """Every (loss, seed, budget) run of the suite with its resolved config and folder (plugins loaded first)."""
     runs = []
     seeds = resolve_seeds(cfg, seeds)
+    budgets = cfg.budget_list()
     for entry in resolve_losses(cfg, losses, num_classes=num_classes):
         for seed in seeds:
-            rc = run_config(cfg, entry, seed)
-            runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc)))
+            for budget in budgets:
+                rc = run_config(cfg, entry, seed, budget if cfg.budgets else None)
+                runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc), len(budgets) > 1))
     return runs
 
 

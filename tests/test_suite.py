@@ -46,23 +46,33 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     df = pd.read_csv(report / "results.csv")
     assert list(df.columns) == RESULT_COLUMNS
     assert len(df) == 3 * 4 and set(df["class"]) == {"background", "blob", "curve", "spot"}
-    assert (df["status"] == "ok").all() and (df["epochs"] == 2).all()
-    for row in df.itertuples():
-        expected = runs[(row.loss, row.seed)]["test"]["per_class"][row._3]
+    assert (df["status"] == "ok").all() and (df["epochs"] == 2).all() and (df["budget"] == 2).all()
+    spot = df[df["class"] == "spot"].set_index("loss")
+    for loss in ("ce", "dice", "tversky"):  # object metrics on the focus class's rows, from the record
+        assert spot.at[loss, "objects_fp_per_image"] == pytest.approx(runs[(loss, 0)]["objects"]["fp_per_image"])
+    assert df[df["class"] != "spot"]["objects_recall"].isna().all()
+    for row in df.to_dict("records"):
+        expected = runs[(row["loss"], row["seed"])]["test"]["per_class"][row["class"]]
         for m in ("iou", "sensitivity", "specificity", "precision", "dice"):
             if expected[m] is None:
-                assert pd.isna(getattr(row, m))
+                assert pd.isna(row[m])
             else:
-                assert getattr(row, m) == pytest.approx(expected[m], rel=1e-5)
+                assert row[m] == pytest.approx(expected[m], rel=1e-5)
 
     readme = (report / "README.md").read_text()
-    assert "## Leaderboard by mean IoU" in readme and "## Leaderboard by rare-class IoU (`spot`" in readme
-    assert "## Per-class IoU" in readme and "## Per-class Sensitivity" in readme and "## Per-class Specificity" in readme
+    assert "### Leaderboard by mean IoU" in readme and "### Leaderboard by `spot` IoU (the focus class)" in readme
+    assert "## Verdict" in readme and "2000 replicates resampling the 20 test images" in readme
+    assert "## Per-class IoU" in readme and "## Per-class Sensitivity" in readme and "## Per-class Precision" in readme
     assert all(f"`{loss}`" in readme for loss in ("ce", "dice", "tversky"))
-    for png in ("iou_by_class.png", "rare_class_iou.png", "sensitivity_specificity.png", "learning_curves.png"):
+    for png in ("intervals.png", "miou_vs_focus.png", "predictions.png", "precision_recall.png", "iou_by_class.png",
+                "rare_class_iou.png", "learning_curves.png"):  # fmt: skip
         assert (report / png).stat().st_size > 5000, png
         assert f"({png})" in readme
+    lb = pd.read_csv(report / "leaderboard.csv")
+    assert list(lb["loss"]) == ["ce", "dice", "tversky"] and (lb["miou_lo"] <= lb["miou"]).all() and (lb["miou"] <= lb["miou_hi"]).all()
+    assert lb["tied_with_best"].sum() >= 1  # the best is in its own tie group
 
+    first_bytes = {n: (report / n).read_bytes() for n in ("results.csv", "leaderboard.csv", "intervals.png", "predictions.png")}
     summary = sorted(out.glob("wandb/offline-run-*/run-*.wandb"))
     assert summary, "no W&B summary run"
     logged = logged_values(summary[-1])
@@ -72,6 +82,8 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     again = compare(out, report, "--no-wandb", cache=data_cache)
     assert again.returncode == 0 and "0 to train" in again.stdout
     assert (report / "README.md").read_text() == readme  # the same report
+    for name in ("results.csv", "leaderboard.csv", "intervals.png", "predictions.png"):  # byte for byte
+        assert (report / name).read_bytes() == first_bytes[name], name
     assert {k: v["finished_at"] for k, v in records(out).items()} == {k: v["finished_at"] for k, v in runs.items()}
 
     # bug 9: a damaged metrics.json is named in the report, the others are reported, compare retrains it
@@ -309,3 +321,18 @@ def test_compare_rejects_an_unknown_loss_before_training(tmp_path):
     r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,tverski")
     assert r.returncode == 2 and "unknown loss 'tverski'; known losses (closest first): tversky" in r.stderr
     assert not list(tmp_path.glob("*/*"))
+
+
+def test_budgets_train_each_run_at_each_budget_and_the_report_compares_them(tmp_path, data_cache):
+    out, report = tmp_path / "runs", tmp_path / "report"
+    r = compare(out, report, "--losses", "ce,dice", "--no-wandb", "--set", "budgets=[1, 2]", "report.bootstrap=200", cache=data_cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 to train" in r.stdout and "ce seed 0 (1 epochs)" in r.stdout
+    epochs = sorted((m["label"], m["budget"], m["epochs"]) for m in (json.loads(p.read_text()) for p in out.glob("*/*/metrics.json")))
+    assert epochs == [("ce", 1, 1), ("ce", 2, 2), ("dice", 1, 1), ("dice", 2, 2)]
+    readme = (report / "README.md").read_text()
+    assert "## Verdict — 1 epochs" in readme and "## Verdict — 2 epochs" in readme
+    lb = pd.read_csv(report / "leaderboard.csv")
+    assert sorted(zip(lb["budget"], lb["loss"])) == [(1, "ce"), (1, "dice"), (2, "ce"), (2, "dice")]
+    again = compare(out, report, "--losses", "ce,dice", "--no-wandb", "--set", "budgets=[1, 2]", cache=data_cache)
+    assert "0 to train" in again.stdout  # each budget is its own resumable run
