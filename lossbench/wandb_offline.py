@@ -58,3 +58,17 @@ def logged_values(wandb_file: str | Path) -> dict[str, Any]:
 def offline_run_files(run_dir: str | Path) -> list[Path]:
     """The ``.wandb`` files of the offline W&B runs under a lossbench run directory, oldest first."""
     return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def run_info(wandb_file: str | Path) -> dict[str, Any]:
+    """The run's name, group and tags as an offline ``.wandb`` file holds them (the last ``run`` record)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    info: dict[str, Any] = {}
+    for raw in _records(Path(wandb_file).read_bytes()):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            info = {"name": run.display_name, "group": run.run_group, "tags": list(run.tags)}
+    return info

@@ -14,7 +14,7 @@ from lossbench.data import SYNTHETIC_CLASSES, SegmentationDataModule, load_data
 from lossbench.io import json_safe
 from lossbench.module import LossbenchModule
 from lossbench.stats import object_summary
-from lossbench.wandb_offline import logged_values, offline_run_files
+from lossbench.wandb_offline import logged_values, offline_run_files, run_info
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +73,10 @@ def test_smoke_run_end_to_end_writes_metrics_and_an_offline_wandb_run(tmp_path, 
     (wandb_file,) = offline_run_files(run_dir)
     logged = logged_values(wandb_file)
     assert logged["test/miou"] == pytest.approx(m["test"]["miou"], rel=1e-6)
+    info = run_info(wandb_file)  # issue 10: named and tagged so the dashboard can group by loss
+    assert info["name"] == "tversky · seed 3" and info["group"] == "smoke"
+    assert {"suite:smoke", "loss:tversky", "seed:3", f"config:{m['config_hash']}"} <= set(info["tags"])
+    assert logged["test/predictions/_type"] == "images/separated" and logged["test/predictions/count"] == 4
     for name, row in m["test"]["per_class"].items():
         for metric in ("iou", "sensitivity", "specificity"):
             assert logged[f"test/{metric}/{name}"] == pytest.approx(row[metric], rel=1e-6, abs=1e-7)
