@@ -455,7 +455,7 @@ def bench_data(config: str, n: int, size: tuple[int, int], resize: tuple[int, in
     sets = ["data.kind=folder", f"data.path={root / 'data'}", f"data.cache_dir={root / 'cache'}", "data.ignore_index=255",
             f"data.resize=[{resize[0]}, {resize[1]}]", f"data.crop=[{resize[0]}, {resize[1]}]", "data.normalize=dataset",
             "data.augment={hflip: true, scale: [0.75, 1.25]}", "trainer.accelerator=auto", "trainer.devices=1",
-            "wandb.mode=disabled"]  # fmt: skip
+            "wandb.mode=disabled", "report.focus="]  # fmt: skip
     run_cfg = run_config(load_config(config, sets), LossEntry(name="dice"), seed=0)
     t0 = time.perf_counter()
     load_data(run_cfg.data)
