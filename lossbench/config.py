@@ -131,6 +131,10 @@ class AugmentConfig(_Section):
         return self.hflip or self.vflip or self.rotate90 or self.scale is not None or self.jitter > 0
 
 
+SYNTHETIC_CLASSES = ["background", "blob", "curve", "spot"]
+"""The classes of the synthetic data (:func:`lossbench.data.synthetic_splits`)."""
+
+
 class DataConfig(_Section):
     """``data:`` — which dataset, how its images are sized, augmented, normalised, split and batched."""
 
@@ -177,8 +181,6 @@ class DataConfig(_Section):
     @property
     def num_classes(self) -> int | None:
         """Classes of the data; ``None`` for a Python dataset whose factory names them."""
-        from lossbench.data import SYNTHETIC_CLASSES
-
         if self.kind == "synthetic":
             return len(SYNTHETIC_CLASSES)
         return len(self.class_names) if self.class_names else None
@@ -375,8 +377,6 @@ class _RunSections(_Section):
     def _focus_is_a_class(self) -> _RunSections:
         focus, names = self.report.focus, self.data.class_names
         if self.data.kind == "synthetic":
-            from lossbench.data import SYNTHETIC_CLASSES
-
             names = SYNTHETIC_CLASSES
         if focus is not None and names and focus not in names:
             raise ValueError(f"report.focus {focus!r} is not a class of the data{_did_you_mean(focus, names)} (classes: {', '.join(names)})")
@@ -624,8 +624,8 @@ def _reject_duplicates_cfg(values: list[str], what: str = "--losses names") -> N
 
 
 def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int, budget: int | None = None) -> RunConfig:
-    """The resolved config of one run: the suite's run sections plus this loss and seed (and budget:
-    ``trainer.max_epochs``, when the suite lists several)."""
+    """The resolved config of one run: the suite's run sections plus this loss and seed, trained for
+    ``budget`` epochs (``trainer.max_epochs``; default the suite's)."""
     sections = cfg.model_dump(include=set(_RunSections.model_fields))
     if budget is not None:
         sections["trainer"] = {**sections["trainer"], "max_epochs": budget}

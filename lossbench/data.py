@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lossbench.config import DataConfig
+from lossbench.config import SYNTHETIC_CLASSES, DataConfig
+from lossbench.io import atomic_file
 from lossbench.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -44,7 +44,6 @@ from lossbench.transforms import (
     train_transform,
 )
 
-SYNTHETIC_CLASSES = ["background", "blob", "curve", "spot"]
 SPLITS = ("train", "val", "test")
 _GENERATOR_VERSION = 2  # bump when the generator changes, so caches are rebuilt
 
@@ -155,19 +154,6 @@ def synthetic_sample(rng: np.random.Generator, size: int, imbalance: float, nois
     return image.astype(np.float32), mask
 
 
-def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _read_cache(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
     """The cached arrays, or ``None`` (with a note on stderr) if the file is damaged or not what is expected."""
     try:
@@ -213,7 +199,8 @@ def synthetic_splits(data_cfg: DataConfig) -> dict[str, np.ndarray]:
         ]
         arrays[f"{split}_images"] = np.stack([p[0] for p in pairs])[:, None]
         arrays[f"{split}_masks"] = np.stack([p[1] for p in pairs])
-    _atomic_save_npz(path, **arrays)
+    with atomic_file(path, "wb") as fh:
+        np.savez(fh, **arrays)
     return arrays
 
 
@@ -223,6 +210,48 @@ def class_pixel_counts(masks: np.ndarray | torch.Tensor, num_classes: int, ignor
     if ignore_index is not None:
         m = m[m != ignore_index]
     return np.bincount(m, minlength=num_classes)[:num_classes].tolist()
+
+
+def invalid_label(mask: np.ndarray, num_classes: int, ignore_index: int | None) -> tuple[int, int, int] | None:
+    """``(row, column, value)`` of the first mask pixel that is neither a class nor the ignore index, or ``None``."""
+    m = np.asarray(mask)
+    bad = (m < 0) | (m >= num_classes)
+    if ignore_index is not None:
+        bad &= m != ignore_index
+    if not bad.any():
+        return None
+    y, x = np.argwhere(bad)[0]
+    return int(y), int(x), int(m[y, x])
+
+
+@dataclass
+class SplitStats:
+    """What one read of a split learns: class pixel counts, and per-channel sums for ``normalize: dataset``."""
+
+    num_classes: int
+    ignore_index: int | None
+    class_counts: np.ndarray = None  # type: ignore[assignment]
+    channel_sum: np.ndarray | float = 0.0
+    channel_sumsq: np.ndarray | float = 0.0
+    pixels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.class_counts is None:
+            self.class_counts = np.zeros(self.num_classes, np.int64)
+
+    def add(self, image: np.ndarray, mask: np.ndarray) -> None:
+        """Count one image (float pixels, ``[C, ...]``) and its mask (already checked with :func:`invalid_label`)."""
+        self.class_counts += class_pixel_counts(mask, self.num_classes, self.ignore_index)
+        f = np.asarray(image, np.float64).reshape(image.shape[0], -1)
+        self.channel_sum = self.channel_sum + f.sum(1)
+        self.channel_sumsq = self.channel_sumsq + (f**2).sum(1)
+        self.pixels += f.shape[1]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation of the pixels (a constant channel gets std 1)."""
+        mean = np.asarray(self.channel_sum, np.float64) / self.pixels
+        std = np.sqrt(np.maximum(np.asarray(self.channel_sumsq, np.float64) / self.pixels - mean**2, 0.0))
+        return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
 # --- your own data -------------------------------------------------------------------------------
@@ -252,8 +281,8 @@ def _python_factory(data_cfg: DataConfig) -> dict[str, Any]:
     return {"train": get("train"), "val": get("val"), "test": get("test"), "class_names": list(names), "ignore_index": ignore}
 
 
-def scan_dataset(dataset: Dataset, split: str, num_classes: int, ignore_index: int | None) -> tuple[np.ndarray, int, tuple]:
-    """Read every item of a user's dataset once: check it and count class pixels (``counts, channels, sums``).
+def scan_dataset(dataset: Dataset, split: str, num_classes: int, ignore_index: int | None) -> tuple[SplitStats, int]:
+    """Read every item of a user's dataset once: check it and count its pixels (``stats, channels``).
 
     An item must be ``(image float [C, H, W], mask integer [H, W])`` of one size with mask values that
     are classes or the ignore index; anything else is a ``ValueError`` naming the split and the item.
@@ -261,10 +290,8 @@ def scan_dataset(dataset: Dataset, split: str, num_classes: int, ignore_index: i
     n = len(dataset)
     if n == 0:
         raise ValueError(f"the {split} split of the dataset is empty")
-    counts = np.zeros(num_classes, np.int64)
+    stats = SplitStats(num_classes, ignore_index)
     channels = None
-    csum = csq = 0.0
-    pixels = 0
     for i in range(n):
         item = dataset[i]
         where = f"item {i} of the {split} split"
@@ -281,18 +308,13 @@ def scan_dataset(dataset: Dataset, split: str, num_classes: int, ignore_index: i
             channels = image.shape[0]
         elif image.shape[0] != channels:
             raise ValueError(f"{where}: the image has {image.shape[0]} channels, item 0 has {channels}")
-        m = mask.reshape(-1).long()
-        valid = m != ignore_index if ignore_index is not None else torch.ones_like(m, dtype=torch.bool)
-        bad = valid & ((m < 0) | (m >= num_classes))
-        if bad.any():
+        bad = invalid_label(mask.numpy(), num_classes, ignore_index)
+        if bad is not None:
             raise ValueError(
-                f"{where}: the mask has value {int(m[bad][0])}, but the classes are 0..{num_classes - 1} "
-                f"(ignore_index={ignore_index})"
+                f"{where}: the mask has value {bad[2]}, but the classes are 0..{num_classes - 1} (ignore_index={ignore_index})"
             )
-        counts += torch.bincount(m[valid], minlength=num_classes)[:num_classes].numpy()
-        f = image.double().reshape(channels, -1)
-        csum, csq, pixels = csum + f.sum(1), csq + (f**2).sum(1), pixels + f.shape[1]
-    return counts, channels, (csum, csq, pixels)
+        stats.add(image.numpy(), mask.numpy())
+    return stats, channels
 
 
 class CheckedItems(Dataset):
@@ -307,13 +329,6 @@ class CheckedItems(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.dataset[i]
         return torch.as_tensor(image, dtype=torch.float32), torch.as_tensor(mask).long()
-
-
-def _mean_std(sums: tuple) -> tuple[list[float], list[float]]:
-    s, ss, n = sums
-    mean = np.asarray(s, np.float64) / n
-    std = np.sqrt(np.maximum(np.asarray(ss, np.float64) / n - mean**2, 0.0))
-    return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
 # --- loading a config's data ----------------------------------------------------------------------
@@ -338,23 +353,18 @@ def load_data(data_cfg: DataConfig) -> DataBundle:
     Folder data is decoded and checked once into the cache; a Python dataset is read once to check
     it and count its classes. Every problem is a ``ValueError`` naming the file or item, before training.
     """
-    mean = std = None
     if data_cfg.kind == "synthetic":
         arrays = synthetic_splits(data_cfg)
         splits = {s: ArrayDataset(arrays[f"{s}_images"], arrays[f"{s}_masks"]) for s in SPLITS}
         names, ignore, in_channels = list(SYNTHETIC_CLASSES), None, 1
-        counts = class_pixel_counts(arrays["train_masks"], len(names), None)
-        if data_cfg.normalize == "dataset":
-            x = arrays["train_images"].astype(np.float64)
-            mean, std = _mean_std((x.sum((0, 2, 3)), (x**2).sum((0, 2, 3)), x.shape[0] * x.shape[2] * x.shape[3]))
+        stats = SplitStats(len(names), None)
+        stats.add(arrays["train_images"].transpose(1, 0, 2, 3), arrays["train_masks"])
     elif data_cfg.kind == "folder":
         from lossbench.folder import load_folder_splits
 
         splits = load_folder_splits(data_cfg, SPLITS)
         names, ignore = list(data_cfg.class_names), data_cfg.ignore_index
-        in_channels, counts = splits["train"].channels, splits["train"].class_counts
-        if data_cfg.normalize == "dataset":
-            mean, std = splits["train"].mean_std()
+        in_channels, stats = splits["train"].channels, splits["train"].stats
     else:
         made = _python_factory(data_cfg)
         names, ignore = made["class_names"], made["ignore_index"]
@@ -363,9 +373,9 @@ def load_data(data_cfg: DataConfig) -> DataBundle:
         if len(set(channels.values())) > 1:
             raise ValueError(f"data.target {data_cfg.target!r}: the splits' images have different channel counts {channels}")
         splits = {s: CheckedItems(made[s]) for s in SPLITS}
-        in_channels, counts = channels["train"], scans["train"][0].tolist()
-        if data_cfg.normalize == "dataset":
-            mean, std = _mean_std(scans["train"][2])
+        in_channels, stats = channels["train"], scans["train"][0]
+    counts = stats.class_counts.tolist()
+    mean, std = stats.mean_std() if data_cfg.normalize == "dataset" else (None, None)
     if data_cfg.normalize == "imagenet":
         if in_channels != 3:
             raise ValueError(f"data.normalize is 'imagenet', which needs 3-channel (RGB) images, but the images have {in_channels}")

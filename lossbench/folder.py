@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lossbench.data import SplitStats, invalid_label
 from lossbench.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
+from lossbench.io import atomic_file, write_json_atomic
 
 _CACHE_VERSION = 1  # bump when decoding changes, so caches are rebuilt
 
@@ -71,13 +71,6 @@ class SplitFiles:
         return out
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
-
-
 def _memmap(path: Path, dtype: str, length: int) -> np.memmap:
     expected = np.dtype(dtype).itemsize * length
     if path.stat().st_size != expected:
@@ -86,13 +79,11 @@ def _memmap(path: Path, dtype: str, length: int) -> np.memmap:
 
 
 def _check_mask(mask: np.ndarray, path: Path, num_classes: int, ignore_index: int | None) -> None:
-    bad = mask >= num_classes
-    if ignore_index is not None:
-        bad &= mask != ignore_index
-    if bad.any():
-        y, x = np.argwhere(bad)[0]
+    bad = invalid_label(mask, num_classes, ignore_index)
+    if bad is not None:
+        y, x, value = bad
         raise ValueError(
-            f"mask {path} has value {int(mask[y, x])} at row {y}, column {x}, but the classes are 0..{num_classes - 1}"
+            f"mask {path} has value {value} at row {y}, column {x}, but the classes are 0..{num_classes - 1}"
             + (f" and the ignore index is {ignore_index}" if ignore_index is not None else " and no data.ignore_index is set")
         )
 
@@ -124,20 +115,15 @@ class CachedSplit(Dataset):
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
 
     @property
-    def class_counts(self) -> list[int]:
-        return list(self.index["class_counts"])
+    def stats(self) -> SplitStats:
+        """The class pixel counts and channel sums measured when the cache was built."""
+        i = self.index
+        return SplitStats(len(i["class_counts"]), None, np.array(i["class_counts"], np.int64), np.array(i["channel_sum"]),
+                          np.array(i["channel_sumsq"]), int(i["pixels"]))  # fmt: skip
 
     @property
     def channels(self) -> int:
         return int(self.index["channels"])
-
-    def mean_std(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and standard deviation of the split's pixels (after scaling to float)."""
-        n = float(self.index["pixels"])
-        s, ss = np.array(self.index["channel_sum"]), np.array(self.index["channel_sumsq"])
-        mean = s / n
-        std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
-        return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
 class _Restart(Exception):
@@ -160,68 +146,52 @@ def build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, i
 
 def _build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, ignore_index: int | None,
                  palette: dict[tuple[int, int, int], int] | None, dtype: np.dtype | None) -> None:  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
     n = len(files.images)
     t0 = last_note = time.monotonic()
     mask_dtype = np.dtype(np.uint8 if max(num_classes - 1, ignore_index or 0) < 256 and (ignore_index or 0) >= 0 else np.int32)
     shapes: list[list[int]] = []
-    counts = np.zeros(num_classes, np.int64)
-    csum = csq = None
+    stats = SplitStats(num_classes, ignore_index)
     channels = first = None
-    tmp_images = tempfile.NamedTemporaryFile(dir=folder, suffix=".bin.tmp", delete=False)
-    tmp_masks = tempfile.NamedTemporaryFile(dir=folder, suffix=".bin.tmp", delete=False)
-    try:
-        with tmp_images, tmp_masks:
-            for k, (img_path, mask_path) in enumerate(zip(files.images, files.masks)):
-                image = decode_image_array(img_path)
-                mask = read_mask(mask_path, palette)
-                if image.shape[1:] != mask.shape:
-                    raise ValueError(
-                        f"mask {mask_path} is {mask.shape[0]}×{mask.shape[1]} (height × width) but its image {img_path} "
-                        f"is {image.shape[1]}×{image.shape[2]}"
-                    )
-                if channels is None:
-                    channels, first = image.shape[0], img_path
-                    dtype = dtype or image.dtype
-                elif image.shape[0] != channels:
-                    raise ValueError(
-                        f"image {img_path} has {image.shape[0]} channel(s) but {first} has {channels}; all images need the same"
-                    )
-                if image.dtype != dtype and dtype != np.float32:
-                    raise _Restart()
-                _check_mask(mask, mask_path, num_classes, ignore_index)
-                m = mask.reshape(-1).astype(np.int64)
-                valid = (m < num_classes) & (m != ignore_index if ignore_index is not None else True)
-                counts += np.bincount(m[valid], minlength=num_classes)[:num_classes]
-                f = to_float(image).reshape(channels, -1).astype(np.float64)
-                csum = f.sum(1) if csum is None else csum + f.sum(1)
-                csq = (f**2).sum(1) if csq is None else csq + (f**2).sum(1)
-                stored = image if image.dtype == dtype else to_float(image)
-                tmp_images.write(np.ascontiguousarray(stored, dtype=dtype).tobytes())
-                tmp_masks.write(np.ascontiguousarray(mask, dtype=mask_dtype).tobytes())
-                shapes.append(list(image.shape))
-                if time.monotonic() - last_note > 10:
-                    print(f"lossbench: decoding the {split} split of {files.root.parent}: {k + 1}/{n} images "
-                          f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
-                    last_note = time.monotonic()
-        os.replace(tmp_images.name, folder / f"{split}.images.bin")
-        os.replace(tmp_masks.name, folder / f"{split}.masks.bin")
-    finally:
-        for tmp in (tmp_images.name, tmp_masks.name):
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    with atomic_file(folder / f"{split}.images.bin", "wb") as images_out, atomic_file(folder / f"{split}.masks.bin", "wb") as masks_out:
+        for k, (img_path, mask_path) in enumerate(zip(files.images, files.masks)):
+            image = decode_image_array(img_path)
+            mask = read_mask(mask_path, palette)
+            if image.shape[1:] != mask.shape:
+                raise ValueError(
+                    f"mask {mask_path} is {mask.shape[0]}×{mask.shape[1]} (height × width) but its image {img_path} "
+                    f"is {image.shape[1]}×{image.shape[2]}"
+                )
+            if channels is None:
+                channels, first = image.shape[0], img_path
+                dtype = dtype or image.dtype
+            elif image.shape[0] != channels:
+                raise ValueError(
+                    f"image {img_path} has {image.shape[0]} channel(s) but {first} has {channels}; all images need the same"
+                )
+            if image.dtype != dtype and dtype != np.float32:
+                raise _Restart()
+            _check_mask(mask, mask_path, num_classes, ignore_index)
+            stats.add(to_float(image), mask)
+            stored = image if image.dtype == dtype else to_float(image)
+            images_out.write(np.ascontiguousarray(stored, dtype=dtype).tobytes())
+            masks_out.write(np.ascontiguousarray(mask, dtype=mask_dtype).tobytes())
+            shapes.append(list(image.shape))
+            if time.monotonic() - last_note > 10:
+                print(f"lossbench: decoding the {split} split of {files.root.parent}: {k + 1}/{n} images "
+                      f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
+                last_note = time.monotonic()
     index = {
         "names": [p.name for p in files.images],
         "shapes": shapes,
         "dtype": np.dtype(dtype).str,
         "mask_dtype": mask_dtype.str,
         "channels": channels,
-        "class_counts": counts.tolist(),
-        "pixels": int(sum(h * w for _, h, w in shapes)),
-        "channel_sum": csum.tolist(),
-        "channel_sumsq": csq.tolist(),
+        "class_counts": stats.class_counts.tolist(),
+        "pixels": stats.pixels,
+        "channel_sum": stats.channel_sum.tolist(),
+        "channel_sumsq": stats.channel_sumsq.tolist(),
     }
-    _write_json_atomic(folder / f"{split}.json", index)
+    write_json_atomic(folder / f"{split}.json", index)
 
 
 def cache_folder(data_cfg: Any, split_files: dict[str, SplitFiles]) -> Path:

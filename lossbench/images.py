@@ -85,10 +85,9 @@ def _decode_png_jpeg(path: Path) -> np.ndarray:
     import torch
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    data = read_file(str(path))
     if _is_palette_png(path):
         return _channels_last_to_first(_pil_array(path, "image"), path)  # colours, not indices
-    tensor = decode_image(data, mode=ImageReadMode.UNCHANGED)
+    tensor = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     if tensor.dtype == torch.uint16:
         return tensor.to(torch.int32).numpy().astype(np.uint16)
     return tensor.numpy()

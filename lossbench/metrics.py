@@ -62,6 +62,17 @@ def per_class_metrics(confmat: torch.Tensor, class_names: Sequence[str], ignore_
     return {"miou": miou, "pixels": int(cm.sum()), "per_class": per_class}
 
 
+def focus_class(class_names: Sequence[str], class_frequencies: Sequence[int], scored: Sequence[int], wanted: str | None = None) -> int:
+    """The focus class id: ``wanted`` (``report.focus``), else the ``scored`` class with the fewest training
+    pixels (the first on a tie)."""
+    if wanted is not None:
+        if wanted not in class_names:
+            raise ValueError(f"report.focus {wanted!r} is not a class of the data ({', '.join(class_names)})")
+        return list(class_names).index(wanted)
+    freqs = list(class_frequencies) or [0] * len(class_names)
+    return min(scored, key=lambda i: (freqs[i], i))
+
+
 def flat_scalars(result: dict[str, Any], prefix: str) -> dict[str, float]:
     """``{"<prefix>/miou": .., "<prefix>/iou/<class>": .., ...}`` for loggers (NaN entries dropped)."""
     out = {f"{prefix}/miou": result["miou"]}

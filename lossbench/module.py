@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from lossbench.losses import build_loss, check_output, get_loss_spec
-from lossbench.metrics import confusion_matrix_metric, flat_scalars, per_class_metrics
+from lossbench.metrics import confusion_matrix_metric, flat_scalars, focus_class, per_class_metrics
 
 
 class SinkWandbLogger(WandbLogger):
@@ -43,8 +43,14 @@ class SinkWandbLogger(WandbLogger):
                   "this run goes on without W&B logging", file=sys.stderr, flush=True)  # fmt: skip
             return _DummyExperiment()
 
+    @property
+    def live_experiment(self):
+        """The W&B run, or ``None`` where there is none (W&B could not start, or a rank other than 0)."""
+        run = self.experiment
+        return None if isinstance(run, _DummyExperiment) else run
+
     def log_hyperparams(self, params) -> None:  # type: ignore[override]
-        if not isinstance(self.experiment, _DummyExperiment):
+        if self.live_experiment is not None:
             super().log_hyperparams(params)
 
 
@@ -111,17 +117,6 @@ def per_image_counts(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
     cm = torch.bincount(flat, minlength=b * num_classes * num_classes).view(b, num_classes, num_classes)
     tp = cm.diagonal(dim1=1, dim2=2)
     return torch.stack([tp, cm.sum(1) - tp, cm.sum(2) - tp], dim=-1)
-
-
-def focus_class(class_names: list[str], class_frequencies: list[int], ignore_index: int | None, wanted: str | None) -> int:
-    """The focus class id: ``wanted`` (``report.focus``), else the class with the fewest training pixels."""
-    if wanted is not None:
-        if wanted not in class_names:
-            raise ValueError(f"report.focus {wanted!r} is not a class of the data ({', '.join(class_names)})")
-        return class_names.index(wanted)
-    kept = [i for i in range(len(class_names)) if i != ignore_index]
-    freqs = list(class_frequencies) or [0] * len(class_names)
-    return min(kept, key=lambda i: (freqs[i], i))
 
 
 def original_resolution(logits: Tensor, batch: dict[str, Tensor]):
@@ -197,7 +192,8 @@ class LossbenchModule(L.LightningModule):
         self.history: list[dict[str, float]] = []  # one row per epoch; saved in checkpoints
         self.resumed_after_epoch: int | None = None  # epochs completed in the checkpoint resumed from
         self.test_result: dict[str, Any] | None = None
-        self.focus = focus_class(self.class_names, class_frequencies, ignore_index, focus)
+        scored = [i for i in range(num_classes) if i != ignore_index]
+        self.focus = focus_class(self.class_names, class_frequencies, scored, focus)
         self.test_evidence: dict[str, Any] | None = None
         self._test_rows: list[Tensor] = []
         self._train_loss_sum = torch.zeros(())

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.config import RunConfig, config_hash, dump_yaml
-from lossbench.io import read_json, write_json_atomic, write_text_atomic
+from lossbench.io import atomic_file, read_json, write_json_atomic, write_text_atomic
 
 SUITE_FILE = "suite.yaml"
 RECORD_FILE = "metrics.json"
@@ -187,21 +187,10 @@ EVIDENCE_ARRAYS = {
 
 def write_evidence(run_dir: Path, arrays: dict[str, Any]) -> None:
     """Atomically write the run's ``evidence.npz`` (the report reads it; it never retrains)."""
-    import os
-    import tempfile
-
     import numpy as np
 
-    path = evidence_path(run_dir)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(evidence_path(run_dir), "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def read_evidence(run_dir: Path) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ from lossbench.config import (
 )
 from lossbench import stats
 from lossbench.io import write_text_atomic
-from lossbench.metrics import METRICS
+from lossbench.metrics import METRICS, focus_class
 from lossbench.record import DamagedRecord, RunRecord, read_evidence, run_dir_for, scan_runs, suite_path
 
 OBJECT_COLUMNS = ["objects_recall", "objects_precision", "objects_f1", "objects_fp_per_image"]
@@ -103,7 +103,7 @@ def collect_runs(out: Path) -> Runs:
     budgets = cfg.budget_list()
     for rec in scan.records:
         entry = LossEntry(name=rec.loss, params=rec.loss_params or {}, label=rec.label)
-        expected = {config_hash(run_config(cfg, entry, rec.seed, b if cfg.budgets else None)): b for b in budgets}
+        expected = {config_hash(run_config(cfg, entry, rec.seed, b)): b for b in budgets}
         if rec.config_hash in expected:
             rec.budget = expected[rec.config_hash]
             current.append(rec)
@@ -115,7 +115,7 @@ def collect_runs(out: Path) -> Runs:
     for entry in resolve_losses(cfg, check=False) if cfg.losses else []:
         for seed in cfg.seeds:
             for b in budgets:
-                run_dir = run_dir_for(out, run_config(cfg, entry, seed, b if cfg.budgets else None))
+                run_dir = run_dir_for(out, run_config(cfg, entry, seed, b))
                 if (entry.label, seed, b) not in have and run_dir not in damaged_dirs:
                     missing.append((entry.label, seed, b))
     return Runs(current, stale, scan.damaged, missing, cfg)
@@ -158,11 +158,10 @@ def focus_of(records: list[RunRecord], cfg: SuiteConfig | None) -> str | None:
     recorded = sorted({r.focus for r in records if r.ok and r.focus})
     if len(recorded) == 1:
         return recorded[0]
-    for rec in records:
-        if rec.ok and rec.class_frequencies and rec.test:
-            reported = rec.test["per_class"]
-            pairs = [(f, c) for c, f in zip(rec.classes or [], rec.class_frequencies) if c in reported]
-            return min(pairs)[1] if pairs else None
+    for rec in records:  # runs recorded before the focus was: the rule the runs apply
+        if rec.ok and rec.class_frequencies and rec.test and rec.classes:
+            scored = [i for i, c in enumerate(rec.classes) if c in rec.test["per_class"]]
+            return rec.classes[focus_class(rec.classes, rec.class_frequencies, scored)] if scored else None
     return None
 
 
@@ -249,15 +248,15 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     for label in labels:
         runs = [r for r in ok if r.label == label]
         est_m[label] = float(np.mean([_num(r.miou) for r in runs]))
-        focus_values = [_num(r.test["per_class"].get(focus, {}).get("iou")) for r in runs] if focus else []
-        est_f[label] = float(np.mean([v for v in focus_values if not math.isnan(v)])) if any(not math.isnan(v) for v in focus_values) else math.nan
+        focus_values = [v for v in (_num(r.test["per_class"].get(focus, {}).get("iou")) for r in runs) if not math.isnan(v)]
+        est_f[label] = float(np.mean(focus_values)) if focus and focus_values else math.nan
         if label in counts:
-            c = counts[label]
-            m, f = stats.replicate_scores(c, draws, class_ids, focus_id)
-            absent = ~present[label]
-            if absent.any():  # a missing seed: recompute without it (its slot never counts)
-                m, f = stats.replicate_scores(c[present[label]], _keep_seeds(draws, present[label]), class_ids, focus_id)
-            rep_m[label], rep_f[label] = m, f
+            c, here = counts[label], present[label]
+            if not here.all():  # a missing seed: its draws never count (scores average over the drawn seeds there are)
+                c, d = c[here], stats.Draws(draws.seed_weights[:, here], draws.image_weights)
+            else:
+                d = draws
+            rep_m[label], rep_f[label] = stats.replicate_scores(c, d, class_ids, focus_id)
         else:
             rep_m[label] = rep_f[label] = np.full(1, math.nan)
     with_ev = [k for k in labels if k in counts]
@@ -284,18 +283,11 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
             "degenerate": _degenerate(runs),
             "incomplete": len(runs) < expected_seeds,
             "wall_s": float(np.mean([_num(r.wall_s) for r in runs])),
-            "flags": "",
         })  # fmt: skip
     table = pd.DataFrame(rows)
     if len(table):
         _flag_unstable(table)
     return Budget(budget, table, cmp_m, cmp_f, n_boot, images, seeds, sorted(no_evidence))
-
-
-def _keep_seeds(draws: stats.Draws, present: np.ndarray) -> stats.Draws:
-    """The draws restricted to the present seeds (their multiplicities renormalised to the seeds there are)."""
-    w = draws.seed_weights[:, present]
-    return stats.Draws(w, draws.image_weights)
 
 
 def _flag_unstable(table: pd.DataFrame) -> None:
@@ -327,7 +319,8 @@ def flag_budgets(results: list[Budget]) -> None:
             b.table.at[i, "budget_bound"] = moved
 
 
-def _flag_text(row: Any, focus: str | None) -> str:
+def _flag_text(row: Any) -> str:
+    """The flags of one leaderboard row as text (kept in the table's ``flags`` column)."""
     flags = []
     if row["degenerate"]:
         flags.append("degenerate (" + ", ".join(f"`{c}`" for c in row["degenerate"]) + " never found on some seed)")
@@ -399,7 +392,7 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
             _ci(r["miou"], r["miou_lo"], r["miou_hi"]), _ci(r["focus_iou"], r["focus_lo"], r["focus_hi"]),
             _vs_best(main, r["loss"]),
             f"{_fmt(r['objects_recall'])} / {_fmt(r['objects_fp_per_image'])} / {_fmt(r['objects_f1'])}",
-            _flag_text(r, focus) or "—", r["seeds"], f"{r['wall_s']:.0f}",
+            r["flags"] or "—", r["seeds"], f"{r['wall_s']:.0f}",
         ])  # fmt: skip
     what = "mean IoU" if sort_by == "miou" else f"{focus} IoU"
     header = ["#", "loss", "tie group", "mean IoU [95 % CI]", f"`{focus}` IoU [95 % CI]", f"{what}: vs best [95 % CI], Holm p",
@@ -432,7 +425,7 @@ def _verdict_md(b: Budget, focus: str | None, several: bool) -> list[str]:
             out.append(f"- **{name}**: every loss scores 0 — nothing to choose between.")
             continue
         tied = [k for k in sorted(cmp_.tied) if cmp_.tied[k] and k != cmp_.best]
-        flag = _flag_text(t.loc[cmp_.best], focus)
+        flag = t.at[cmp_.best, "flags"]
         lo, hi = cmp_.interval[cmp_.best]
         line = (f"- **{name}**: highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]"
                 + (f" — flagged: {flag}" if flag else ""))  # fmt: skip
@@ -441,7 +434,7 @@ def _verdict_md(b: Budget, focus: str | None, several: bool) -> list[str]:
         else:
             line += f"; better than every other loss beyond the uncertainty ({len(cmp_.estimate)} losses)"
         out.append(line + ".")
-    flagged = [(r["loss"], _flag_text(r, focus)) for r in b.table.to_dict("records") if _flag_text(r, focus)]
+    flagged = [(r["loss"], r["flags"]) for r in b.table.to_dict("records") if r["flags"]]
     if flagged:
         out.append("- Flags: " + "; ".join(f"`{k}` {v}" for k, v in flagged) + ".")
     if b.no_evidence:
@@ -487,9 +480,12 @@ class _PlotData:
     def ok(self) -> pd.DataFrame:
         return self.df[self.df["status"] == "ok"]
 
+    @cached_property
+    def _flagged(self) -> set[str]:
+        return set(self.b.table.loc[self.b.table["flags"] != "", "loss"])
+
     def flagged(self, loss: str) -> bool:
-        row = self.b.table.set_index("loss").loc[loss]
-        return bool(_flag_text(row, self.focus))
+        return loss in self._flagged
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -778,12 +774,12 @@ def _problems_md(found: Runs, out: Path) -> list[str]:
     return parts
 
 
-def leaderboard_frame(results: list[Budget], focus: str | None) -> pd.DataFrame:
+def leaderboard_frame(results: list[Budget]) -> pd.DataFrame:
     """``leaderboard.csv``: one row per (budget, loss)."""
     frames = []
     for b in results:
         t = b.table.copy()
-        t["flags"] = [_flag_text(r, focus).replace("`", "") for r in t.to_dict("records")]
+        t["flags"] = t["flags"].str.replace("`", "")
         frames.append(t[LEADERBOARD_COLUMNS])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LEADERBOARD_COLUMNS)
 
@@ -806,7 +802,9 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
     seeds = len(found.cfg.seeds) if found.cfg else len({r.seed for r in ok_records})
     results = [analyse_budget(records, b, found.cfg, focus, seeds) for b in budgets]
     flag_budgets(results)
-    lb = leaderboard_frame(results, focus)
+    for b in results:
+        b.table["flags"] = [_flag_text(r) for r in b.table.to_dict("records")]
+    lb = leaderboard_frame(results)
     write_text_atomic(report / "leaderboard.csv", lb.to_csv(index=False, float_format="%.6g"))
     suite = found.cfg.suite if found.cfg else out.name
 

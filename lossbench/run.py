@@ -391,10 +391,8 @@ def panel(module: Any, datamodule: Any, k: int) -> dict[str, Any]:
 @rank_zero_only
 def _define_metrics(logger: Any) -> None:
     """W&B summaries that show what a comparison needs: the test metrics, the best validation mIoU, the lowest loss."""
-    from lightning.fabric.loggers.logger import _DummyExperiment
-
-    run = logger.experiment if logger is not None else None
-    if run is None or isinstance(run, _DummyExperiment):
+    run = logger.live_experiment
+    if run is None:
         return
     try:
         run.define_metric("test/*", summary="last")
@@ -408,10 +406,9 @@ def _log_panel(logger: Any, evidence: dict[str, Any], class_names: list[str]) ->
     """The panel images with ground truth and prediction as W&B masks (class names as labels); W&B is a sink."""
     try:
         import wandb
-        from lightning.fabric.loggers.logger import _DummyExperiment
 
-        run = logger.experiment if logger is not None else None
-        if run is None or isinstance(run, _DummyExperiment):
+        run = logger.live_experiment
+        if run is None:
             return
         labels = dict(enumerate(class_names))
         images = []

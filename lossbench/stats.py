@@ -62,35 +62,32 @@ def _iou(counts: np.ndarray) -> np.ndarray:
         return np.where(den > 0, tp / np.where(den > 0, den, 1), np.nan)
 
 
-def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
-    finite = ~np.isnan(x)
-    n = finite.sum(axis)
+def _nanmean(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean over the last axis of the values that are not NaN, weighted by ``weights`` (default 1); NaN where none is left."""
+    w = np.where(np.isnan(x), 0.0, 1.0 if weights is None else weights)
+    total = w.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.where(finite, x, 0).sum(axis) / np.where(n > 0, n, 1), np.nan)
-
-
-def scores(counts: np.ndarray, classes: Sequence[int], focus: int | None) -> tuple[float, float]:
-    """Point estimates ``(mean IoU, focus IoU)`` of one loss: ``counts`` is ``[S, N, C, 3]`` (seeds, images, classes)."""
-    per_seed = _iou(counts.sum(1))  # [S, C]
-    miou = _nanmean(per_seed[:, list(classes)], 1)
-    focus_iou = per_seed[:, focus] if focus is not None else np.full(len(per_seed), np.nan)
-    return float(_nanmean(miou, 0)), float(_nanmean(focus_iou, 0))
+        return np.where(total > 0, (np.nan_to_num(x) * w).sum(-1) / np.where(total > 0, total, 1), np.nan)
 
 
 def replicate_scores(counts: np.ndarray, draws: Draws, classes: Sequence[int], focus: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean IoU [B], focus IoU [B])`` of one loss in every replicate of ``draws``."""
+    """``(mean IoU [B], focus IoU [B])`` of one loss in every replicate of ``draws``: ``counts`` is ``[S, N, C, 3]``.
+
+    A replicate's score is the mean over its drawn seeds of that seed's IoU pooled over its drawn images.
+    """
     sums = np.einsum("bi,sick->bsck", draws.image_weights, counts, optimize=True)  # [B, S, C, 3]
     iou = _iou(sums)  # [B, S, C]
-    miou = _nanmean(iou[..., list(classes)], 2)  # [B, S]
+    miou = _nanmean(iou[..., list(classes)])  # [B, S]
     focus_iou = iou[..., focus] if focus is not None else np.full(miou.shape, np.nan)
     sw = draws.seed_weights.astype(np.float64)
+    return _nanmean(miou, sw), _nanmean(focus_iou, sw)
 
-    def over_seeds(x: np.ndarray) -> np.ndarray:
-        w = np.where(np.isnan(x), 0.0, sw)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(w.sum(1) > 0, (np.nan_to_num(x) * w).sum(1) / np.where(w.sum(1) > 0, w.sum(1), 1), np.nan)
 
-    return over_seeds(miou), over_seeds(focus_iou)
+def scores(counts: np.ndarray, classes: Sequence[int], focus: int | None) -> tuple[float, float]:
+    """Point estimates ``(mean IoU, focus IoU)`` of one loss: its score with every seed and image drawn once."""
+    s, n = counts.shape[:2]
+    miou, focus_iou = replicate_scores(counts, Draws(np.ones((1, s), np.int64), np.ones((1, n), np.int64)), classes, focus)
+    return float(miou[0]), float(focus_iou[0])
 
 
 def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -95,7 +95,7 @@ def plan_runs(
     for entry in resolve_losses(cfg, losses, num_classes=num_classes):
         for seed in seeds:
             for budget in budgets:
-                rc = run_config(cfg, entry, seed, budget if cfg.budgets else None)
+                rc = run_config(cfg, entry, seed, budget)
                 runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc), len(budgets) > 1))
     return runs
 
