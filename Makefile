@@ -18,7 +18,7 @@ ARGS   ?=
 export WANDB_SILENT ?= true
 FOLDERS = $(if $(OUT),--out $(OUT)) $(if $(REPORT),--report $(REPORT))
 
-.PHONY: install test compare report probe bench clean
+.PHONY: install test test-slurm compare report probe bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The SLURM tests on a one-node cluster of this machine (root; installs slurm-wlm and munge if missing).
+test-slurm: $(STAMP)
+	scripts/slurm-up.sh
+	$(PY) -m pytest -q -m slurm
 
 compare: $(STAMP)
 	$(VENV)/bin/lossbench compare --config $(CONFIG) $(FOLDERS) $(ARGS)

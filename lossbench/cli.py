@@ -1,4 +1,5 @@
-"""The ``lossbench`` command: ``train`` one run, ``compare`` a suite, ``report`` results, list ``losses``."""
+"""The ``lossbench`` command: ``train`` one run, ``compare`` a suite, ``report`` results, ``status`` of a
+runs folder, list ``losses``."""
 
 from __future__ import annotations
 
@@ -54,9 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated seeds (default: the config's seeds)")
     p.add_argument("--out", default=None, help="where runs go (default runs/<suite>); may be shared by several machines")
     p.add_argument("--report", default=None, help="where the report goes (default reports/<suite>)")
-    p.add_argument("--jobs", type=int, default=None, help="runs at once, or -1 for one per CPU core (default: the config's jobs)")
+    p.add_argument("--jobs", type=_jobs_arg, default=None,
+                   help="runs at once on this machine: auto (one per GPU group of trainer.devices GPUs; one at a time "
+                        "on the CPU), N, or -1 for one per CPU core (default: the config's jobs)")  # fmt: skip
+    p.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default=None,
+                   help="where runs train: local processes, SLURM jobs (one job array, through submitit), or "
+                        "submitit's local executor (default: the config's launcher.kind, local)")  # fmt: skip
+    p.add_argument("--detach", action="store_true",
+                   help="with --launcher slurm: return once the jobs are submitted (no report); "
+                        "the same compare again waits for them and reports")  # fmt: skip
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again, from scratch")
     p.add_argument("--no-wandb", action="store_true", help="do not log the summary table to W&B")
+
+    p = sub.add_parser("status", help="show every run of a runs folder: queued, running, finished, failed")
+    p.add_argument("--out", required=True, help="the runs folder of a suite (compare's --out)")
 
     p = sub.add_parser("report", help="write the comparison report from the runs in --out")
     p.add_argument("--config", default=None, help="the suite config: --out and --report default to runs/<suite> and reports/<suite>")
@@ -70,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _jobs_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lossbench.run import RunInterrupted, install_interrupt_handler
 
@@ -81,32 +102,43 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from lossbench.claim import TOKEN_ENV
     from lossbench.record import OK
+    from lossbench.run import RunClaimed
+
+    token = os.environ.get(TOKEN_ENV)  # set by compare, which claimed the run for this process
+    try:
+        record, run_dir = _train_one(args, token)
+    except RunClaimed as e:  # another launcher trains it: nothing to do here
+        print(f"lossbench: {e}")
+        return 0
+    if record.status == OK:
+        print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
+        for name, row in record.test["per_class"].items():
+            print(f"  {name:>12}: IoU {_fmt(row['iou'])}  sensitivity {_fmt(row['sensitivity'])}  specificity {_fmt(row['specificity'])}")
+    return 0
+
+
+def _train_one(args: argparse.Namespace, token: str | None) -> tuple:
     from lossbench.run import train_run, train_run_dir
 
     if args.run_dir:
         if args.config or args.loss:
             raise ConfigError("--run-dir trains the run described in its config.yaml; leave out --config and --loss")
         run_dir = Path(args.run_dir)
-        record = train_run_dir(run_dir, progress=not args.no_progress)
-    else:
-        from lossbench.config import load_config, resolve_losses, run_config
-        from lossbench.plugins import load_plugins
-        from lossbench.record import run_dir_for
+        return train_run_dir(run_dir, progress=not args.no_progress, claim_token=token), run_dir
+    from lossbench.config import load_config, resolve_losses, run_config
+    from lossbench.plugins import load_plugins
+    from lossbench.record import run_dir_for
 
-        if not args.config or not args.loss:
-            raise ConfigError("train needs --config and --loss (or --run-dir)")
-        cfg = load_config(args.config, args.overrides)
-        load_plugins(cfg.plugins)
-        (entry,) = resolve_losses(cfg, [args.loss])
-        run_cfg = run_config(cfg, entry, args.seed)
-        run_dir = run_dir_for(Path(args.out or Path("runs") / cfg.suite), run_cfg)
-        record = train_run(run_cfg, run_dir, progress=not args.no_progress)
-    if record.status == OK:
-        print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
-        for name, row in record.test["per_class"].items():
-            print(f"  {name:>12}: IoU {_fmt(row['iou'])}  sensitivity {_fmt(row['sensitivity'])}  specificity {_fmt(row['specificity'])}")
-    return 0
+    if not args.config or not args.loss:
+        raise ConfigError("train needs --config and --loss (or --run-dir)")
+    cfg = load_config(args.config, args.overrides)
+    load_plugins(cfg.plugins)
+    (entry,) = resolve_losses(cfg, [args.loss])
+    run_cfg = run_config(cfg, entry, args.seed)
+    run_dir = run_dir_for(Path(args.out or Path("runs") / cfg.suite), run_cfg)
+    return train_run(run_cfg, run_dir, progress=not args.no_progress, claim_token=token), run_dir
 
 
 def _fmt(value: float | None) -> str:
@@ -115,7 +147,7 @@ def _fmt(value: float | None) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.config import load_config
-    from lossbench.record import OK, read_status
+    from lossbench.record import FAILED, OK, read_status
     from lossbench.report import write_report
     from lossbench.suite import run_suite
 
@@ -123,7 +155,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / cfg.suite)
     report = Path(args.report or Path("reports") / cfg.suite)
     losses, seeds = _split_list(args.losses), _split_list(args.seeds, int)
-    runs = run_suite(cfg, out, losses, seeds, args.jobs, args.retry_failed)
+    runs = run_suite(cfg, out, losses, seeds, args.jobs, args.retry_failed, args.launcher, args.detach)
+    if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in runs):
+        return 0
     write_report(out, report, log_to_wandb=not args.no_wandb)
     print(f"report: {report / 'README.md'}")
     not_ok = [run for run in runs if read_status(run.run_dir) != OK]
@@ -149,6 +183,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from lossbench.status import folder_status, format_status
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is not a folder")
+    print(format_status(folder_status(out)))
+    return 0
+
+
 def cmd_losses(args: argparse.Namespace) -> int:
     from lossbench.losses import get_loss_spec, list_losses
     from lossbench.plugins import load_plugins
@@ -170,7 +214,7 @@ def cmd_losses(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "losses": cmd_losses}
+    handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "losses": cmd_losses}
     from lossbench.suite import SuiteError
 
     try:

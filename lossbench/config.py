@@ -384,9 +384,37 @@ class _RunSections(_Section):
 
 
 def _jobs(value: Any) -> Any:
+    if value == "auto":
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
-        raise ValueError(f"expected a number of runs at once ≥ 1, or -1 for one per CPU core, got {value!r}")
+        raise ValueError(f"expected 'auto', a number of runs at once ≥ 1, or -1 for one per CPU core, got {value!r}")
     return value
+
+
+LAUNCHERS = ("local", "slurm", "submitit-local")
+
+
+class LauncherConfig(_Section):
+    """``launcher:`` — where ``compare`` trains its runs; not part of a run's identity.
+
+    ``local`` (default): processes on this machine, placed on its GPUs. ``slurm``: one SLURM job per
+    run, submitted as one job array through submitit, requeued on preemption or time limit and
+    resumed from the run's last checkpoint. ``submitit-local``: the SLURM code path with submitit's
+    local executor (jobs are processes of this machine) — to try a cluster setup without a cluster.
+    """
+
+    kind: Literal["local", "slurm", "submitit-local"] = "local"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: PosInt = 240  # each job's time limit, minutes; a run that needs more is requeued and resumes
+    cpus_per_task: PosInt | None = None
+    mem_gb: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] | None = None
+    gpus_per_node: Annotated[int, BeforeValidator(_no_bool), Field(ge=0)] | None = None  # default: trainer.devices, 0 with accelerator cpu
+    array_parallelism: PosInt | None = None  # array jobs running at once (default: submitit's, 256)
+    max_requeues: Annotated[int, BeforeValidator(_no_bool), Field(ge=0)] = 3  # time-limit requeues of one job (preemptions are not counted)
+    sbatch: dict[str, Any] = Field(default_factory=dict)  # more sbatch options, e.g. {constraint: a100, exclusive: true}
+    setup: list[str] = Field(default_factory=list)  # shell lines each job runs first, e.g. "module load cuda"
 
 
 class SuiteConfig(_RunSections):
@@ -395,7 +423,10 @@ class SuiteConfig(_RunSections):
     losses: list[LossEntry] = Field(default_factory=list)
     seeds: list[Seed] = Field(default_factory=lambda: [0])
     budgets: list[PosInt] | None = None  # training budgets in epochs: every (loss, seed) runs at each; default [trainer.max_epochs]
-    jobs: Annotated[int, BeforeValidator(_jobs)] = 1  # runs trained at once by compare; -1: one per CPU core
+    # runs trained at once by compare on this machine: auto — one per GPU group (visible GPUs //
+    # trainer.devices), one at a time on the CPU; N — N at once (on GPUs, at most one per group); -1 — one per CPU core
+    jobs: Annotated[int | Literal["auto"], BeforeValidator(_jobs)] = "auto"
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)
 
     @field_validator("losses")
     @classmethod
@@ -422,13 +453,11 @@ class SuiteConfig(_RunSections):
         """The training budgets in epochs (``budgets``, else ``[trainer.max_epochs]``)."""
         return list(self.budgets) if self.budgets else [self.trainer.max_epochs]
 
-    def jobs_at_once(self) -> int:
-        return runs_at_once(self.jobs)
 
 
-def runs_at_once(jobs: int) -> int:
-    """``jobs`` as a count: -1 is one run per CPU core."""
-    return (os.cpu_count() or 1) if jobs == -1 else jobs
+def runs_at_once(jobs: int, cores: int | None = None) -> int:
+    """``jobs`` as a count: -1 is one run per CPU core (``cores``, default this machine's)."""
+    return (cores or os.cpu_count() or 1) if jobs == -1 else jobs
 
 
 class RunConfig(_RunSections):

@@ -3,14 +3,16 @@
 A suite's runs folder (``--out``, default ``runs/<suite>``)::
 
     <out>/suite.yaml                       the suite's resolved config (written by ``compare``)
+    <out>/.submitit/<job>/                 submitit's job files and scheduler logs (``--launcher slurm``)
     <out>/<label>/seed<seed>-<hash>/       one run: its loss label, seed and config hash
         config.yaml                        the run's resolved config (:class:`~lossbench.config.RunConfig`)
         metrics.json                       the run record (:class:`RunRecord`), written atomically
+        claim.json                         who trains the run now (:mod:`lossbench.claim`); gone when it is finished
         evidence.npz                       what the report's statistics are computed from (:func:`write_evidence`),
                                            written before the record says ``ok``
         checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it
         errors/rank<k>.json                what failed on each rank of a failed run (:func:`write_rank_error`)
-        train.log                          the run process's output (runs started by ``compare``)
+        train.log                          the run process's output (runs started by ``compare``, SLURM jobs)
         wandb/                             the W&B run (a sink, never read back)
 
 Every module that reads or writes these goes through this one: none spells a file name or a
@@ -38,6 +40,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt
 ERRORS_DIR = "errors"
 EVIDENCE_FILE = "evidence.npz"
+CLAIM_FILE = "claim.json"
+SUBMITIT_DIR = ".submitit"
 
 RUNNING, OK, FAILED, INTERRUPTED = "running", "ok", "failed", "interrupted"
 MISSING = "missing"  # no record yet
@@ -91,6 +95,9 @@ class RunRecord:
     world_size: int | None = None
     precision: str | None = None
     device: str | None = None
+    # where this attempt ran: host, SLURM job, CUDA_VISIBLE_DEVICES as given, the device ids it trained
+    # on, CPU threads (what compare's placement gave it)
+    placement: dict[str, Any] | None = None
     run_dir: Path | None = field(default=None, compare=False, repr=False)  # where it was read from; not stored
 
     @classmethod
@@ -163,6 +170,14 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 def errors_dir(run_dir: Path) -> Path:
     return Path(run_dir) / ERRORS_DIR
+
+
+def claim_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CLAIM_FILE
+
+
+def submitit_dir(out: Path) -> Path:
+    return Path(out) / SUBMITIT_DIR
 
 
 def suite_path(out: Path) -> Path:
@@ -251,6 +266,12 @@ class Scan:
 def run_dirs(out: Path) -> Iterator[Path]:
     """Run folders under ``out`` that hold a record file, sorted."""
     for path in sorted(Path(out).glob(f"*/*/{RECORD_FILE}")):
+        yield path.parent
+
+
+def planned_run_dirs(out: Path) -> Iterator[Path]:
+    """Run folders under ``out`` that hold a config (a launcher has set them up: queued, or further), sorted."""
+    for path in sorted(Path(out).glob(f"*/*/{CONFIG_FILE}")):
         yield path.parent
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from lossbench.config import RunConfig, config_hash, load_run_config
@@ -46,6 +47,10 @@ from lossbench.record import (
     write_record,
     write_run_config,
 )
+
+
+class RunClaimed(RuntimeError):
+    """Another live launcher holds the run's claim (:mod:`lossbench.claim`): it is not trained twice."""
 
 
 class RunInterrupted(BaseException):
@@ -153,10 +158,17 @@ class ProgressRecord(Callback):
 def _is_interrupt(exc: BaseException) -> bool:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    return isinstance(exc, (KeyboardInterrupt, RunInterrupted, SIGTERMException))
+    # SystemExit: submitit's requeue on preemption or time limit exits the job from its signal handler
+    return isinstance(exc, (KeyboardInterrupt, RunInterrupted, SIGTERMException, SystemExit))
+
+
+stop_reason: str | None = None
+"""Why this process is being stopped, when whoever stops it says (submitit's requeue: :mod:`lossbench.launch`)."""
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit) and stop_reason:
+        return stop_reason
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -168,21 +180,40 @@ def _traceback(exc: BaseException) -> str:
 # --- one run --------------------------------------------------------------------------------------
 
 
-def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunRecord:
+def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True, claim_token: str | None = None) -> RunRecord:
     """Train, test and record one run; resume from its last checkpoint if it has one.
 
     A run whose record already says ``ok`` for this config is not retrained; its record is returned.
-    On failure or interruption the record says so and the exception is re-raised.
+    The run is claimed first (:mod:`lossbench.claim`) — with ``claim_token`` when a launcher made the
+    claim for this process, else anew and released at the end; a run another live launcher holds
+    raises :class:`RunClaimed`. On failure or interruption the record says so and the exception is re-raised.
     """
+    from lossbench import claim
+
     run_dir = Path(run_dir)
+    rank0 = global_rank() == 0
+    own_claim = rank0 and claim_token is None
+    if rank0:
+        holder = claim.claim(run_dir, claim.me("train", claim_token))
+        if holder is not None:
+            raise RunClaimed(f"{run_cfg.loss.label} seed {run_cfg.seed} is being trained by {holder.describe()}; not training it twice")
+        claim_token = claim.read_claim(run_dir).token
     try:
-        previous = read_record(run_dir)
+        return _train_claimed(run_cfg, run_dir, progress, rank0)
+    finally:
+        if own_claim:
+            claim.release(run_dir, claim_token)
+
+
+def _train_claimed(run_cfg: RunConfig, run_dir: Path, progress: bool, rank0: bool) -> RunRecord:
+    try:
+        previous = read_record(run_dir)  # read after claiming: a launcher may have finished it meanwhile
     except DamagedRecord:
         previous = None
     record = RunRecord.start(run_cfg, attempts=(previous.attempts if previous else 0) + 1)
     if previous and previous.ok and previous.config_hash == record.config_hash:
         return previous
-    rank0 = global_rank() == 0
+    record.placement = placement_now()
     if rank0:
         write_run_config(run_dir, run_cfg)
         clear_rank_errors(run_dir)
@@ -199,10 +230,27 @@ def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True) ->
     return result
 
 
-def train_run_dir(run_dir: str | Path, progress: bool = True) -> RunRecord:
+def placement_now() -> dict[str, Any]:
+    """Where this attempt runs, as its launcher placed it: host, SLURM job, the GPUs and CPU threads it was given."""
+    import socket
+
+    import torch
+
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
+    return {
+        "host": socket.gethostname(),
+        "slurm_job": job,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads(),
+        "device_ids": None,  # filled in when training starts (trainer.device_ids)
+    }
+
+
+def train_run_dir(run_dir: str | Path, progress: bool = True, claim_token: str | None = None) -> RunRecord:
     """Train the run whose resolved config is ``<run_dir>/config.yaml`` (what ``compare`` starts)."""
     run_dir = Path(run_dir)
-    return train_run(load_run_config(config_path(run_dir)), run_dir, progress)
+    return train_run(load_run_config(config_path(run_dir)), run_dir, progress, claim_token)
 
 
 def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: BaseException) -> RunRecord:
@@ -302,6 +350,8 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
     trainer_cfg = run_cfg.trainer.kwargs()
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     trainer_cfg.setdefault("enable_progress_bar", progress)
+    if SLURMEnvironment.detect():  # SLURM jobs are requeued by submitit's protocol (lossbench.launch), not Lightning's
+        trainer_cfg.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
     trainer = L.Trainer(
         **trainer_cfg,
         logger=_logger(run_cfg, run_dir),
@@ -343,6 +393,7 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     record.wall_s = round(parts.wall_s, 2)
     record.resumed_after_epoch = module.resumed_after_epoch
     record.world_size, record.precision = trainer.world_size, parts.precision
+    record.placement = (record.placement or {}) | {"device_ids": list(trainer.device_ids), "accelerator": type(trainer.accelerator).__name__}
     record.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     return record
 

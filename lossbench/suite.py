@@ -6,9 +6,15 @@
 * A run is keyed by the hash of its resolved config (:func:`lossbench.record.run_dir_for`): a
   finished run is never retrained, a new loss or seed trains only itself, and an interrupted run
   resumes from its last checkpoint. Failed runs are kept as failed unless ``--retry-failed``.
-* ``jobs`` runs at once; on a CPU each gets ``cores / jobs`` threads. Run processes die with the
-  suite (SIGTERM on Linux when the suite's process goes, however it goes), so a killed suite never
-  leaves a run training beside the next one.
+* Where runs train is :mod:`lossbench.launch`'s: on this machine, G // d runs at once on G visible
+  GPUs with ``trainer.devices: d`` (each pinned to its own through ``CUDA_VISIBLE_DEVICES``), or
+  ``jobs`` at once on the CPU, each with ``cores / jobs`` threads; with ``--launcher slurm``, one
+  SLURM job per run, submitted as one job array. Run processes die with the suite (SIGTERM on Linux
+  when the suite's process goes, however it goes), so a killed suite never leaves a run training
+  beside the next one; SLURM jobs go on without it.
+* A run is claimed before it trains (:mod:`lossbench.claim`): two launchers on one runs folder —
+  two ``compare`` processes, or a ``compare`` and a SLURM array — train every run once; a launcher
+  waits for the runs another one holds, and takes a run over only when its owner is gone.
 * While runs train, a line per epoch shows each one's progress and latest validation mIoU.
 """
 
@@ -21,10 +27,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
+from lossbench import claim
 from lossbench.config import (
     ConfigError,
     LossEntry,
@@ -34,7 +41,6 @@ from lossbench.config import (
     resolve_losses,
     resolve_seeds,
     run_config,
-    runs_at_once,
 )
 from lossbench.io import write_text_atomic
 from lossbench.record import (
@@ -155,25 +161,49 @@ def run_suite(
     out: Path,
     losses: list[str] | None = None,
     seeds: list[int] | None = None,
-    jobs: int | None = None,
+    jobs: int | str | None = None,
     retry_failed: bool = False,
+    launcher: str | None = None,
+    detach: bool = False,
     log: Callable[[str], None] = _say,
 ) -> list[PlannedRun]:
-    """Train every run of the suite that has not finished; return the planned runs."""
+    """Train every run of the suite that has not finished (here, or as SLURM jobs with ``launcher``);
+    return the planned runs. With ``detach``, return once the jobs are submitted."""
     from lossbench.plugins import load_plugins
 
     load_plugins(cfg.plugins)
+    kind = launcher or cfg.launcher.kind
+    placement = None
+    if kind == "local":
+        placement = _placement(cfg, jobs)  # a config that asks for GPUs it cannot have fails before any work
+    elif kind not in ("slurm", "submitit-local"):
+        raise ConfigError(f"unknown launcher {kind!r}; expected local, slurm or submitit-local")
     num_classes = prepare(cfg, log)
     runs = plan_runs(cfg, out, losses, seeds, num_classes)
     _writing(out, lambda: (out.mkdir(parents=True, exist_ok=True), write_text_atomic(suite_path(out), dump_yaml(cfg))))
     log(f"suite {cfg.suite} -> {out}")
     todo = runs_to_train(runs, retry_failed, log)
     if todo:
-        n_jobs = _jobs(cfg, jobs, log)
         t0 = time.perf_counter()
-        _Pool(todo, n_jobs, out, log).run()
+        if placement is not None:
+            if placement.note:
+                log(f"note: {placement.note}")
+            log(placement.describe())
+            _Pool(todo, placement, out, log).run()
+        else:
+            done = _Cluster(todo, kind, cfg, out, log).run(detach)
+            if not done:
+                return runs
         log(f"suite {cfg.suite}: trained {len(todo)} runs in {fmt_time(time.perf_counter() - t0)}")
     return runs
+
+
+def _placement(cfg: SuiteConfig, jobs: int | str | None) -> Any:
+    from lossbench.launch import place, visible_gpus
+
+    if jobs is not None and jobs != "auto" and (not isinstance(jobs, int) or jobs == 0 or jobs < -1):
+        raise ConfigError(f"--jobs must be auto, ≥ 1, or -1 for one run per CPU core, got {jobs}")
+    return place(cfg.trainer, cfg.jobs if jobs is None else jobs, visible_gpus(), os.cpu_count() or 1)
 
 
 def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:
@@ -191,17 +221,6 @@ def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:
     return bundle.num_classes
 
 
-def _jobs(cfg: SuiteConfig, jobs: int | None, log: Callable[[str], None]) -> int:
-    if jobs is not None and (jobs == 0 or jobs < -1):
-        raise ConfigError(f"--jobs must be ≥ 1, or -1 for one run per CPU core, got {jobs}")
-    n = runs_at_once(jobs) if jobs is not None else cfg.jobs_at_once()
-    devices = cfg.trainer.devices
-    if n > 1 and devices not in (1, "1", [0]):
-        log(f"note: trainer.devices={devices!r}: running one run at a time (jobs=1)")
-        n = 1
-    return n
-
-
 def _die_with_parent() -> None:
     """In a run process: get SIGTERM when the suite's process dies, even by SIGKILL (Linux)."""
     try:
@@ -211,64 +230,22 @@ def _die_with_parent() -> None:
 
 
 @dataclass
-class _Active:
+class _Watched:
     run: PlannedRun
-    log_file: IO[str]
     started: float
     epoch: int = 0
     seen: int = 0  # mtime of the record when last read
 
 
-@dataclass
-class _Pool:
-    """Runs ``todo`` as ``lossbench train`` processes, ``jobs`` at once, and reports progress."""
+class _Progress:
+    """The lines that show runs training: one per epoch with its validation mIoU, one when a run ends."""
 
-    todo: list[PlannedRun]
-    jobs: int
-    out: Path
-    log: Callable[[str], None]
-    active: dict[subprocess.Popen, _Active] = field(default_factory=dict)
-    durations: list[float] = field(default_factory=list)
+    def __init__(self, total: int, at_once: int, log: Callable[[str], None]):
+        self.total, self.at_once, self.log = total, at_once, log
+        self.durations: list[float] = []
 
-    def run(self) -> None:
-        pending = list(self.todo)
-        env = dict(os.environ)
-        if self.jobs > 1 and "OMP_NUM_THREADS" not in env:
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
-        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
-        try:
-            while pending or self.active:
-                while pending and len(self.active) < self.jobs:
-                    self._start(pending.pop(0), env, len(self.todo) - len(pending))
-                time.sleep(0.25)
-                self._show_progress()
-                for proc in [p for p in self.active if p.poll() is not None]:
-                    self._finish(proc, left=len(pending) + len(self.active) - 1)
-        except (KeyboardInterrupt, _Terminate):
-            self._stop_all()
-            self.log("interrupted: the runs in progress are resumable; rerun the same command to go on")
-            raise KeyboardInterrupt from None
-        except SuiteError:
-            self._stop_all()
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, old_handler)
-
-    def _start(self, run: PlannedRun, env: dict[str, str], n: int) -> None:
-        def prepare() -> IO[str]:
-            run.run_dir.mkdir(parents=True, exist_ok=True)
-            write_run_config(run.run_dir, run.run_cfg)
-            return open(log_path(run.run_dir), "a")
-
-        log_file = _writing(self.out, prepare)
-        cmd = [sys.executable, "-m", "lossbench.cli", "train", "--run-dir", str(run.run_dir), "--no-progress"]
-        resumed = last_checkpoint(run.run_dir).exists()
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-        self.active[proc] = _Active(run, log_file, time.perf_counter())
-        self.log(f"[{n}/{len(self.todo)}] start  {run}{' (resuming from its last checkpoint)' if resumed else ''}")
-
-    def _show_progress(self) -> None:
-        for state in self.active.values():
+    def epochs(self, watched: list[_Watched]) -> None:
+        for state in watched:
             try:
                 mtime = record_path(state.run.run_dir).stat().st_mtime_ns
                 if mtime == state.seen:
@@ -287,27 +264,146 @@ class _Pool:
                     f"({fmt_time(time.perf_counter() - state.started)})"
                 )
 
-    def _finish(self, proc: subprocess.Popen, left: int) -> None:
-        state = self.active.pop(proc)
-        state.log_file.close()
+    def ended(self, state: _Watched, rec: RunRecord | None, left: int, where: str = "") -> None:
         elapsed = time.perf_counter() - state.started
         self.durations.append(elapsed)
-        try:
-            rec = read_record(state.run.run_dir)
-        except DamagedRecord:
-            rec = None
-        if proc.returncode != 0 and (rec is None or rec.status == RUNNING):
-            rec = _writing(self.out, lambda: record_crash(state.run, proc.returncode, rec))
         mean = sum(self.durations) / len(self.durations)
-        eta = mean * left / max(self.jobs, 1)
+        eta = mean * left / max(self.at_once, 1)
         if rec is not None and rec.ok:
             what = f"ok in {fmt_time(elapsed)}, test mIoU {rec.miou:.3f}"
         else:
             what = f"{(rec.status if rec else MISSING).upper()} in {fmt_time(elapsed)}: {rec.error if rec else '?'}"
         self.log(
-            f"[{len(self.durations)}/{len(self.todo)}] {what} — {state.run} · {left} left · "
+            f"[{len(self.durations)}/{self.total}] {what} — {state.run}{where} · {left} left · "
             f"{fmt_time(mean)}/run so far · ETA {fmt_time(eta)}"
         )
+
+
+class _Elsewhere:
+    """Runs another launcher holds: waited for until they finish, taken over when their owner is gone."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.runs: list[_Watched] = []
+        self.log = log
+        self.liveness = claim.Liveness()
+        self.next_look = 0.0
+
+    def add(self, run: PlannedRun, holder: claim.Owner) -> None:
+        self.log(f"       {run}: being trained by {holder.describe()}; waiting for it")
+        self.runs.append(_Watched(run, time.perf_counter()))
+
+    def look(self, progress: _Progress, left: int) -> list[PlannedRun]:
+        """Every few seconds: report the runs finished elsewhere; return those whose owner has gone."""
+        if not self.runs or time.monotonic() < self.next_look:
+            return []
+        self.next_look = time.monotonic() + 2.0
+        self.liveness.refresh()
+        orphans = []
+        for state in list(self.runs):
+            holder = claim.read_claim(state.run.run_dir)
+            if holder is not None and self.liveness.alive(holder):
+                continue
+            self.runs.remove(state)
+            try:
+                rec = read_record(state.run.run_dir)
+            except DamagedRecord:
+                rec = None
+            if holder is None and rec is not None and rec.status in (OK, FAILED):
+                progress.ended(state, rec, left + len(self.runs), " (trained by another launcher)")
+            else:
+                self.log(f"       {state.run}: its owner is gone without finishing it; taking it over")
+                orphans.append(state.run)
+        return orphans
+
+
+@dataclass
+class _Active:
+    watched: _Watched
+    log_file: IO[str]
+    slot: tuple[str, ...] | None
+
+
+class _Pool:
+    """Runs ``todo`` as ``lossbench train`` processes on this machine, as :class:`~lossbench.launch.Placement`
+    says (GPU groups or CPU threads), claiming each run first; reports progress."""
+
+    def __init__(self, todo: list[PlannedRun], placement: Any, out: Path, log: Callable[[str], None]):
+        from lossbench.launch import Slots
+
+        self.todo, self.placement, self.out, self.log = todo, placement, out, log
+        self.owner = claim.me("compare")
+        self.slots = Slots(placement.gpu_slots) if placement.gpu_slots else None
+        self.active: dict[subprocess.Popen, _Active] = {}
+        self.progress = _Progress(len(todo), placement.at_once, log)
+        self.elsewhere = _Elsewhere(log)
+        self.started = 0
+
+    def run(self) -> None:
+        pending = list(self.todo)
+        env = dict(os.environ)
+        env[claim.TOKEN_ENV] = self.owner.token
+        if self.placement.at_once > 1 and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(self.placement.threads)
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            while pending or self.active or self.elsewhere.runs:
+                while pending and len(self.active) < self.placement.at_once:
+                    self._claim_and_start(pending.pop(0), env)
+                time.sleep(0.25)
+                self.progress.epochs([a.watched for a in self.active.values()])
+                for proc in [p for p in self.active if p.poll() is not None]:
+                    self._finish(proc, left=len(pending) + len(self.active) - 1 + len(self.elsewhere.runs))
+                pending[:0] = self.elsewhere.look(self.progress, len(pending) + len(self.active))
+        except (KeyboardInterrupt, _Terminate):
+            self._stop_all()
+            self.log("interrupted: the runs in progress are resumable; rerun the same command to go on")
+            raise KeyboardInterrupt from None
+        except SuiteError:
+            self._stop_all()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, old_handler)
+
+    def _claim_and_start(self, run: PlannedRun, env: dict[str, str]) -> None:
+        holder = _writing(self.out, lambda: claim.claim(run.run_dir, self.owner, self.elsewhere.liveness))
+        if holder is not None:
+            self.elsewhere.add(run, holder)
+            return
+        if read_status(run.run_dir) == OK:  # finished by another launcher since the plan was made
+            claim.release(run.run_dir, self.owner.token)
+            self.progress.ended(_Watched(run, time.perf_counter()), read_record(run.run_dir), 0, " (trained by another launcher)")
+            return
+
+        def prepare() -> IO[str]:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(run.run_dir, run.run_cfg)
+            return open(log_path(run.run_dir), "a")
+
+        log_file = _writing(self.out, prepare)
+        slot = self.slots.take() if self.slots else None
+        run_env = env if slot is None else {**env, "CUDA_VISIBLE_DEVICES": ",".join(slot)}
+        cmd = [sys.executable, "-m", "lossbench.cli", "train", "--run-dir", str(run.run_dir), "--no-progress"]
+        resumed = last_checkpoint(run.run_dir).exists()
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=run_env, preexec_fn=_die_with_parent)
+        self.active[proc] = _Active(_Watched(run, time.perf_counter()), log_file, slot)
+        self.started += 1
+        where = f" on GPU {','.join(slot)}" if slot else ""
+        self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}")
+
+    def _finish(self, proc: subprocess.Popen, left: int) -> None:
+        state = self.active.pop(proc)
+        state.log_file.close()
+        if state.slot is not None:
+            self.slots.give(state.slot)
+        run = state.watched.run
+        try:
+            rec = read_record(run.run_dir)
+        except DamagedRecord:
+            rec = None
+        if proc.returncode != 0 and (rec is None or rec.status == RUNNING):
+            rec = _writing(self.out, lambda: record_crash(run, how_ended(proc.returncode), rec))
+        claim.release(run.run_dir, self.owner.token)
+        self.progress.ended(state.watched, rec, left)
 
     def _stop_all(self) -> None:
         for proc in self.active:
@@ -319,12 +415,89 @@ class _Pool:
                 proc.kill()
                 proc.wait()
             state.log_file.close()
+            claim.release(state.watched.run.run_dir, self.owner.token)
         self.active.clear()
 
 
-def record_crash(run: PlannedRun, returncode: int, rec: RunRecord | None) -> RunRecord:
-    """Record a run whose process died without recording why (killed, segfault, out of memory)."""
-    how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+class _Cluster:
+    """Runs ``todo`` as submitit jobs (SLURM, or submitit's local executor): claims them, submits those
+    it holds as one job array, then — unless detached — shows progress until every run has ended."""
+
+    def __init__(self, todo: list[PlannedRun], kind: str, cfg: SuiteConfig, out: Path, log: Callable[[str], None]):
+        self.todo, self.kind, self.cfg, self.out, self.log = todo, kind, cfg, out, log
+        self.owner = claim.me("compare")
+        self.progress = _Progress(len(todo), len(todo), log)
+        self.elsewhere = _Elsewhere(log)
+        self.mine: list[_Watched] = []
+        self.jobs: dict[Path, str] = {}
+
+    def run(self, detach: bool) -> bool:
+        """True once every run has ended; False when detached with jobs still to run."""
+        self._submit(self.todo)
+        if detach:
+            self.log(f"detached: the jobs train on; `lossbench status --out {self.out}` shows them, "
+                     "and the same compare again waits for them and writes the report")  # fmt: skip
+            return False
+        try:
+            while self.mine or self.elsewhere.runs:
+                time.sleep(1.0)
+                self.progress.epochs(self.mine)
+                self._look()
+                orphans = self.elsewhere.look(self.progress, len(self.mine))
+                if orphans:
+                    self._submit(orphans)
+        except KeyboardInterrupt:
+            self.log(f"stopped watching: the jobs go on; `lossbench status --out {self.out}` shows them, "
+                     "and the same compare again waits for them and writes the report")  # fmt: skip
+            raise
+        return True
+
+    def _submit(self, runs: list[PlannedRun]) -> None:
+        from lossbench.launch import submit
+
+        held = []
+        for run in runs:
+            holder = _writing(self.out, lambda run=run: claim.claim(run.run_dir, self.owner, self.elsewhere.liveness))
+            if holder is not None:
+                self.elsewhere.add(run, holder)
+                continue
+            _writing(self.out, lambda run=run: (run.run_dir.mkdir(parents=True, exist_ok=True), write_run_config(run.run_dir, run.run_cfg)))
+            held.append(run)
+        for sub in submit(self.kind, held, self.owner.token, self.out, self.cfg.suite, self.cfg.trainer, self.cfg.launcher, self.log):
+            self.jobs[sub.run.run_dir] = sub.job_id
+            self.mine.append(_Watched(sub.run, time.perf_counter()))
+
+    def _look(self) -> None:
+        """Report the runs that ended: finished (claim released), or their job gone without finishing."""
+        liveness = self.elsewhere.liveness
+        liveness.refresh()
+        for state in list(self.mine):
+            run = state.run
+            holder = claim.read_claim(run.run_dir)
+            if holder is not None and holder.token == self.owner.token and liveness.alive(holder):
+                continue
+            try:
+                rec = read_record(run.run_dir)
+            except DamagedRecord:
+                rec = None
+            if holder is not None and holder.token != self.owner.token:  # taken over: another launcher's now
+                self.mine.remove(state)
+                self.elsewhere.add(run, holder)
+                continue
+            self.mine.remove(state)
+            if rec is None or rec.status == RUNNING:  # the job went without a word: killed, out of memory, node lost
+                rec = _writing(self.out, lambda: record_crash(run, f"of job {self.jobs[run.run_dir]} ended without recording why", rec))
+            claim.release(run.run_dir, self.owner.token)
+            self.progress.ended(state, rec, len(self.mine) + len(self.elsewhere.runs), f" (job {self.jobs[run.run_dir]})")
+
+
+def how_ended(returncode: int) -> str:
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+
+
+def record_crash(run: PlannedRun, how: str, rec: RunRecord | None) -> RunRecord:
+    """Record a run whose process or job died without recording why (killed, segfault, out of memory):
+    ``how`` it ended, e.g. ``killed by signal 9``."""
     tail = ""
     log = log_path(run.run_dir)
     if log.exists():

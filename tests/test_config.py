@@ -49,8 +49,8 @@ def test_numbers_written_with_an_exponent_are_numbers():
         ("trainer.max_epochs=-1", r"trainer.max_epochs input should be greater than or equal to 1, got -1"),
         ("seeds=[-1]", r"seeds.0 input should be greater than or equal to 0, got -1"),
         ("seeds=[1, 1]", r"seed 1 appears twice"),
-        ("jobs=-2", r"jobs: expected a number of runs at once ≥ 1, or -1 for one per CPU core, got -2"),
-        ("jobs=two", r"jobs: expected a number of runs at once.*got 'two'"),
+        ("jobs=-2", r"jobs: expected 'auto', a number of runs at once ≥ 1, or -1 for one per CPU core, got -2"),
+        ("jobs=two", r"jobs: expected 'auto', a number of runs at once.*got 'two'"),
         ("losses=[ce, {name: dice, label: ce}]", r"loss label 'ce' appears twice"),
         ("losses=[{name: dice, label: ..}]", r"loss label '..' cannot name a folder"),
         ("losses=[{name: dice, label: a/b}]", r"loss label 'a/b' cannot name a folder"),
@@ -63,8 +63,26 @@ def test_bad_values_are_caught_at_load(override, message):
         load_config(SMOKE, [override])
 
 
-def test_jobs_minus_one_means_one_run_per_core():
-    assert load_config(SMOKE, ["jobs=-1"]).jobs_at_once() == os.cpu_count()
+def test_jobs_minus_one_means_one_run_per_core_and_auto_is_the_default():
+    from lossbench.config import runs_at_once
+
+    assert runs_at_once(load_config(SMOKE, ["jobs=-1"]).jobs) == os.cpu_count()
+    assert load_config(SMOKE).jobs == "auto" and load_config(SMOKE, ["jobs=auto"]).jobs == "auto"
+    with pytest.raises(ConfigError, match="expected 'auto', a number of runs at once"):
+        load_config(SMOKE, ["jobs=many"])
+
+
+def test_the_launcher_section_is_typed_and_not_part_of_a_runs_identity():
+    from lossbench.config import config_hash, run_config
+
+    cfg = load_config(SMOKE, ["launcher.kind=slurm", "launcher.partition=gpu", "launcher.sbatch={constraint: a100}"])
+    assert cfg.launcher.partition == "gpu" and cfg.launcher.sbatch == {"constraint": "a100"}
+    plain = load_config(SMOKE)
+    assert config_hash(run_config(cfg, cfg.losses[0], 0)) == config_hash(run_config(plain, plain.losses[0], 0))
+    with pytest.raises(ConfigError, match="launcher"):
+        load_config(SMOKE, ["launcher.kind=pbs"])
+    with pytest.raises(ConfigError, match="launcher"):
+        load_config(SMOKE, ["launcher.time_min=0"])
 
 
 def test_loss_selection_is_one_function_and_rejects_duplicates():
@@ -163,7 +181,7 @@ def test_cli_errors_speak_to_the_user():
     assert "unknown loss 'dcie'; known losses (closest first): dice" in r.stderr
     assert "Traceback" not in r.stderr
     r = lossbench_cli("compare", "--config", str(SMOKE), "--jobs", "-2", "--out", "/nonexistent/never")
-    assert r.returncode == 2 and "--jobs must be ≥ 1, or -1" in r.stderr  # it used to hang forever
+    assert r.returncode == 2 and "--jobs must be auto, ≥ 1, or -1" in r.stderr  # it used to hang forever
 
 
 def test_losses_lists_a_configs_plugin_losses(tmp_path):

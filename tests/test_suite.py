@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,11 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
 
     runs = records(out)
     assert set(runs) == {("ce", 0), ("dice", 0), ("tversky", 0)}
+    assert "2 runs at once, 1 CPU threads each" in r.stdout
+    for rec in runs.values():  # each run process records what it was given: two runs share the cores, no GPU
+        assert rec["placement"]["threads"] == max(1, os.cpu_count() // 2) and rec["placement"]["device_ids"] == [0]
+        assert rec["placement"]["cuda_visible_devices"] is None and rec["placement"]["accelerator"] == "CPUAccelerator"
+    assert not list(out.glob("*/*/claim.json"))  # every claim released
     df = pd.read_csv(report / "results.csv")
     assert list(df.columns) == RESULT_COLUMNS
     assert len(df) == 3 * 4 and set(df["class"]) == {"background", "blob", "curve", "spot"}
@@ -170,8 +176,8 @@ def test_sigterm_to_the_suite_leaves_its_runs_resumable(tmp_path, data_cache):
     assert records(out)[("dice", 0)]["attempts"] == 2
 
 
-def test_two_launchers_on_one_run_do_not_crash_each_other(tmp_path, data_cache):
-    # issue 8 (faults): a shared .last.ckpt.tmp let one launcher crash another
+def test_two_launchers_on_one_run_train_it_once(tmp_path, data_cache):
+    # issue 8 (faults): a shared .last.ckpt.tmp let one launcher crash another; issue 11: the run is claimed
     args = ["train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
             "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=4"]  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-m", "lossbench.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
@@ -179,7 +185,100 @@ def test_two_launchers_on_one_run_do_not_crash_each_other(tmp_path, data_cache):
              for _ in range(2)]  # fmt: skip
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-1500:] for o in outputs]
-    assert records(tmp_path)[("ce", 0)]["status"] == "ok"
+    ce = records(tmp_path)[("ce", 0)]
+    assert ce["status"] == "ok" and ce["attempts"] == 1
+    said = [o for o in outputs if "not training it twice" in o]
+    assert len(said) == 1 and "ce seed 0 is being trained by pid" in said[0], outputs  # or it had finished already
+    assert not list(tmp_path.glob("*/*/claim.json"))
+
+
+def test_two_compares_on_one_folder_train_every_run_once_and_both_report_it_all(tmp_path, data_cache):
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out), "--no-wandb",
+            "--jobs", "1", "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=3"]  # fmt: skip
+    procs = [subprocess.Popen([*args, "--report", str(tmp_path / f"report{i}")], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+             for i in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
+    runs = records(out)
+    assert set(runs) == {("ce", 0), ("dice", 0), ("tversky", 0)}
+    assert all(r["status"] == "ok" and r["attempts"] == 1 and r["resumed_after_epoch"] is None for r in runs.values())
+    started = [line.split("start  ")[1] for o in outputs for line in o.splitlines() if "] start  " in line]
+    assert sorted(started) == ["ce seed 0", "dice seed 0", "tversky seed 0"]  # each started by one launcher only
+    assert any("(trained by another launcher)" in o for o in outputs)
+    for run_dir in out.glob("*/*/"):  # one checkpoint each, no temporary or clobbered file left
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+        assert not list(run_dir.glob("claim*")) and not list(run_dir.glob(".*.tmp"))
+    for i in range(2):  # both reports are complete
+        assert len(pd.read_csv(tmp_path / f"report{i}" / "results.csv")) == 3 * 4
+
+
+def test_runs_pinned_to_gpu_groups_get_them_as_cuda_visible_devices(tmp_path, data_cache):
+    # The pool's own GPU pinning, on the CPU: a placement with two single-"GPU" groups (the smoke
+    # config trains on the CPU whatever it sees); each run process records the group it was given.
+    from lossbench.config import load_config
+    from lossbench.launch import Placement
+    from lossbench.suite import _Pool, plan_runs
+
+    cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled"])
+    todo = plan_runs(cfg, tmp_path, num_classes=4)
+    lines = []
+    _Pool(todo, Placement(2, 1, (("0",), ("1",))), tmp_path, lines.append).run()
+    runs = records(tmp_path)
+    assert all(r["status"] == "ok" for r in runs.values()), [r.get("error") for r in runs.values()]
+    given = [runs[(run.label, 0)]["placement"]["cuda_visible_devices"] for run in todo]
+    assert given[:2] == ["0", "1"] and given[2] in ("0", "1")  # the third run took the group that freed up first
+    starts = [line for line in lines if "] start  " in line]
+    assert starts[0].endswith("on GPU 0") and starts[1].endswith("on GPU 1") and starts[2].endswith(f"on GPU {given[2]}")
+
+
+def _children_of(pid):
+    try:
+        return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def test_submitit_jobs_train_the_suite_and_a_preempted_job_is_requeued_and_resumes(tmp_path, data_cache):
+    from lossbench.status import folder_status
+
+    # The --launcher slurm code path (job array, pickled RunJob, claims, requeue protocol) through
+    # submitit's local executor: the dice job gets the scheduler's preemption signal mid-run.
+    out, report = tmp_path / "runs", tmp_path / "report"
+    args = [sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out), "--report",
+            str(report), "--losses", "ce,dice", "--launcher", "submitit-local", "--no-wandb",
+            "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=20"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not list(out.glob("dice/*/checkpoints/last.ckpt")) and time.time() < deadline:
+            time.sleep(0.2)
+        (claim_file,) = out.glob("dice/*/claim.json")
+        holder = json.loads(claim_file.read_text())
+        assert holder["by"] == "job" and holder["job"] is None  # the local job's controller holds it
+        states = {s.label: s.state for s in folder_status(out)}  # what `lossbench status` prints
+        assert states["dice"] == "running", states
+        (task,) = _children_of(holder["pid"])  # the job's task process under its controller
+        os.kill(task, signal.SIGUSR2)  # what SLURM sends before a preemption or the time limit
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    assert "submitted 2 runs as submitit local jobs" in output and "[2/2] ok" in output
+    runs = records(out)
+    assert runs[("ce", 0)]["attempts"] == 1 and runs[("ce", 0)]["status"] == "ok"
+    dice = runs[("dice", 0)]
+    assert dice["status"] == "ok" and dice["attempts"] == 2 and 1 <= dice["resumed_after_epoch"] < 20
+    assert [h["epoch"] for h in dice["history"]] == list(range(1, 21))
+    log = next(out.glob("dice/*/train.log")).read_text()
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+    assert len(pd.read_csv(report / "results.csv")) == 2 * 4
+    assert not list(out.glob("*/*/claim.json"))
+    again = lossbench_cli(*args[3:])
+    assert again.returncode == 0 and "0 to train" in again.stdout and "submitted" not in again.stdout
+    status = lossbench_cli("status", "--out", str(out))
+    assert "2 runs: 2 finished" in status.stdout
 
 
 def _mount_tmpfs(path, options):

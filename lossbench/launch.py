@@ -1,0 +1,264 @@
+"""Where runs train: GPU placement on one machine, and SLURM jobs through submitit.
+
+* :func:`place` decides, from the visible GPUs, ``trainer.devices`` and ``jobs``, how many runs
+  train at once and on which GPUs (each run pinned to its own through ``CUDA_VISIBLE_DEVICES``);
+  :class:`Slots` hands those GPU groups out as runs start and finish. Both are pure.
+* :func:`submit` sends every run that is not finished to SLURM as one job array (``--launcher
+  slurm``), or to submitit's local executor (``--launcher submitit-local``: the same code path, job
+  files, pickling and requeue protocol, with the jobs as processes of this machine). Each job is a
+  :class:`RunJob`: it takes over the claim its launcher made, trains the run in-process (Lightning's
+  SLURM environment turns a multi-task job into DDP), and when SLURM signals a preemption or the
+  time limit, submitit requeues it and the next attempt resumes from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import submitit
+
+from lossbench import claim
+from lossbench.config import ConfigError, LauncherConfig, TrainerConfig, runs_at_once
+from lossbench.record import FAILED, OK, log_path, read_status, submitit_dir
+
+if TYPE_CHECKING:
+    from lossbench.suite import PlannedRun
+
+GPU_ACCELERATORS = ("auto", "gpu", "cuda")
+
+
+# --- one machine: which runs train where ----------------------------------------------------------
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use (as ``CUDA_VISIBLE_DEVICES`` names them, else 0..n-1); none without CUDA."""
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0:
+        return []
+    given = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return given[:n] if len(given) >= n else [str(i) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How ``compare`` runs its runs on this machine."""
+
+    at_once: int  # runs training at the same time
+    threads: int  # CPU threads per run (OMP_NUM_THREADS)
+    gpu_slots: tuple[tuple[str, ...], ...] = ()  # one GPU group per concurrent run; empty: not placed on GPUs
+    note: str | None = None  # said to the user when the config's wish cannot be met as asked
+
+    def describe(self) -> str:
+        if self.gpu_slots:
+            groups = " ".join(",".join(s) for s in self.gpu_slots)
+            return f"{self.at_once} runs at once, each on its own GPUs ({groups}), {self.threads} CPU threads each"
+        return f"{self.at_once} run{'s' if self.at_once > 1 else ''} at once, {self.threads} CPU threads each"
+
+
+def place(trainer: TrainerConfig, jobs: int | str, gpus: list[str], cores: int) -> Placement:
+    """The placement of a suite's runs: with G visible GPUs and ``d`` devices per run, G // d runs at
+    once, each on its own d GPUs (``jobs``, when a number, caps it); on the CPU ``jobs`` runs at once
+    (``auto``: one), sharing the cores. Raises :class:`ConfigError` when a run needs more GPUs than there are."""
+    devices = trainer.devices
+    if gpus and trainer.accelerator in GPU_ACCELERATORS:
+        if isinstance(devices, list):  # the user named the GPU ids: one run at a time, on those
+            return Placement(1, cores, note=f"trainer.devices={devices}: the runs train one at a time on those GPU ids")
+        per_run = len(gpus) if devices in (-1, "-1", "auto") else int(devices)
+        if per_run > len(gpus):
+            raise ConfigError(
+                f"trainer.devices={devices} asks for {per_run} GPUs per run, but {len(gpus)} are visible "
+                f"({','.join(gpus)}); set trainer.devices to at most {len(gpus)}"
+            )
+        slots = tuple(tuple(gpus[i * per_run : (i + 1) * per_run]) for i in range(len(gpus) // per_run))
+        at_once = len(slots) if jobs == "auto" else max(1, min(runs_at_once(int(jobs), cores), len(slots)))
+        return Placement(at_once, max(1, cores // at_once), slots)
+    at_once = 1 if jobs == "auto" else runs_at_once(int(jobs), cores)
+    note = None
+    if at_once > 1 and devices not in (1, "1", [0]):
+        note, at_once = f"trainer.devices={devices!r} on the CPU: running one run at a time (jobs=1)", 1
+    return Placement(at_once, max(1, cores // at_once), note=note)
+
+
+@dataclass
+class Slots:
+    """The free GPU groups of a :class:`Placement`: a starting run takes one, a finished run gives it back."""
+
+    free: list[tuple[str, ...]]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.free = list(self.free)
+        self.size = len(self.free)
+
+    def take(self) -> tuple[str, ...] | None:
+        """The lowest free GPU group, or ``None`` when every group is training a run."""
+        if not self.free:
+            return None
+        self.free.sort(key=lambda s: [int(g) if g.isdigit() else g for g in s])
+        return self.free.pop(0)
+
+    def give(self, slot: tuple[str, ...]) -> None:
+        if slot in self.free or len(self.free) >= self.size:
+            raise ValueError(f"GPU group {slot} was not taken")
+        self.free.append(slot)
+
+
+# --- a cluster: one SLURM job per run -------------------------------------------------------------
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """One run as a submitit job: holds its launcher's claim token, trains, releases the claim when finished.
+
+    ``checkpoint`` (submitit's requeue protocol) needs to save nothing: the run writes ``last.ckpt``
+    after every epoch, and the requeued job resumes from it.
+    """
+
+    def __init__(self, run_dir: str, token: str, threads: int | None = None):
+        self.run_dir, self.token, self.threads = str(run_dir), token, threads
+
+    def __call__(self) -> str:
+        from lossbench.run import train_run_dir
+
+        if self.threads:  # local jobs share this machine's cores (on SLURM, the job's CPUs bound it)
+            import torch
+
+            torch.set_num_threads(self.threads)
+        env = submitit.JobEnvironment()
+        run_dir = Path(self.run_dir)
+        if env.global_rank == 0:
+            if not self._hold_claim(env):
+                return "claimed elsewhere"
+            _log_to(log_path(run_dir))
+        elif not self._wait_for_claim(env):
+            return "claimed elsewhere"
+        try:
+            status = train_run_dir(run_dir, progress=False, claim_token=self.token).status
+        except Exception:  # the run recorded why; the job itself ends cleanly
+            status = read_status(run_dir)
+        if env.global_rank == 0 and status in (OK, FAILED):
+            claim.release(run_dir, self.token)
+        return status
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        from lossbench import run
+
+        run.stop_reason = "stopped by the scheduler (preemption or time limit) and requeued; it resumes from its last checkpoint"
+        return submitit.helpers.DelayedSubmission(RunJob(self.run_dir, self.token, self.threads))
+
+    def _holder(self, env: Any) -> claim.Owner:
+        if _is_slurm(env):
+            return claim.held_by(claim.me("job", self.token), job=str(env.job_id))
+        return claim.held_by(claim.me("job", self.token), job=None, pid=int(env.job_id))  # the local job's controller
+
+    def _hold_claim(self, env: Any) -> bool:
+        """Rank 0: make the claim this job's (its launcher made it with the token; a later launcher may
+        have taken it over after the launcher went): False when another live owner holds the run."""
+        owner = self._holder(env)
+        if claim.claim(Path(self.run_dir), owner) is not None:
+            return False
+        claim.update(Path(self.run_dir), owner)
+        return True
+
+    def _wait_for_claim(self, env: Any, timeout_s: float = 300) -> bool:
+        """Other ranks of a multi-task job: train once rank 0 holds the claim for this job."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            holder = claim.read_claim(Path(self.run_dir))
+            if holder is not None and holder.token == self.token and holder.job == str(env.job_id):
+                return True
+            time.sleep(1)
+        return False
+
+
+def _is_slurm(env: Any) -> bool:
+    return type(env).__name__.startswith("Slurm")
+
+
+def _log_to(path: Path) -> None:
+    """Send this process's stdout and stderr to the run's ``train.log`` (appended, like a local run's)."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def devices_per_run(trainer: TrainerConfig, launcher: LauncherConfig) -> int:
+    """Tasks per node of a run's job: one per device (Lightning's SLURM environment makes each a DDP rank)."""
+    devices = trainer.devices
+    if isinstance(devices, list):
+        return len(devices)
+    if devices in (-1, "-1", "auto"):
+        if launcher.gpus_per_node is None:
+            raise ConfigError(f"trainer.devices={devices!r} on SLURM: set launcher.gpus_per_node, or trainer.devices to a number")
+        return launcher.gpus_per_node
+    return int(devices)
+
+
+def executor(kind: str, out: Path, suite: str, trainer: TrainerConfig, launcher: LauncherConfig) -> submitit.AutoExecutor:
+    """A submitit executor for ``kind`` (``slurm`` or ``submitit-local``) with the run's resources."""
+    tasks = devices_per_run(trainer, launcher)
+    gpus = launcher.gpus_per_node
+    if gpus is None:
+        gpus = 0 if trainer.accelerator == "cpu" else tasks
+    ex = submitit.AutoExecutor(
+        folder=submitit_dir(out) / "%j",
+        cluster="slurm" if kind == "slurm" else "local",
+        slurm_max_num_timeout=launcher.max_requeues,
+        local_max_num_timeout=launcher.max_requeues,
+    )
+    params: dict[str, Any] = {
+        "name": f"lossbench-{suite}",
+        "timeout_min": launcher.time_min,
+        "nodes": trainer.num_nodes,
+        "tasks_per_node": tasks,
+        "gpus_per_node": gpus or None,
+        "cpus_per_task": launcher.cpus_per_task,
+        "mem_gb": launcher.mem_gb,
+        "stderr_to_stdout": True,
+        "slurm_partition": launcher.partition,
+        "slurm_account": launcher.account,
+        "slurm_qos": launcher.qos,
+        "slurm_array_parallelism": launcher.array_parallelism,
+        "slurm_additional_parameters": dict(launcher.sbatch) or None,
+        "slurm_setup": list(launcher.setup) or None,
+    }
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return ex
+
+
+@dataclass
+class Submitted:
+    run: PlannedRun
+    job_id: str
+
+
+def submit(kind: str, runs: list[PlannedRun], token: str, out: Path, suite: str, trainer: TrainerConfig,
+           launcher: LauncherConfig, log: Callable[[str], None]) -> list[Submitted]:  # fmt: skip
+    """Submit ``runs`` (claimed with ``token``) as one job array; the claims then name their jobs."""
+    ex = executor(kind, out, suite, trainer, launcher)
+    threads = None if kind == "slurm" else max(1, (os.cpu_count() or 1) // max(1, len(runs)))
+    jobs = ex.submit_array([RunJob(str(run.run_dir), token, threads) for run in runs])
+    submitted = []
+    for run, job in zip(runs, jobs):
+        owner = claim.read_claim(run.run_dir)
+        if owner is not None and owner.token == token and owner.by == "compare":  # the job has not taken it yet
+            if kind == "slurm":  # alive while SLURM lists the job, whether this launcher stays or not
+                claim.update(run.run_dir, claim.held_by(owner, job=str(job.job_id), pid=owner.pid))
+            else:  # a local job is its controller process
+                claim.update(run.run_dir, claim.held_by(owner, job=None, pid=int(job.job_id)))
+        submitted.append(Submitted(run, str(job.job_id)))
+    if jobs:
+        first = str(jobs[0].job_id).split("_")[0]
+        where = "SLURM job array" if kind == "slurm" else "submitit local jobs from"
+        log(f"submitted {len(jobs)} runs as {where} {first} (job files and logs: {submitit_dir(out)}/<job>/)")
+    return submitted

@@ -1,0 +1,106 @@
+"""``lossbench status --out DIR``: every run of a runs folder and where it stands, read from the folder alone.
+
+A run's state comes from its record and its claim (:mod:`lossbench.claim`):
+
+========== ===================================================================================
+queued     claimed by a live owner (a SLURM job waiting, a launcher about to start it), not started
+running    its record says running and its owner is alive
+finished   its record says ok
+failed     its record says failed (kept; ``compare --retry-failed`` trains it again)
+interrupted stopped and resumable: the next ``compare`` (or its requeued job) resumes it
+stalled    its record says running but its owner is gone: the next ``compare`` resumes it
+unclaimed  set up, never started, no owner: the next ``compare`` trains it
+damaged    its record cannot be read: the next ``compare`` trains it again
+========== ===================================================================================
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from lossbench import claim
+from lossbench.config import load_run_config
+from lossbench.record import (
+    DAMAGED,
+    FAILED,
+    INTERRUPTED,
+    MISSING,
+    OK,
+    RUNNING,
+    DamagedRecord,
+    config_path,
+    planned_run_dirs,
+    read_record,
+)
+
+STATES = ("queued", "running", "finished", "failed", "interrupted", "stalled", "unclaimed", "damaged")
+
+
+@dataclass
+class RunState:
+    label: str
+    seed: int
+    budget: int
+    state: str
+    detail: str  # progress, result or error
+    owner: str  # who holds its claim, if anyone
+    attempts: int
+    run_dir: Path
+
+
+def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
+    cfg = load_run_config(config_path(run_dir))
+    why = ""
+    try:
+        rec = read_record(run_dir)
+        status = rec.status if rec else MISSING
+    except DamagedRecord as e:
+        rec, status, why = None, DAMAGED, e.why
+    holder = claim.read_claim(run_dir)
+    alive = holder is not None and liveness.alive(holder)
+    detail = ""
+    if status == OK:
+        state, detail = "finished", f"test mIoU {rec.miou:.3f}"
+    elif status == FAILED:
+        state, detail = "failed", (rec.error or "")[:120]
+    elif status == RUNNING and alive:
+        prog = rec.progress or {}
+        miou = prog.get("val_miou")
+        state = "running"
+        detail = f"epoch {prog.get('epoch', 0)}/{prog.get('max_epochs', cfg.trainer.max_epochs)}" + (
+            f", val mIoU {miou:.3f}" if miou is not None else ""
+        )
+    elif status == RUNNING:
+        state, detail = "stalled", "its owner is gone; the next compare resumes it"
+    elif status == INTERRUPTED:
+        state, detail = ("queued" if alive else "interrupted"), (rec.error or "")[:120]
+    elif status == DAMAGED:
+        state, detail = "damaged", why
+    else:
+        state = "queued" if alive else "unclaimed"
+    owner = holder.describe() if holder is not None and alive else ""
+    return RunState(cfg.loss.label, cfg.seed, cfg.trainer.max_epochs, state, detail, owner, rec.attempts if rec else 0, run_dir)
+
+
+def folder_status(out: Path) -> list[RunState]:
+    """The state of every run set up under ``out`` (one ``squeue`` call for all of them)."""
+    liveness = claim.Liveness()
+    return [run_state(run_dir, liveness) for run_dir in planned_run_dirs(out)]
+
+
+def format_status(states: list[RunState]) -> str:
+    if not states:
+        return "no runs in this folder yet"
+    counts = Counter(s.state for s in states)
+    several_budgets = len({s.budget for s in states}) > 1
+    rows = []
+    for s in sorted(states, key=lambda s: (s.label, s.seed, s.budget)):
+        name = f"{s.label} seed {s.seed}" + (f" ({s.budget} epochs)" if several_budgets else "")
+        rows.append((name, s.state, s.detail, s.owner, str(s.attempts)))
+    header = ("run", "state", "detail", "owner", "attempts")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    summary = ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])
+    return "\n".join([*lines, "", f"{len(states)} runs: {summary}"])
