@@ -356,6 +356,7 @@ class ReportConfig(_Section):
     panel: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=16)] = 4  # test images in the qualitative panel
     bootstrap: Annotated[int, BeforeValidator(_no_bool), Field(ge=100)] = 2000  # bootstrap replicates
     alpha: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, lt=1)] = 0.05  # level of the Holm-corrected tie test
+    nsd_tolerance: Annotated[float, BeforeValidator(_no_bool), Field(ge=0)] = 2.0  # pixels; used when a run is tested (its record says which)
 
 
 class _RunSections(_Section):

@@ -5,6 +5,9 @@ torchmetrics). Every reported number is arithmetic on it, pooled over every pixe
 with the ignore index excluded: IoU, sensitivity (recall), specificity, precision and Dice per
 class, and the mean IoU. A ratio whose denominator is 0 (a class absent from both the target and
 the prediction) is NaN — undefined, not 0 — and is left out of the mean IoU.
+
+Boundary metrics (:func:`boundary_scores`) are per image: region overlap hides boundary errors on
+thin curves and small spots.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 METRICS = ("iou", "sensitivity", "specificity", "precision", "dice")
+BOUNDARY_METRICS = ("hd95", "nsd")
+"""Per test image and class, then averaged over the images where they are defined: the 95th-percentile
+Hausdorff distance (pixels, lower is better) and the normalised surface Dice at a tolerance (higher is better)."""
 
 
 def confusion_matrix_metric(num_classes: int, ignore_index: int | None) -> MulticlassConfusionMatrix:
@@ -77,6 +83,45 @@ def flat_scalars(result: dict[str, Any], prefix: str) -> dict[str, float]:
     """``{"<prefix>/miou": .., "<prefix>/iou/<class>": .., ...}`` for loggers (NaN entries dropped)."""
     out = {f"{prefix}/miou": result["miou"]}
     for name, row in result["per_class"].items():
-        for m in METRICS:
-            out[f"{prefix}/{m}/{name}"] = row[m]
+        for m in (*METRICS, *BOUNDARY_METRICS):
+            out[f"{prefix}/{m}/{name}"] = row.get(m, math.nan)
     return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def boundary_scores(pred: Any, target: Any, num_classes: int, ignore_index: int | None, tolerance: float) -> Any:
+    """Per class, ``[C, 2]`` float64: the 95th-percentile Hausdorff distance and the normalised surface
+    Dice of one image (``pred``, ``target``: ``[H, W]`` integer arrays), in pixels.
+
+    A class's surface is its mask's edge pixels (the mask minus its erosion by a cross, the image's
+    border counting as outside: ``torchmetrics``' ``mask_edges``) and each edge pixel's distance is
+    the exact Euclidean distance to the nearest edge pixel of the other mask (SciPy; torchmetrics'
+    ``edge_surface_distance`` took 48 ms per image and class at 64², and its default distance
+    transform misreported far pixels as 0 — the tests hold this to brute force). HD95 is the larger of the two directions' 95th percentiles (MONAI's convention), NaN
+    when either mask is empty; NSD (Nikolov et al. 2021) is the share of both surfaces within
+    ``tolerance`` of the other: 0 when exactly one mask is empty, NaN when both are. Ignored pixels
+    belong to neither mask.
+    """
+    import numpy as np
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+
+    pred, target = np.asarray(pred), np.asarray(target)
+    scored = (target >= 0) & (target < num_classes)
+    if ignore_index is not None:
+        scored &= target != ignore_index
+    out = np.full((num_classes, 2), np.nan)
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+    for c in range(num_classes):
+        pm, tm = (pred == c) & scored, (target == c) & scored
+        has_p, has_t = pm.any(), tm.any()
+        if not (has_p or has_t):
+            continue
+        if not (has_p and has_t):
+            out[c, 1] = 0.0
+            continue
+        ep = pm & ~binary_erosion(pm, cross, border_value=0)
+        et = tm & ~binary_erosion(tm, cross, border_value=0)
+        d_pt = distance_transform_edt(~et)[ep]  # predicted surface to the true one
+        d_tp = distance_transform_edt(~ep)[et]
+        out[c, 0] = max(np.percentile(d_pt, 95), np.percentile(d_tp, 95))
+        out[c, 1] = ((d_pt <= tolerance).sum() + (d_tp <= tolerance).sum()) / (len(d_pt) + len(d_tp))
+    return out

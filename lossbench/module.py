@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import lightning as L
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from lightning.fabric.loggers.logger import _DummyExperiment
@@ -14,7 +15,14 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from lossbench.losses import build_loss, check_output, get_loss_spec
-from lossbench.metrics import confusion_matrix_metric, flat_scalars, focus_class, per_class_metrics
+from lossbench.metrics import (
+    BOUNDARY_METRICS,
+    boundary_scores,
+    confusion_matrix_metric,
+    flat_scalars,
+    focus_class,
+    per_class_metrics,
+)
 
 
 class SinkWandbLogger(WandbLogger):
@@ -155,6 +163,7 @@ class LossbenchModule(L.LightningModule):
         lr, weight_decay: AdamW settings; the learning rate follows a per-step cosine schedule to 0.
         focus: the class whose objects the test counts (``report.focus``; default the rarest training class).
         object_iou: the IoU a predicted object needs with a ground-truth object to find it.
+        nsd_tolerance: the normalised surface Dice's tolerance, pixels.
 
     The test keeps its evidence (:attr:`test_evidence`, on rank 0): per test image and class the
     TP/FP/FN pixels, the focus-class object counts (:func:`lossbench.stats.object_counts`), and the
@@ -176,6 +185,7 @@ class LossbenchModule(L.LightningModule):
         loss_label: str | None = None,
         focus: str | None = None,
         object_iou: float = 0.1,
+        nsd_tolerance: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -236,6 +246,9 @@ class LossbenchModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_batches = 0
+        set_epoch = getattr(self.loss, "set_epoch", None)  # the training-progress hook (SegmentationLoss.set_epoch)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -263,25 +276,35 @@ class LossbenchModule(L.LightningModule):
             objects.append(object_counts(t, p, self.focus, self.hparams.object_iou))
         rows = torch.cat([index.cpu().view(-1, 1), counts, torch.tensor(objects, dtype=torch.int64).view(-1, 4)], 1)
         self._test_rows.append(rows.long())
+        boundary = [boundary_scores(p, t, num_classes, ignore, self.hparams.nsd_tolerance)
+                    for p, t in zip(pred.cpu().numpy(), target.cpu().numpy())]  # fmt: skip
+        flat = torch.as_tensor(np.stack(boundary).reshape(len(boundary), -1))
+        self._test_boundary.append(torch.cat([index.cpu().view(-1, 1).double(), flat], 1))
 
     def on_test_epoch_start(self) -> None:
-        self._test_rows = []
+        self._test_rows, self._test_boundary = [], []
 
-    def _gather_evidence(self, confmat: Tensor) -> dict[str, Any]:
-        """Every rank's evidence rows, on every rank, in test-set order."""
-        c = len(self.class_names)
-        rows = torch.cat(self._test_rows) if self._test_rows else torch.zeros((0, 1 + 3 * c + 4), dtype=torch.long)
+    def _gather_rows(self, parts: list[Tensor], width: int, dtype: torch.dtype) -> Tensor:
+        """Every rank's rows (column 0: the test image's index), on every rank, in test-set order."""
+        rows = torch.cat(parts) if parts else torch.zeros((0, width), dtype=dtype)
         if self.trainer.world_size > 1:
             n = self.all_gather(torch.tensor([rows.shape[0]], device=self.device)).reshape(-1)
-            padded = torch.full((int(n.max()), rows.shape[1]), -1, dtype=torch.long)
+            padded = torch.full((int(n.max()), rows.shape[1]), -1, dtype=dtype)
             padded[: rows.shape[0]] = rows
             rows = self.all_gather(padded.to(self.device)).reshape(-1, rows.shape[1]).cpu()
             rows = rows[rows[:, 0] >= 0]
-        rows = rows[rows[:, 0].argsort()].numpy()
+        return rows[rows[:, 0].argsort()]
+
+    def _gather_evidence(self, confmat: Tensor) -> dict[str, Any]:
+        """Every rank's evidence, on every rank, in test-set order."""
+        c = len(self.class_names)
+        rows = self._gather_rows(self._test_rows, 1 + 3 * c + 4, torch.long).numpy()
+        boundary = self._gather_rows(self._test_boundary, 1 + 2 * c, torch.float64).numpy()
         return {
             "index": rows[:, 0],
             "counts": rows[:, 1 : 1 + 3 * c].reshape(-1, c, 3),
             "objects": rows[:, 1 + 3 * c :],
+            "boundary": boundary[:, 1:].reshape(-1, c, 2).astype(np.float32),
             "confmat": confmat.detach().cpu().long().numpy(),
         }
 
@@ -315,6 +338,13 @@ class LossbenchModule(L.LightningModule):
         confmat = self.test_cm.compute()
         result = per_class_metrics(confmat, self.class_names, self.hparams.ignore_index)
         self.test_evidence = self._gather_evidence(confmat)
+        boundary = self.test_evidence["boundary"]
+        for i, name in enumerate(self.class_names):
+            if name in result["per_class"]:
+                for j, m in enumerate(BOUNDARY_METRICS):
+                    defined = boundary[:, i, j][~np.isnan(boundary[:, i, j])]
+                    result["per_class"][name][m] = float(defined.mean()) if defined.size else math.nan
+        result["nsd_tolerance"] = self.hparams.nsd_tolerance
         self.test_cm.reset()
         self.log_dict(flat_scalars(result, "test"), sync_dist=False)
         self.test_result = result

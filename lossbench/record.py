@@ -192,6 +192,7 @@ EVIDENCE_ARRAYS = {
     "counts": "[N, C, 3] int64: per test image (in test-set order) and class, TP, FP and FN pixels",
     "confmat": "[C, C] int64: the test confusion matrix (rows: target, columns: prediction)",
     "objects": "[N, 4] int64: per test image, focus-class objects: ground truth, hit, predicted, false positive",
+    "boundary": "[N, C, 2] float32: per test image and class, HD95 and NSD (lossbench.metrics.boundary_scores; NaN: undefined)",
     "panel_index": "[K] int64: the test images of the qualitative panel (most focus-class pixels first)",
     "panel_image_<k>": "[H, W, 3] uint8: panel image k for display",
     "panel_target_<k>": "[H, W] int32: its mask",

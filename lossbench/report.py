@@ -42,11 +42,11 @@ from lossbench.config import (
 )
 from lossbench import stats
 from lossbench.io import write_text_atomic
-from lossbench.metrics import METRICS, focus_class
+from lossbench.metrics import BOUNDARY_METRICS, METRICS, focus_class
 from lossbench.record import DamagedRecord, RunRecord, read_evidence, run_dir_for, scan_runs, suite_path
 
 OBJECT_COLUMNS = ["objects_recall", "objects_precision", "objects_f1", "objects_fp_per_image"]
-RESULT_COLUMNS = ["loss", "seed", "budget", "class", *METRICS, *OBJECT_COLUMNS, "status", "epochs", "wall_s"]
+RESULT_COLUMNS = ["loss", "seed", "budget", "class", *METRICS, *BOUNDARY_METRICS, *OBJECT_COLUMNS, "status", "epochs", "wall_s"]
 LEADERBOARD_COLUMNS = ["budget", "loss", "seeds", "miou", "miou_lo", "miou_hi", "focus_iou", "focus_lo", "focus_hi",
                        "tied_with_best", "focus_tied_with_best", "objects_recall", "objects_fp_per_image", "objects_f1",
                        "flags", "wall_s"]  # fmt: skip
@@ -138,7 +138,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
                     "seed": rec.seed,
                     "budget": rec.budget,
                     "class": name,
-                    **{m: values.get(m, math.nan) for m in METRICS},
+                    **{m: values.get(m, math.nan) for m in (*METRICS, *BOUNDARY_METRICS)},
                     **{c: objects.get(c.removeprefix("objects_"), math.nan) for c in OBJECT_COLUMNS},
                     "status": rec.status,
                     "epochs": rec.epochs,
@@ -146,7 +146,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
                 }
             )
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    for m in (*METRICS, *OBJECT_COLUMNS):
+    for m in (*METRICS, *BOUNDARY_METRICS, *OBJECT_COLUMNS):
         df[m] = pd.to_numeric(df[m]).astype(float)
     return df.sort_values(["loss", "seed", "budget"], kind="stable").reset_index(drop=True)
 
@@ -400,19 +400,43 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
     return _md_table(header, rows)
 
 
-def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str]) -> str:
+def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str], lower_is_better: bool = False) -> str:
     """Mean ± std over seeds per loss and class; the best of a column in bold, unless it is 0 (nothing to crown)."""
     ok = df[df["status"] == "ok"]
     stats_ = {(loss, c): _mean_std(g[metric]) for (loss, c), g in ok.groupby(["loss", "class"])}
-    best = {c: max((stats_[(loss, c)][0] for loss in order if (loss, c) in stats_), default=math.nan) for c in classes}
+    pick = min if lower_is_better else max
+    best = {c: pick((stats_[(loss, c)][0] for loss in order if (loss, c) in stats_ and not math.isnan(stats_[(loss, c)][0])),
+                    default=math.nan) for c in classes}  # fmt: skip
     rows = []
     for loss in order:
         cells = []
         for c in classes:
             mean, std = stats_.get((loss, c), (math.nan, math.nan))
-            cells.append(_cell(mean, std, not math.isnan(mean) and mean == best[c] and best[c] > 0))
+            crown = not math.isnan(mean) and mean == best[c] and (lower_is_better or best[c] > 0)
+            cells.append(_cell(mean, std, crown))
         rows.append([f"`{loss}`", *cells])
     return _md_table(["loss", *classes], rows)
+
+
+def _boundary_md(df: pd.DataFrame, records: list[RunRecord], classes: list[str], order: list[str], title: str,
+                 cfg: SuiteConfig | None) -> list[str]:  # fmt: skip
+    """The per-class boundary tables: HD95 (lower is better) and NSD, from the runs that recorded them."""
+    if df[list(BOUNDARY_METRICS)].isna().all().all():
+        return []  # runs tested before boundary metrics existed
+    used = sorted({r.test.get("nsd_tolerance") for r in records if r.ok and r.test and r.test.get("nsd_tolerance") is not None})
+    tol = ", ".join(f"{t:g}" for t in used)
+    note = ""
+    if cfg is not None and used and used != [cfg.report.nsd_tolerance]:
+        note = (f" The config now says report.nsd_tolerance={cfg.report.nsd_tolerance:g}; the runs were tested at {tol} "
+                "(it is measured when a run is tested, and changes no run's identity).")  # fmt: skip
+    how = ("Per test image, then the mean over the images where it is defined (both masks present for HD95; either "
+           "for NSD); mean ± std over seeds. Region overlap hides boundary errors on thin curves and small spots.")
+    return [
+        f"## Per-class HD95{title}", "", f"95th-percentile Hausdorff distance in pixels. {how} Bold: the lowest of a column.", "",
+        per_class_md(df, "hd95", classes, order, lower_is_better=True), "",
+        f"## Per-class NSD{title}", "", f"Normalised surface Dice at a tolerance of {tol} pixels. {how} Bold: the highest of a column.{note}", "",
+        per_class_md(df, "nsd", classes, order), "",
+    ]  # fmt: skip
 
 
 def _verdict_md(b: Budget, focus: str | None, several: bool) -> list[str]:
@@ -824,6 +848,7 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
         for metric, name in (("iou", "IoU"), ("sensitivity", "Sensitivity (recall)"), ("precision", "Precision")):
             parts += [f"## Per-class {name}{title}", "", "Mean ± std over seeds; bold: the highest of a column "
                       "(none when it is 0).", "", per_class_md(d.df, metric, classes, order), ""]  # fmt: skip
+        parts += _boundary_md(d.df, at_last, classes, order, title, found.cfg)
         parts += ["## Plots", ""]
         parts += [f"![{t}]({n})\n" for n, t in PLOTS.items() if n not in ("intervals.png", "miou_vs_focus.png", "predictions.png")]
     parts += _problems_md(found, out)

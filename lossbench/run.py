@@ -303,6 +303,7 @@ def _module(run_cfg: RunConfig, bundle: Any) -> Any:
         weight_decay=run_cfg.optim.weight_decay,
         focus=run_cfg.report.focus,
         object_iou=run_cfg.report.object_iou,
+        nsd_tolerance=run_cfg.report.nsd_tolerance,
     )
 
 

@@ -25,8 +25,13 @@ FOURTEEN = [
 ]  # fmt: skip
 
 
+REQUIRED = {"sum": {"terms": [{"name": "ce", "weight": 1.0}, {"name": "boundary", "weight": 3.0, "params": {"alpha": 0.5}}]}}
+"""Example values of the parameters a loss requires (a recipe needs its terms)."""
+
+
 def make(name: str, c: int, **params):
     """Build a loss the way the harness does: class frequencies for losses that take them."""
+    params = {**REQUIRED.get(name, {}), **params}
     if get_loss_spec(name).uses_class_frequencies and "class_frequencies" not in params:
         params["class_frequencies"] = CLASS_COUNTS[c]
     params.setdefault("ignore_index", IGNORE)

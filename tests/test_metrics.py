@@ -63,3 +63,40 @@ def test_an_ignore_index_that_is_a_class_id_is_not_a_class_of_the_metrics():
     assert ref["per_class"]["void"]["iou"] == 0.0  # what used to drag the mean down
     assert ours["miou"] == pytest.approx(sum(ref["per_class"][n]["iou"] for n in "abc") / 3)
     assert not math.isnan(ours["miou"])
+
+
+def test_boundary_scores_are_hd95_and_nsd_of_torchmetrics_surfaces_at_brute_force_distances():
+    # The surfaces are torchmetrics' (mask_edges); the distances brute force. (torchmetrics' own
+    # edge_surface_distance was the reference first, but its default "pytorch" distance transform
+    # returned 0 for a pixel 26.9 pixels from the nearest edge — its "scipy" engine agrees with us.)
+    import numpy as np
+    from torchmetrics.functional.segmentation.utils import mask_edges
+
+    from lossbench.metrics import boundary_scores
+
+    rng = np.random.default_rng(0)
+    target = np.zeros((40, 48), np.int64)
+    target[5:20, 6:30] = 1
+    target[25:28, 10:14] = 2  # a small spot
+    target[30:31, 2:40] = 3  # a thin curve
+    target[0, :] = 255  # ignored
+    pred = target.copy()
+    pred[rng.random(pred.shape) < 0.05] = 1  # scattered false positives
+    pred[6:22, 8:33] = 1
+    pred[25:28, 10:14] = 0  # the spot missed
+    pred[31:32, 2:44] = 3  # the curve one pixel off, too long
+    got = boundary_scores(pred, target, 5, 255, tolerance=1.0)
+    valid = target != 255
+
+    def distances(a, b):  # from each pixel of edge a to the nearest pixel of edge b
+        pa, pb = np.argwhere(a), np.argwhere(b)
+        return np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1)).min(1)
+
+    for c in (1, 3):
+        ep, et = (e.numpy()[1:-1, 1:-1] for e in mask_edges(torch.from_numpy((pred == c) & valid), torch.from_numpy((target == c) & valid)))
+        d_pt, d_tp = distances(ep, et), distances(et, ep)
+        assert got[c, 0] == pytest.approx(max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)), rel=1e-9)
+        assert got[c, 1] == pytest.approx(((d_pt <= 1).sum() + (d_tp <= 1).sum()) / (len(d_pt) + len(d_tp)), rel=1e-9)
+    assert np.isnan(got[2, 0]) and got[2, 1] == 0.0  # predicted nowhere: HD95 undefined, NSD 0
+    assert np.isnan(got[4]).all()  # in neither mask: undefined
+    assert 0 < got[3, 1] < 1.0 and got[3, 0] >= 1.0

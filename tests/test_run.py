@@ -189,3 +189,30 @@ def test_a_failure_on_one_ddp_rank_is_recorded_as_it_happened(tmp_path, data_cac
     assert m["status"] == "failed"
     assert expected in m["error"] and m["failed_rank"] == 1, m["error"]
     assert "Connection closed" not in m["error"]
+
+
+def test_a_resumed_run_resumes_the_losss_schedule(tmp_path, data_cache):
+    # The training-progress hook: the module calls loss.set_epoch(epoch) at every epoch start, and
+    # a run resumed from its checkpoint continues boundary's α schedule where it stopped.
+    from lightning.pytorch.callbacks import Callback
+
+    seen = []
+
+    class Alpha(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                seen.append((trainer.current_epoch, round(pl_module.loss.alpha, 6)))
+
+    def fit(max_epochs, ckpt):
+        module, dm, _ = _module_and_data(data_cache, loss="boundary")
+        module.loss.alpha0, module.loss.alpha_step = 1.0, 0.2
+        trainer = L.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+                            default_root_dir=tmp_path, callbacks=[Alpha()], limit_val_batches=0, enable_model_summary=False)  # fmt: skip
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        return trainer
+
+    first = fit(2, None)
+    ckpt = tmp_path / "two.ckpt"
+    first.save_checkpoint(ckpt)
+    fit(4, str(ckpt))  # a new process would build everything anew like this
+    assert seen == [(0, 1.0), (1, 0.8), (2, 0.6), (3, 0.4)]

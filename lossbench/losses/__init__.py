@@ -1,4 +1,5 @@
-"""The loss library: fourteen segmentation losses under one call contract, built by name.
+"""The loss library: the fourteen losses of the source documents and nine more, boundary losses and
+loss recipes (``sum``), under one call contract, built by name.
 
     >>> from lossbench.losses import build_loss, list_losses
     >>> loss = build_loss("tversky", num_classes=4, alpha=0.3, beta=0.7, ignore_index=255)
@@ -13,6 +14,8 @@ from lossbench.losses import pixel  # noqa: F401  isort: skip
 from lossbench.losses import region  # noqa: F401  isort: skip
 from lossbench.losses import compound  # noqa: F401  isort: skip
 from lossbench.losses import lovasz  # noqa: F401  isort: skip
+from lossbench.losses import boundary  # noqa: F401  isort: skip
+from lossbench.losses import recipe  # noqa: F401  isort: skip
 from lossbench.losses.base import SegmentationLoss
 from lossbench.losses.functional import EPS, Prepared, class_mean, lovasz_grad, pixel_mean, soft_stats
 from lossbench.losses.registry import (

@@ -50,5 +50,14 @@ class SegmentationLoss(nn.Module):
         """The loss value from the prepared tensors (float32); must be finite when nothing is valid."""
         raise NotImplementedError
 
+    def set_epoch(self, epoch: int) -> None:
+        """Training progress, for a loss whose definition changes over training (e.g. ``boundary``'s α).
+
+        The LightningModule calls it at the start of every training epoch with the 0-based epoch
+        (``trainer.current_epoch``) — also when a run resumes from a checkpoint, so a schedule that
+        is a function of the epoch resumes where it was. Any registered loss may define it; the
+        default does nothing.
+        """
+
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, ignore_index={self.ignore_index}"

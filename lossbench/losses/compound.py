@@ -1,9 +1,12 @@
-"""Compound losses: a pixel term plus a region term — BCE+Dice, Focal+Dice, Exponential Logarithmic, Combo."""
+"""Compound losses: a pixel term plus a region term — BCE+Dice, Focal+Dice, Exponential Logarithmic,
+Combo, asymmetric Unified Focal."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lossbench.losses.base import SegmentationLoss
@@ -12,6 +15,7 @@ from lossbench.losses.functional import (
     POW_FLOOR,
     Prepared,
     as_label_vector,
+    class_mean,
     focal_term,
     pixel_mean,
     soft_stats,
@@ -181,3 +185,73 @@ class ComboLoss(SegmentationLoss):
         g = prep.onehot
         wce = -(self.beta * g * logp + (1.0 - self.beta) * (1.0 - g) * log1mp).mean(1)
         return self.alpha * pixel_mean(wce, prep) + (1.0 - self.alpha) * _dice_loss(prep, self.smooth)
+
+
+@register_loss("unified_focal", description="asymmetric Unified Focal: w·aFL + (1−w)·aFTL (Yeung et al. 2022)")
+class UnifiedFocalLoss(SegmentationLoss):
+    """Asymmetric Unified Focal loss (Yeung et al., "Unified Focal loss: Generalising Dice and cross
+    entropy-based losses to handle class imbalanced medical image segmentation", CMIG 2022).
+
+    ``w · aFL + (1 − w) · aFTL``. Class 0 is the background, every other class is rare; the focal
+    suppression applies to the background only ("asymmetric"):
+
+    * ``aFL = mean over pixels and classes of`` ``(1 − δ)·(1 − p_0)^γ·(−g_0 log p_0)`` for the
+      background and ``δ·(−g_c log p_c)`` for a rare class;
+    * ``aFTL = mean over images and classes of`` ``1 − mTI_0`` for the background and
+      ``(1 − mTI_c)^(1 − γ)`` for a rare class, with per image
+      ``mTI_c = (TP_c + ε) / (TP_c + δ·FN_c + (1 − δ)·FP_c + ε)``.
+
+    Binary (C = 1): the two channels ``1 − p`` and ``p``. This equals MONAI's
+    ``AsymmetricUnifiedFocalLoss`` (binary and two-class, given probabilities), except that
+    ``log p`` comes from the logits (log-softmax) where MONAI clamps ``p`` to [1e-7, 1 − 1e-7],
+    which zeroes the gradient of confident mistakes.
+
+    Args:
+        num_classes: ``C`` (1 = binary).
+        weight: ``w``, the share of the focal term.
+        delta: ``δ``, the weight of rare-class errors (false negatives in aFTL).
+        gamma: ``γ``, the focal exponent.
+        epsilon: ``ε`` of the Tversky index.
+        ignore_index: label to ignore, or ``None``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        weight: float = 0.5,
+        delta: float = 0.6,
+        gamma: float = 0.5,
+        epsilon: float = 1e-7,
+        ignore_index: int | None = None,
+    ):
+        super().__init__(num_classes, ignore_index)
+        if not (0.0 <= weight <= 1.0 and 0.0 <= delta <= 1.0 and 0.0 <= gamma < 1.0):
+            raise ValueError(f"unified_focal needs weight, delta in [0, 1] and gamma in [0, 1), got {weight}, {delta}, {gamma}")
+        self.weight, self.delta, self.gamma, self.epsilon = float(weight), float(delta), float(gamma), float(epsilon)
+
+    def compute(self, prep: Prepared) -> Tensor:
+        if prep.binary:  # two channels: background 1 − p, foreground p
+            z = prep.logits[:, 0]
+            logp = torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], 1)
+            fg = prep.onehot[:, 0]
+            g = torch.stack([prep.mask - fg if not prep.all_valid else 1.0 - fg, fg], 1)
+        else:
+            logp = torch.log_softmax(prep.logits, 1)
+            g = prep.onehot
+        p = logp.exp()
+        if not prep.all_valid:
+            p = p * prep.mask.unsqueeze(1)
+        k = p.shape[1]
+        # asymmetric focal: the background's CE suppressed by (1 − p_0)^γ, the rare classes' kept
+        ce = -g * logp.clamp_min(torch.finfo(torch.float32).min)
+        back = (1.0 - self.delta) * (1.0 - p[:, 0]).clamp_min(POW_FLOOR).pow(self.gamma) * ce[:, 0]
+        rare = self.delta * ce[:, 1:].sum(1)
+        afl = pixel_mean(back + rare, prep) / k
+        # asymmetric focal Tversky, per image
+        tp = (p * g).sum(2)
+        fn = g.sum(2) - tp
+        fp = p.sum(2) - tp
+        mti = (tp + self.epsilon) / (tp + self.delta * fn + (1.0 - self.delta) * fp + self.epsilon)
+        terms = torch.cat([1.0 - mti[:, :1], (1.0 - mti[:, 1:]).clamp_min(POW_FLOOR).pow(1.0 - self.gamma)], 1)
+        aftl = class_mean(terms, prep)
+        return self.weight * afl + (1.0 - self.weight) * aftl

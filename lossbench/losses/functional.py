@@ -103,10 +103,12 @@ class Prepared:
         ignore_index: the label of ignored pixels, or ``None``.
         all_valid: True when no pixel is ignored; losses may then skip every mask product.
         binary: True when ``C == 1``.
+        spatial: the input's spatial shape (``[B, K, N]`` tensors reshape to ``[B, K, *spatial]``).
     """
 
     def __init__(self, logits: Tensor, target: Tensor, ignore_index: int | None = None, all_valid: bool | None = None):
         b, c = logits.shape[:2]
+        self.spatial = tuple(logits.shape[2:])
         self.binary = c == 1
         self.logits = logits.float().reshape(b, c, -1)
         self.target = target.reshape(b, -1).long()
@@ -114,6 +116,10 @@ class Prepared:
         if all_valid is None:
             all_valid = ignore_index is None or not bool((self.target == ignore_index).any())
         self.all_valid = all_valid
+
+    def as_images(self, t: Tensor) -> Tensor:
+        """``[B, K, N]`` back to ``[B, K, *spatial]`` (for the losses that look at neighbourhoods)."""
+        return t.reshape(*t.shape[:2], *self.spatial)
 
     @cached_property
     def mask(self) -> Tensor:

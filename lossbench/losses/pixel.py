@@ -1,4 +1,4 @@
-"""Per-pixel losses: cross-entropy, class-weighted cross-entropy, Focal, and online hard example mining."""
+"""Per-pixel losses: cross-entropy, class-weighted cross-entropy, Focal, online hard example mining, Recall loss."""
 
 from __future__ import annotations
 
@@ -187,3 +187,36 @@ class OhemLoss(SegmentationLoss):
 
 
 __all__ = ["CrossEntropyLoss", "WeightedCrossEntropyLoss", "FocalLoss", "OhemLoss", "inverse_frequency_weights"]
+
+
+@register_loss("recall_ce", description="CE weighted per class by the batch's 1 − recall (Tian et al. 2022)")
+class RecallCrossEntropyLoss(SegmentationLoss):
+    """Recall loss (Tian et al., "Striking the Right Balance: Recall Loss for Semantic Segmentation",
+    ICRA 2022): cross-entropy with each class weighted by how much of it the model misses now.
+
+    ``Σ_i w_{y_i}·(−log p_{y_i}) / N`` over the ``N`` valid pixels, with ``w_c = FN_c / (TP_c + FN_c) =
+    1 − recall_c`` of the batch's hard predictions (argmax; binary: ``p > 0.5``), no gradient through
+    ``w``. A class the model finds everywhere weighs 0, one it misses entirely weighs 1. (The authors'
+    code starts its counters at 1, so a fully recalled class keeps weight ``1 / |class|``; here it is 0.)
+
+    Args:
+        num_classes: ``C`` (1 = binary).
+        ignore_index: label to ignore, or ``None``.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None):
+        super().__init__(num_classes, ignore_index)
+
+    def compute(self, prep: Prepared) -> Tensor:
+        with torch.no_grad():
+            if prep.binary:
+                pred = (prep.logits[:, 0] > 0).long()
+            else:
+                pred = prep.logits.argmax(1)
+            missed = (pred != prep.labels).float() * prep.mask
+            n = prep.num_labels
+            labels = prep.labels.flatten()
+            fn = torch.bincount(labels, weights=missed.flatten(), minlength=n)
+            support = torch.bincount(labels, weights=prep.mask.flatten(), minlength=n)
+            weight = fn / support.clamp_min(1.0)
+        return pixel_mean(weight[prep.labels] * -prep.log_pt, prep)
