@@ -235,3 +235,13 @@ def test_a_logged_in_user_logs_online_unless_told_otherwise(tmp_path, monkeypatc
     assert wandb_mode("offline") == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode(None) == "disabled"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_its_losses_pass_the_check(path):
+    from lossbench.config import resolve_losses
+
+    folder = "kind: folder" in path.read_text()  # its data folder is the user's: name the classes instead
+    cfg = load_config(path, ["data.class_names=[sky, building, road, car]"] if folder else [])
+    classes = len(cfg.data.class_names) if cfg.data.class_names else 4
+    assert resolve_losses(cfg, num_classes=classes)  # built and called once each, as compare does first

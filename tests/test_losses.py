@@ -501,3 +501,58 @@ def test_iou_loss_is_non_negative_and_zero_when_perfect():
     loss = build_loss("iou", num_classes=3)
     assert loss(perfect_logits(target, 3, margin=50), target).item() == pytest.approx(0.0, abs=1e-6)
     assert loss(torch.randn(1, 3, 2, 2), target).item() >= 0
+
+
+# --- the losses whose gradient is written out by hand: the same gradient as autograd's ---------------
+
+
+def _grad_of(fn, logits):
+    x = logits.clone().requires_grad_(True)
+    v = fn(x)
+    v.backward()
+    return v.detach(), x.grad
+
+
+def _same(ours, reference, logits, rel=1e-5):
+    """Value and gradient of ``ours`` against autograd of ``reference``, float64 autograd being the truth:
+    ours must be as close to it as float32 autograd of the formula (at very confident pixels neither
+    is exact: ``1 − p`` loses digits)."""
+    v1, g1 = _grad_of(ours, logits)
+    v64, g64 = _grad_of(reference, logits.double())
+    _, g32 = _grad_of(reference, logits)
+    assert v1.item() == pytest.approx(v64.item(), rel=rel)
+    ours_err, autograd_err = (g1.double() - g64).abs().max(), (g32.double() - g64).abs().max()
+    assert ours_err <= 2 * autograd_err + 1e-9, (ours_err, autograd_err)
+
+
+@pytest.mark.parametrize("ignore_frac", [0.0, 0.2])
+def test_hand_written_gradients_equal_autograd_of_the_formula(ignore_frac):
+    logits, target = batch(5, ignore_frac=ignore_frac, h=12, w=10)
+    logits = logits * 4  # confident pixels too, where log(1 − p) is capped
+    valid = target != IGNORE
+    labels = target.masked_fill(~valid, 0)
+
+    def combo_ref(z, beta=0.5):
+        logp = torch.log_softmax(z, 1)
+        log1mp = torch.log(-torch.expm1(logp.clamp_max(math.log1p(-1e-7))))
+        g = F.one_hot(labels, 5).permute(0, 3, 1, 2).float()
+        wce = -(beta * g * logp + (1 - beta) * (1 - g) * log1mp).mean(1)
+        p = torch.softmax(z, 1) * valid.unsqueeze(1)
+        g = g * valid.unsqueeze(1)
+        tp = (p * g).sum((0, 2, 3))
+        dice = ((2 * tp + 1) / (p.sum((0, 2, 3)) + g.sum((0, 2, 3)) + 1)).mean()
+        return 0.5 * wce[valid].mean() + 0.5 * (1 - dice)
+
+    combo = make("combo", 5)
+    _same(lambda z: combo(z, target), combo_ref, logits)
+
+    binary_logits, binary_target = batch(1, ignore_frac=ignore_frac, h=12, w=10)
+    for gamma in (2.0, 0.5):
+        ours = make("focal", 1, gamma=gamma, alpha=0.25)
+        smp_focal = smp.losses.FocalLoss("binary", alpha=0.25, gamma=gamma, ignore_index=IGNORE)
+        _same(lambda z: ours(z, binary_target), lambda z: smp_focal(z, binary_target), binary_logits * 4)
+
+    ohem = make("ohem", 5, keep_ratio=0.3)
+    pixel = lambda z: F.cross_entropy(z, target, ignore_index=IGNORE, reduction="none")[valid]  # noqa: E731
+    k = math.ceil(0.3 * int(valid.sum()))
+    _same(lambda z: ohem(z, target), lambda z: pixel(z).sort(descending=True).values[:k].mean(), logits)

@@ -179,14 +179,66 @@ class Prepared:
     def log_p_pair(self) -> tuple[Tensor, Tensor]:
         """``(log p, log(1 − p))``, each ``[B, K, N]``: per channel, for one-vs-rest binary terms.
 
-        Binary: exact, ``logsigmoid(±z)``. Multi-class: ``log_softmax`` and ``log(1 − p)`` with
-        ``log p`` capped at ``log(1 − EPS)``, so ``log(1 − p) ≥ log(EPS) ≈ −16.1``.
+        Binary: exact, ``logsigmoid(±z)``. Multi-class: ``log_softmax`` and :func:`log1m_softmax`,
+        floored at ``log(EPS) ≈ −16.1``.
         """
         floor = torch.finfo(torch.float32).min  # a −∞ logit gives log p = −∞, and 0·(−∞) would be NaN
         if self.binary:
             return F.logsigmoid(self.logits).clamp_min(floor), F.logsigmoid(-self.logits).clamp_min(floor)
         logp = torch.log_softmax(self.logits, dim=1)
-        return logp.clamp_min(floor), log1mexp(logp.clamp_max(math.log1p(-EPS)))
+        return logp.clamp_min(floor), log1m_softmax(logp)
+
+
+class _OneVsRestWCE(torch.autograd.Function):
+    """Per pixel, ``−[β·log p_y + (1 − β)·Σ_{k≠y} log(1 − p_k)] / K`` of softmax logits ``[B, K, N]`` → ``[B, N]``:
+    the one-vs-rest weighted cross-entropy of Combo, with ``log(1 − p)`` from :func:`log1m_softmax`.
+
+    With odds ``r_k = p_k / (1 − p_k)`` (0 where the floor holds) and ``R = Σ_{k≠y} r_k``,
+    ``∂T/∂z_j = β·(δ_jy − p_j) + (1 − β)·(p_j·R − r_j·[j ≠ y])``. Two ``[B, K, N]`` tensors are kept
+    (``log p``, ``log(1 − p)``) and the backward works in place: on the CPU, where every fresh
+    buffer costs page faults, that is most of the saving over autograd's seven temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, beta: float) -> Tensor:
+        logp = torch.log_softmax(logits, 1)
+        log1mp = log1m_softmax(logp)
+        idx = labels.unsqueeze(1)
+        own = beta * logp.gather(1, idx) + (1.0 - beta) * (log1mp.sum(1, keepdim=True) - log1mp.gather(1, idx))
+        ctx.save_for_backward(logp, log1mp, labels)
+        ctx.beta = beta
+        return -own.squeeze(1) / logits.shape[1]
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:
+        logp, log1mp, labels = ctx.saved_tensors
+        beta, k = ctx.beta, logp.shape[1]
+        idx = labels.unsqueeze(1)
+        r = torch.sub(logp, log1mp).exp_().masked_fill_(log1mp <= math.log(EPS), 0.0)  # no gradient where floored
+        r_own = r.gather(1, idx)
+        a = (r.sum(1, keepdim=True) - r_own).mul_(1.0 - beta).sub_(beta)
+        grad = logp.exp().mul_(a).sub_(r.mul_(1.0 - beta))  # the j ≠ y form everywhere ...
+        grad.scatter_add_(1, idx, r_own.mul_(1.0 - beta).add_(beta))  # ... and the label's own correction
+        return grad.mul_((-grad_out / k).unsqueeze(1)), None, None
+
+
+def log1m_softmax(logp: Tensor, p: Tensor | None = None) -> Tensor:
+    """``log(1 − p)`` of softmax probabilities ``[B, K, N]`` (``logp`` their log), floored at ``log(EPS)``.
+
+    Only a pixel's most probable class can have ``p > 1/2``, where ``1 − p`` would cancel: there it
+    is the sum of the other classes' probabilities; elsewhere ``1 − p ≥ 1/2`` is exact enough. Every
+    step is a vectorised kernel (``expm1``/``log1p`` are not, on the CPU) and works in place.
+    """
+    p = logp.exp() if p is None else p.clone()
+    over_half = p > 0.5  # at most one class per pixel
+    rest = p.masked_fill(over_half, 0.0).sum(1, keepdim=True)  # Σ of the other classes where one is over 1/2
+    out = p.neg_().add_(1.0).log_()
+    return torch.where(over_half, rest.log_(), out, out=out).clamp_min_(math.log(EPS))
+
+
+def one_vs_rest_wce(prep: Prepared, beta: float) -> Tensor:
+    """``[B, N]`` per-pixel one-vs-rest weighted cross-entropy of ``C >= 2`` softmax logits (Combo's WCE)."""
+    return _OneVsRestWCE.apply(prep.logits, prep.labels, beta)
 
 
 def log1mexp(x: Tensor) -> Tensor:
@@ -284,6 +336,37 @@ class _SoftmaxFocal(torch.autograd.Function):
         return grad.scatter_add_(1, labels.unsqueeze(1), coef), None, None
 
 
+class _BinaryFocal(torch.autograd.Function):
+    """Per-pixel ``−w_t (1 − p_t)^γ log p_t`` of one logit ``z`` per pixel (sigmoid), labels in {0, 1} → ``[B, N]``.
+
+    With ``s = ±z`` (the label's sign), ``p_t = σ(s)`` and ``q = 1 − p_t = σ(−s)``, the derivative is
+    ``∂ℓ/∂s = w·q^γ·(γ·p_t·log p_t − q)``; it is formed in the forward pass, where every term is at
+    hand, so the backward is one product and nothing else of the forward is kept.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, labels: Tensor, gamma: float, alpha: float | None) -> Tensor:
+        sign = labels.to(z.dtype).mul_(2.0).sub_(1.0)
+        s = z * sign
+        log_pt = F.logsigmoid(s)
+        q = torch.sigmoid(-s)
+        qg = q * q if gamma == 2.0 else q.clamp_min(POW_FLOOR if gamma < 1 else 0.0).pow(gamma)
+        loss = -(qg * log_pt)
+        if alpha is not None:
+            w = labels.to(z.dtype).mul_(2.0 * alpha - 1.0).add_(1.0 - alpha)  # α on positives, 1 − α on negatives
+            loss = loss * w
+            sign = sign * w
+        if ctx.needs_input_grad[0]:
+            p_t = 1.0 - q
+            ctx.save_for_backward(qg.mul_(log_pt.mul_(p_t).mul_(gamma).sub_(q)).mul_(sign))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        (d,) = ctx.saved_tensors
+        return grad_out * d, None, None, None
+
+
 def _one_minus(log_pt: Tensor, gamma: float) -> Tensor:
     """``1 − p_t``, floored when ``γ < 1`` (its power's slope at 0 would be infinite)."""
     return (-torch.expm1(log_pt)).clamp_min(POW_FLOOR if gamma < 1 else 0.0)
@@ -295,6 +378,8 @@ def focal_term(prep: Prepared, gamma: float, alpha: float | Tensor | None) -> Te
     ``alpha``: a float (binary: α on positives, 1 − α on negatives), a per-label tensor, or ``None``.
     """
     if prep.binary:
+        if alpha is None or isinstance(alpha, float):
+            return _BinaryFocal.apply(prep.logits[:, 0], prep.labels, gamma, alpha)
         log_pt = prep.log_pt
         loss = -_one_minus(log_pt, gamma).pow(gamma) * log_pt
     else:

@@ -146,7 +146,8 @@ class OhemLoss(SegmentationLoss):
     """Online hard example mining (Shrivastava et al., CVPR 2016, as used for segmentation).
 
     Computes a per-pixel base loss, keeps the ``k = clamp(ceil(keep_ratio · n_valid), min_kept, n_valid)``
-    largest values over the valid pixels of the batch and returns their mean.
+    largest values over the valid pixels of the batch and returns their mean. The k-th largest is
+    found by selection (``kthvalue``), not a sort; pixels tied with it share the remaining weight.
 
     Args:
         num_classes: ``C`` (1 = binary).
@@ -177,13 +178,18 @@ class OhemLoss(SegmentationLoss):
 
     def compute(self, prep: Prepared) -> Tensor:
         losses = self.base.pixel_losses(prep).flatten()
-        valid = prep.mask.flatten()
         n_valid = prep.num_valid
-        k = torch.clamp(torch.ceil(n_valid * self.keep_ratio - 1e-6), min=self.min_kept)
-        k = torch.minimum(k, n_valid)
-        ranked, _ = torch.sort(torch.where(valid > 0, losses, torch.full_like(losses, -1.0)), descending=True)
-        kept = (torch.arange(ranked.numel(), device=ranked.device) < k).float()
-        return (ranked.clamp_min(0) * kept).sum() / k.clamp_min(1.0)
+        k = torch.minimum(torch.clamp(torch.ceil(n_valid * self.keep_ratio - 1e-6), min=self.min_kept), n_valid)
+        kk = int(k)
+        if kk == 0:
+            return losses.sum() * 0.0
+        with torch.no_grad():  # the k-th largest by selection (no sort): the kept pixels are those above it,
+            ranked = losses if prep.all_valid else losses.masked_fill(prep.mask.flatten() == 0, -1.0)
+            threshold = ranked.kthvalue(ranked.numel() - kk + 1).values
+            above = ranked > threshold
+            tied = ranked == threshold  # ... and as many of those equal to it as make k, shared evenly
+            weight = above.float().add_(tied.float().mul_((kk - above.sum()) / tied.sum()))
+        return (losses * weight).sum() / k
 
 
 __all__ = ["CrossEntropyLoss", "WeightedCrossEntropyLoss", "FocalLoss", "OhemLoss", "inverse_frequency_weights"]
