@@ -102,14 +102,13 @@ def boundary_scores(pred: Any, target: Any, num_classes: int, ignore_index: int 
     belong to neither mask.
     """
     import numpy as np
-    from scipy.ndimage import binary_erosion, distance_transform_edt
+    from scipy.ndimage import distance_transform_edt
 
     pred, target = np.asarray(pred), np.asarray(target)
     scored = (target >= 0) & (target < num_classes)
     if ignore_index is not None:
         scored &= target != ignore_index
     out = np.full((num_classes, 2), np.nan)
-    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
     for c in range(num_classes):
         pm, tm = (pred == c) & scored, (target == c) & scored
         has_p, has_t = pm.any(), tm.any()
@@ -118,10 +117,32 @@ def boundary_scores(pred: Any, target: Any, num_classes: int, ignore_index: int 
         if not (has_p and has_t):
             out[c, 1] = 0.0
             continue
-        ep = pm & ~binary_erosion(pm, cross, border_value=0)
-        et = tm & ~binary_erosion(tm, cross, border_value=0)
+        ep, et = _edges(pm), _edges(tm)
+        rows, cols = np.nonzero(ep | et)  # every nearest edge pixel lies in the box around both surfaces
+        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        ep, et = ep[box], et[box]
         d_pt = distance_transform_edt(~et)[ep]  # predicted surface to the true one
         d_tp = distance_transform_edt(~ep)[et]
-        out[c, 0] = max(np.percentile(d_pt, 95), np.percentile(d_tp, 95))
+        out[c, 0] = max(_percentile95(d_pt), _percentile95(d_tp))
         out[c, 1] = ((d_pt <= tolerance).sum() + (d_tp <= tolerance).sum()) / (len(d_pt) + len(d_tp))
     return out
+
+
+def _edges(mask: Any) -> Any:
+    """The mask minus its erosion by a cross, outside the image counting as background (torchmetrics' ``mask_edges``)."""
+    import numpy as np
+
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    return mask & ~inner
+
+
+def _percentile95(values: Any) -> float:
+    """``numpy.percentile(values, 95)`` (linear interpolation), without its per-call overhead."""
+    import numpy as np
+
+    s = np.sort(values)
+    pos = 0.95 * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
