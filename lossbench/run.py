@@ -104,6 +104,7 @@ def quiet_lightning() -> None:
         ".*Checkpoint directory .* exists and is not empty.*",
         ".*The number of training batches .* is smaller than the logging interval.*",
         ".*isinstance.*LeafSpec.*",
+        ".*The `srun` command is available on your system but is not used.*",  # SLURM installed, run outside it
     ):
         warnings.filterwarnings("ignore", message=pattern)
 
