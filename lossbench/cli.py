@@ -4,6 +4,7 @@ runs folder, list ``losses``."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -205,7 +206,8 @@ def cmd_losses(args: argparse.Namespace) -> int:
     load_plugins(plugins)  # and the lossbench.losses entry points
     for name in list_losses():
         spec = get_loss_spec(name)
-        params = ", ".join(f"{k}={v!r}" for k, v in spec.defaults.items() if k != "ignore_index")
+        params = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}"  # a bare name: required
+                           for k, v in spec.defaults.items() if k != "ignore_index")  # fmt: skip
         origin = "" if spec.cls.__module__.startswith("lossbench.losses.") else f"  [{spec.cls.__module__.removeprefix('lossbench_plugin_')}]"
         print(f"{name:16} {spec.description}{origin}\n{'':16} params: {params or '-'}")
     return 0
