@@ -193,17 +193,16 @@ def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True, cl
 
     run_dir = Path(run_dir)
     rank0 = global_rank() == 0
-    own_claim = rank0 and claim_token is None
+    owner = claim.me("train", claim_token)
     if rank0:
-        holder = claim.claim(run_dir, claim.me("train", claim_token))
+        holder = claim.claim(run_dir, owner)
         if holder is not None:
             raise RunClaimed(f"{run_cfg.loss.label} seed {run_cfg.seed} is being trained by {holder.describe()}; not training it twice")
-        claim_token = claim.read_claim(run_dir).token
     try:
         return _train_claimed(run_cfg, run_dir, progress, rank0)
     finally:
-        if own_claim:
-            claim.release(run_dir, claim_token)
+        if rank0 and claim_token is None:  # a claim this process made is this process's to release
+            claim.release(run_dir, owner.token)
 
 
 def _train_claimed(run_cfg: RunConfig, run_dir: Path, progress: bool, rank0: bool) -> RunRecord:

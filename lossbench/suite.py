@@ -304,10 +304,7 @@ class _Elsewhere:
             if holder is not None and self.liveness.alive(holder):
                 continue
             self.runs.remove(state)
-            try:
-                rec = read_record(state.run.run_dir)
-            except DamagedRecord:
-                rec = None
+            rec = _record_or_none(state.run.run_dir)
             if holder is None and rec is not None and rec.status in (OK, FAILED):
                 progress.ended(state, rec, left + len(self.runs), " (trained by another launcher)")
             else:
@@ -369,9 +366,10 @@ class _Pool:
         if holder is not None:
             self.elsewhere.add(run, holder)
             return
-        if read_status(run.run_dir) == OK:  # finished by another launcher since the plan was made
+        rec = _record_or_none(run.run_dir)
+        if rec is not None and rec.ok:  # finished by another launcher since the plan was made
             claim.release(run.run_dir, self.owner.token)
-            self.progress.ended(_Watched(run, time.perf_counter()), read_record(run.run_dir), 0, " (trained by another launcher)")
+            self.progress.ended(_Watched(run, time.perf_counter()), rec, 0, " (trained by another launcher)")
             return
 
         def prepare() -> IO[str]:
@@ -396,10 +394,7 @@ class _Pool:
         if state.slot is not None:
             self.slots.give(state.slot)
         run = state.watched.run
-        try:
-            rec = read_record(run.run_dir)
-        except DamagedRecord:
-            rec = None
+        rec = _record_or_none(run.run_dir)
         if proc.returncode != 0 and (rec is None or rec.status == RUNNING):
             rec = _writing(self.out, lambda: record_crash(run, how_ended(proc.returncode), rec))
         claim.release(run.run_dir, self.owner.token)
@@ -476,19 +471,24 @@ class _Cluster:
             holder = claim.read_claim(run.run_dir)
             if holder is not None and holder.token == self.owner.token and liveness.alive(holder):
                 continue
-            try:
-                rec = read_record(run.run_dir)
-            except DamagedRecord:
-                rec = None
             if holder is not None and holder.token != self.owner.token:  # taken over: another launcher's now
                 self.mine.remove(state)
                 self.elsewhere.add(run, holder)
                 continue
+            rec = _record_or_none(run.run_dir)
             self.mine.remove(state)
             if rec is None or rec.status == RUNNING:  # the job went without a word: killed, out of memory, node lost
                 rec = _writing(self.out, lambda: record_crash(run, f"of job {self.jobs[run.run_dir]} ended without recording why", rec))
             claim.release(run.run_dir, self.owner.token)
             self.progress.ended(state, rec, len(self.mine) + len(self.elsewhere.runs), f" (job {self.jobs[run.run_dir]})")
+
+
+def _record_or_none(run_dir: Path) -> RunRecord | None:
+    """The run's record; ``None`` when it has none yet or it cannot be read."""
+    try:
+        return read_record(run_dir)
+    except DamagedRecord:
+        return None
 
 
 def how_ended(returncode: int) -> str:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lossbench.losses.base import SegmentationLoss
 from lossbench.losses.distance import boundary_distances
-from lossbench.losses.functional import EPS, Prepared, class_mean, soft_stats
+from lossbench.losses.functional import EPS, Prepared, class_mean, image_mean, pixel_mean, soft_stats
 from lossbench.losses.region import GeneralizedDiceLoss, dice_score
 from lossbench.losses.registry import register_loss
 
@@ -76,8 +76,7 @@ class BoundaryLoss(SegmentationLoss):
         outside, inside = boundary_distances(g)
         phi = torch.where(g, 1.0 - inside, outside).flatten(2)
         p = prep.probs[:, ch]
-        per_pixel = (phi * p).mean(1)  # mean over classes
-        return (per_pixel * prep.mask).sum() / prep.num_valid.clamp_min(1.0)
+        return pixel_mean((phi * p).mean(1), prep)  # mean over classes, then over valid pixels
 
     def compute(self, prep: Prepared) -> Tensor:
         bl = self.boundary_term(prep)
@@ -123,9 +122,7 @@ class HausdorffDTLoss(SegmentationLoss):
             k = p.shape[1]
             weight = d[:, :k] + d[:, k:]
         per_pixel = ((p - g) ** 2 * weight).mean(1)
-        per_image = (per_pixel * prep.mask).sum(1) / prep.mask.sum(1).clamp_min(1.0)
-        has_valid = (prep.mask.sum(1) > 0).float()
-        return (per_image * has_valid).sum() / has_valid.sum().clamp_min(1.0)
+        return image_mean((per_pixel * prep.mask).sum(1) / prep.mask.sum(1).clamp_min(1.0), prep)
 
 
 def soft_erode(img: Tensor) -> Tensor:
@@ -199,6 +196,4 @@ class ClDiceLoss(SegmentationLoss):
         t_prec = ((skel_p * g).sum((1, 2)) + self.smooth) / (skel_p.sum((1, 2)) + self.smooth).clamp_min(EPS)
         t_sens = ((skel_g * p).sum((1, 2)) + self.smooth) / (skel_g.sum((1, 2)) + self.smooth).clamp_min(EPS)
         cl = 1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens + 1e-4)
-        has_valid = (prep.mask.sum(1) > 0).float()
-        cl = (cl * has_valid).sum() / has_valid.sum().clamp_min(1.0)
-        return (1.0 - self.alpha) * dice + self.alpha * cl
+        return (1.0 - self.alpha) * dice + self.alpha * image_mean(cl, prep)

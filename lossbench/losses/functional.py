@@ -241,11 +241,6 @@ def one_vs_rest_wce(prep: Prepared, beta: float) -> Tensor:
     return _OneVsRestWCE.apply(prep.logits, prep.labels, beta)
 
 
-def log1mexp(x: Tensor) -> Tensor:
-    """``log(1 − exp(x))`` for ``x < 0``, accurate on both sides of ``−ln 2`` (Mächler 2012)."""
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def soft_stats(prep: Prepared, per_image: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Soft ``(TP, FP, FN)`` per class over valid pixels: each ``[K]``, or ``[B, K]`` per image.
 
@@ -297,8 +292,12 @@ def class_mean(per_class: Tensor, prep: Prepared, include_background: bool = Tru
         per_class = per_class[..., 1:]
     if per_class.dim() == 1:
         return per_class.mean()
-    has_valid = (prep.mask.sum(1) > 0).float()  # [B]
-    per_image = per_class.mean(1)
+    return image_mean(per_class.mean(1), prep)
+
+
+def image_mean(per_image: Tensor, prep: Prepared) -> Tensor:
+    """Mean of a ``[B]`` per-image term over the images that have a valid pixel."""
+    has_valid = (prep.mask.sum(1) > 0).float()
     return (per_image * has_valid).sum() / has_valid.sum().clamp_min(1.0)
 
 
@@ -350,7 +349,7 @@ class _BinaryFocal(torch.autograd.Function):
         s = z * sign
         log_pt = F.logsigmoid(s)
         q = torch.sigmoid(-s)
-        qg = q * q if gamma == 2.0 else q.clamp_min(POW_FLOOR if gamma < 1 else 0.0).pow(gamma)
+        qg = q * q if gamma == 2.0 else _floored(q, gamma).pow(gamma)
         loss = -(qg * log_pt)
         if alpha is not None:
             w = labels.to(z.dtype).mul_(2.0 * alpha - 1.0).add_(1.0 - alpha)  # α on positives, 1 − α on negatives
@@ -368,8 +367,13 @@ class _BinaryFocal(torch.autograd.Function):
 
 
 def _one_minus(log_pt: Tensor, gamma: float) -> Tensor:
-    """``1 − p_t``, floored when ``γ < 1`` (its power's slope at 0 would be infinite)."""
-    return (-torch.expm1(log_pt)).clamp_min(POW_FLOOR if gamma < 1 else 0.0)
+    """``1 − p_t``, floored when ``γ < 1``."""
+    return _floored(-torch.expm1(log_pt), gamma)
+
+
+def _floored(q: Tensor, gamma: float) -> Tensor:
+    """The base ``q`` of a power ``q^γ``, floored at :data:`POW_FLOOR` when ``γ < 1`` (its slope at 0 would be infinite)."""
+    return q.clamp_min(POW_FLOOR if gamma < 1 else 0.0)
 
 
 def focal_term(prep: Prepared, gamma: float, alpha: float | Tensor | None) -> Tensor:

@@ -225,4 +225,4 @@ class RecallCrossEntropyLoss(SegmentationLoss):
             fn = torch.bincount(labels, weights=missed.flatten(), minlength=n)
             support = torch.bincount(labels, weights=prep.mask.flatten(), minlength=n)
             weight = fn / support.clamp_min(1.0)
-        return pixel_mean(weight[prep.labels] * -prep.log_pt, prep)
+        return pixel_mean(weights_per_pixel(weight, prep) * -prep.log_pt, prep)
