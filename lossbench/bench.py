@@ -115,6 +115,7 @@ def loss_cases(c: int, ignore_index: int) -> list[Case]:
         Case("boundary (BL term, α = 0)", "lossbench", ours("boundary", alpha=0.0, alpha_min=0.0)),
         Case("hausdorff_dt", "lossbench", ours("hausdorff_dt")),
         Case("cldice", "lossbench", ours("cldice")),
+        Case("sum (ce×1 + dice×3)", "lossbench", ours("sum", terms=[{"name": "ce", "weight": 1}, {"name": "dice", "weight": 3}])),
     ]  # fmt: skip
     cases += _monai_cases(ii) + _kornia_cases()
     return cases
@@ -141,6 +142,7 @@ def _monai_cases(ignore_index: int) -> list[Case]:
         Case("boundary (BL term, α = 0)", "monai", wrap(ml.BoundaryLoss(include_background=False, to_onehot_y=True, softmax=True))),
         Case("hausdorff_dt", "monai", wrap(ml.HausdorffDTLoss(alpha=2.0, to_onehot_y=True, softmax=True))),
         Case("cldice", "monai", wrap(ml.SoftDiceclDiceLoss(iter_=3, alpha=0.5, to_onehot_y=True, softmax=True))),
+        Case("sum (ce×1 + dice×3)", "monai", wrap(ml.DiceCELoss(**kw, smooth_nr=1.0, smooth_dr=1.0, lambda_ce=1.0, lambda_dice=3.0))),
     ]  # fmt: skip
 
 
