@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -c constraints.txt -e ".[dev,bench]"
 	touch $(STAMP)
 
+# Two pytest workers, each taking the next test when it is free (the slow tests mostly wait on one
+# run process: two of them keep both cores of a 2-core machine busy).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15
 
 # The SLURM tests on a one-node cluster of this machine (root; installs slurm-wlm and munge if missing).
 test-slurm: $(STAMP)

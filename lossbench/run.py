@@ -57,7 +57,20 @@ class RunInterrupted(BaseException):
     """SIGTERM reached a run process (``timeout``, SLURM preemption, ``compare`` stopping): stop and stay resumable."""
 
 
+_interrupted = False
+
+
 def _raise_interrupted(signum, frame) -> None:  # noqa: ARG001
+    """Raise :class:`RunInterrupted` once; later signals are ignored while the run records that it stopped.
+
+    One stop can bring several: Linux sends the parent-death signal (``compare`` killed) once per thread
+    of the dying parent that the run process is handed on from, and people and schedulers repeat a
+    SIGTERM. A second raise would cut short the writing of the record that says "interrupted".
+    """
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
     raise RunInterrupted(f"received signal {signal.Signals(signum).name}")
 
 
@@ -477,7 +490,9 @@ def _log_panel(logger: Any, evidence: dict[str, Any], class_names: list[str]) ->
 
 
 def install_interrupt_handler() -> None:
-    """SIGTERM raises :class:`RunInterrupted` (Lightning's own handler runs first while it trains)."""
+    """The first SIGTERM raises :class:`RunInterrupted` (Lightning's own handler runs first while it trains)."""
+    global _interrupted
+    _interrupted = False
     signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
