@@ -20,16 +20,14 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 from lossbench import claim
 from lossbench.config import (
@@ -221,14 +219,6 @@ def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:
     return bundle.num_classes
 
 
-def _die_with_parent() -> None:
-    """In a run process: get SIGTERM when the suite's process dies, even by SIGKILL (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 @dataclass
 class _Watched:
     run: PlannedRun
@@ -316,7 +306,6 @@ class _Elsewhere:
 @dataclass
 class _Active:
     watched: _Watched
-    log_file: IO[str]
     slot: tuple[str, ...] | None
 
 
@@ -325,12 +314,13 @@ class _Pool:
     says (GPU groups or CPU threads), claiming each run first; reports progress."""
 
     def __init__(self, todo: list[PlannedRun], placement: Any, out: Path, log: Callable[[str], None]):
-        from lossbench.launch import Slots
+        from lossbench.launch import RunProcesses, Slots
 
         self.todo, self.placement, self.out, self.log = todo, placement, out, log
         self.owner = claim.me("compare")
         self.slots = Slots(placement.gpu_slots) if placement.gpu_slots else None
-        self.active: dict[subprocess.Popen, _Active] = {}
+        self.processes = RunProcesses()
+        self.active: dict[Any, _Active] = {}  # the run processes (subprocess.Popen or launch.ForkedRun)
         self.progress = _Progress(len(todo), placement.at_once, log)
         self.elsewhere = _Elsewhere(log)
         self.started = 0
@@ -372,25 +362,26 @@ class _Pool:
             self.progress.ended(_Watched(run, time.perf_counter()), rec, 0, " (trained by another launcher)")
             return
 
-        def prepare() -> IO[str]:
+        from lossbench.launch import forkable
+
+        def prepare() -> None:
             run.run_dir.mkdir(parents=True, exist_ok=True)
             write_run_config(run.run_dir, run.run_cfg)
-            return open(log_path(run.run_dir), "a")
+            log_path(run.run_dir).touch()
 
-        log_file = _writing(self.out, prepare)
+        _writing(self.out, prepare)
         slot = self.slots.take() if self.slots else None
         run_env = env if slot is None else {**env, "CUDA_VISIBLE_DEVICES": ",".join(slot)}
-        cmd = [sys.executable, "-m", "lossbench.cli", "train", "--run-dir", str(run.run_dir), "--no-progress"]
         resumed = last_checkpoint(run.run_dir).exists()
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=run_env, preexec_fn=_die_with_parent)
-        self.active[proc] = _Active(_Watched(run, time.perf_counter()), log_file, slot)
+        fork = forkable(run.run_cfg.trainer, self.placement)
+        proc = self.processes.start(run.run_dir, run_env, fork)
+        self.active[proc] = _Active(_Watched(run, time.perf_counter()), slot)
         self.started += 1
         where = f" on GPU {','.join(slot)}" if slot else ""
         self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}")
 
-    def _finish(self, proc: subprocess.Popen, left: int) -> None:
+    def _finish(self, proc: Any, left: int) -> None:
         state = self.active.pop(proc)
-        state.log_file.close()
         if state.slot is not None:
             self.slots.give(state.slot)
         run = state.watched.run
@@ -409,7 +400,6 @@ class _Pool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            state.log_file.close()
             claim.release(state.watched.run.run_dir, self.owner.token)
         self.active.clear()
 

@@ -12,7 +12,7 @@ import pytest
 
 from lossbench import claim
 from lossbench.config import ConfigError, TrainerConfig
-from lossbench.launch import Placement, Slots, place
+from lossbench.launch import Placement, Slots, forkable, place
 from lossbench.record import claim_path
 
 # --- placement: G GPUs, d per run -> which runs start where and when --------------------------------
@@ -61,6 +61,18 @@ def test_named_gpu_ids_and_the_cpu_keep_their_rules():
     assert place(TrainerConfig(), -1, [], cores=6) == Placement(6, 1)
     ddp_cpu = place(TrainerConfig(devices=2), 2, [], cores=4)
     assert ddp_cpu.at_once == 1 and "one run at a time" in ddp_cpu.note
+
+
+def test_only_one_process_runs_on_the_cpu_start_as_forks_of_the_preloaded_server():
+    cpu = place(TrainerConfig(), 2, [], cores=2)
+    assert forkable(TrainerConfig(), cpu) and forkable(TrainerConfig(accelerator="cpu", devices="auto"), cpu)
+    assert not forkable(TrainerConfig(devices=2, strategy="ddp"), cpu)  # DDP starts its ranks from the command line
+    assert not forkable(TrainerConfig(num_nodes=2), cpu)
+    on_gpus = place(TrainerConfig(), "auto", gpus(2), cores=8)
+    named = place(TrainerConfig(devices=[1]), "auto", gpus(2), cores=8)
+    assert on_gpus.on_gpu and named.on_gpu  # CUDA must be pinned before it starts, in a fresh process
+    assert not forkable(TrainerConfig(), on_gpus) and not forkable(TrainerConfig(devices=[1]), named)
+    assert forkable(TrainerConfig(accelerator="cpu"), place(TrainerConfig(accelerator="cpu"), "auto", gpus(2), cores=8))
 
 
 def test_slots_start_each_run_on_the_lowest_free_group_as_soon_as_one_frees_up():

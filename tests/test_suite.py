@@ -106,9 +106,18 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     assert "## Damaged run records" not in (report / "README.md").read_text()
 
 
-def _children(pid):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _descendants(pid):
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children = {}
+    for line in out.splitlines():
+        p, parent = map(int, line.split())
+        children.setdefault(parent, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _alive(pid):
@@ -138,14 +147,15 @@ def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp
             time.sleep(0.2)
         else:
             pytest.fail("the suite did not reach the middle of its second run")
-        (child,) = _children(proc.pid)
+        processes = _descendants(proc.pid)  # the run process (forked from the fork server), its data workers, ...
+        assert processes
     finally:
         proc.kill()  # the suite alone, without warning
         proc.wait()
     deadline = time.time() + 30
-    while _alive(child) and time.time() < deadline:
+    while any(_alive(p) for p in processes) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _alive(child), "the run process outlived its suite"
+    assert not [p for p in processes if _alive(p)], "processes of the suite outlived it"
     killed = records(out)
     assert killed[("dice", 0)]["status"] == "interrupted"  # it heard its parent go, and said so
     ce_finished = killed[("ce", 0)]["finished_at"]
