@@ -17,9 +17,11 @@ import atexit
 import ctypes
 import multiprocessing
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +133,24 @@ def die_with_parent() -> None:
         pass
 
 
+def die_with(pid: int) -> None:
+    """In a forked run process: get SIGTERM when process ``pid`` (its launcher, not its parent) ends,
+    however it ends (a thread waits on a pidfd; Linux 5.3 or later)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    except (AttributeError, OSError):
+        return
+
+    def wait() -> None:
+        select.select([fd], [], [])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait, name="lossbench: launcher watch", daemon=True).start()
+
+
 def forkable(trainer: TrainerConfig, placement: Placement) -> bool:
     """Whether a run can start as a fork of the preloaded server: one process on the CPU, on Linux.
 
@@ -167,7 +187,7 @@ class RunProcesses:
         argv = ["train", "--run-dir", str(run_dir), "--no-progress"]
         if fork and self.context is not None:
             self.warm()
-            process = self.context.Process(target=_forked_run, args=(argv, env, str(log_path(run_dir))),
+            process = self.context.Process(target=_forked_run, args=(argv, env, str(log_path(run_dir)), os.getpid()),
                                            name=f"lossbench train {run_dir}")  # fmt: skip
             process.start()
             return ForkedRun(process)
@@ -176,9 +196,9 @@ class RunProcesses:
                                     stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)  # fmt: skip
 
 
-def _forked_run(argv: list[str], env: dict[str, str], log: str) -> None:
+def _forked_run(argv: list[str], env: dict[str, str], log: str, launcher: int) -> None:
     """The body of a forked run process: become ``lossbench train`` as a fresh process would be."""
-    die_with_parent()  # its parent is the fork server, which exits when the launcher does
+    die_with(launcher)  # its parent is the fork server, which outlives the launcher while runs hold it open
     os.environ.clear()
     os.environ.update(env)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

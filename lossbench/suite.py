@@ -1,8 +1,9 @@
 """The suite runner behind ``lossbench compare``: every (loss, seed) in its own process, resumable.
 
-* Each run is a ``lossbench train --run-dir`` subprocess given the resolved config the suite wrote
+* Each run is a ``lossbench train --run-dir`` process given the resolved config the suite wrote
   into the run's folder, so a crash or NaN in one loss is recorded (with its error) and the suite
-  goes on, and ``strategy: ddp`` works (Lightning cannot loop ``fit`` under ddp).
+  goes on, and ``strategy: ddp`` works (Lightning cannot loop ``fit`` under ddp). On the CPU it is
+  forked from a server that has imported what training needs once (:class:`lossbench.launch.RunProcesses`).
 * A run is keyed by the hash of its resolved config (:func:`lossbench.record.run_dir_for`): a
   finished run is never retrained, a new loss or seed trains only itself, and an interrupted run
   resumes from its last checkpoint. Failed runs are kept as failed unless ``--retry-failed``.
