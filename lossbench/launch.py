@@ -159,7 +159,7 @@ def forkable(trainer: TrainerConfig, placement: Placement) -> bool:
     its other ranks by running the command line again.
     """
     one_process = trainer.devices in (1, "1", "auto", [0]) and trainer.num_nodes == 1
-    return sys.platform.startswith("linux") and not placement.on_gpu and one_process
+    return sys.platform.startswith("linux") and not (placement.on_gpu or placement.gpu_slots) and one_process
 
 
 class RunProcesses:
