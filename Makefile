@@ -46,7 +46,7 @@ report: $(STAMP)
 	$(VENV)/bin/lossbench report --config $(CONFIG) $(FOLDERS)
 
 # Does the default comparison hold with 3× the training? Five of its losses, seed 0, at 8 and 24
-# epochs, compared by the report per budget (flag budget-bound): reports/default-probe/. ~8 min on 2 cores.
+# epochs, compared by the report per budget (flag budget-bound): reports/default-probe/. ~7 min on 2 cores.
 probe: $(STAMP)
 	$(VENV)/bin/lossbench compare --config experiments/default.yaml --losses ce,dice,focal,generalized_dice,lovasz_softmax \
 		--set 'seeds=[0]' 'budgets=[8, 24]' --out runs/default-probe --report reports/default-probe $(ARGS)
