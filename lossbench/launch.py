@@ -3,6 +3,8 @@
 * :func:`place` decides, from the visible GPUs, ``trainer.devices`` and ``jobs``, how many runs
   train at once and on which GPUs (each run pinned to its own through ``CUDA_VISIBLE_DEVICES``);
   :class:`Slots` hands those GPU groups out as runs start and finish. Both are pure.
+* :class:`RunProcesses` starts each run's own process: on the CPU a fork of a server that has
+  imported what training needs once, on GPUs and for DDP a fresh interpreter (:func:`forkable`).
 * :func:`submit` sends every run that is not finished to SLURM as one job array (``--launcher
   slurm``), or to submitit's local executor (``--launcher submitit-local``: the same code path, job
   files, pickling and requeue protocol, with the jobs as processes of this machine). Each job is a
