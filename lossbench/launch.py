@@ -175,20 +175,13 @@ class RunProcesses:
 
     def __init__(self) -> None:
         self.context = multiprocessing.get_context("forkserver") if sys.platform.startswith("linux") else None
-
-    def warm(self) -> None:
-        """Start the fork server now: it imports while the caller goes on."""
         if self.context is not None:
-            from multiprocessing import forkserver
-
-            self.context.set_forkserver_preload(PRELOAD)
-            forkserver.ensure_running()
+            self.context.set_forkserver_preload(PRELOAD)  # the server starts with the first forked run
 
     def start(self, run_dir: Path, env: dict[str, str], fork: bool) -> Any:
         """The started process, with the :class:`subprocess.Popen` methods the pool uses."""
         argv = ["train", "--run-dir", str(run_dir), "--no-progress"]
         if fork and self.context is not None:
-            self.warm()
             process = self.context.Process(target=_forked_run, args=(argv, env, str(log_path(run_dir)), os.getpid()),
                                            name=f"lossbench train {run_dir}")  # fmt: skip
             process.start()
