@@ -12,8 +12,11 @@ SLURM job that ``squeue`` no longer lists. A claim made on another host without 
 job cannot be checked (no ``squeue``, the controller not answering), is kept: a run trained twice
 is worse than a run that waits. Two launchers that find one stale claim race for one marker file
 (``claim.takeover-<token>``, created exclusively): one wins, the other sees the run as claimed.
-The owner releases its claim when the run is finished (``ok`` or ``failed``); an interrupted run
-keeps it until its owner is gone, so a requeued SLURM job finds its claim still its own.
+On this machine a claim is released when the run's process ends, however it ended (``compare``
+releases it for the process it started; ``lossbench train`` releases its own): an interrupted run
+is resumed by whoever claims it next. A SLURM job releases its claim only when the run is finished
+(``ok`` or ``failed``): a job stopped by preemption or its time limit keeps it, so its requeued
+attempt finds the claim still its own.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from lossbench.config import ConfigError
+from lossbench.config import LAUNCHERS, ConfigError, check_jobs
 
 
 def _split_list(text: str | None, cast=str) -> list | None:
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_jobs_arg, default=None,
                    help="runs at once on this machine: auto (one per GPU group of trainer.devices GPUs; one at a time "
                         "on the CPU), N, or -1 for one per CPU core (default: the config's jobs)")  # fmt: skip
-    p.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default=None,
+    p.add_argument("--launcher", choices=LAUNCHERS, default=None,
                    help="where runs train: local processes, SLURM jobs (one job array, through submitit), or "
                         "submitit's local executor (default: the config's launcher.kind, local)")  # fmt: skip
     p.add_argument("--detach", action="store_true",
@@ -84,53 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _jobs_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
+    """``--jobs``, checked by the rule of the config's ``jobs``."""
     try:
-        return int(text)
+        value: int | str = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+        value = text
+    try:
+        return check_jobs(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lossbench.run import RunInterrupted, install_interrupt_handler
-
-    install_interrupt_handler()
-    try:
-        return _train(args)
-    except RunInterrupted:
-        raise KeyboardInterrupt from None  # SIGTERM: reported like Ctrl-C
-
-
-def _train(args: argparse.Namespace) -> int:
     from lossbench.claim import TOKEN_ENV
-    from lossbench.record import OK
-    from lossbench.run import RunClaimed
+    from lossbench.run import run_process
 
     token = os.environ.get(TOKEN_ENV)  # set by compare, which claimed the run for this process
-    try:
-        record, run_dir = _train_one(args, token)
-    except RunClaimed as e:  # another launcher trains it: nothing to do here
-        print(f"lossbench: {e}")
-        return 0
-    if record.status == OK:
-        print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
-        for name, row in record.test["per_class"].items():
-            print(f"  {name:>12}: IoU {_fmt(row['iou'])}  sensitivity {_fmt(row['sensitivity'])}  specificity {_fmt(row['specificity'])}")
-    return 0
-
-
-def _train_one(args: argparse.Namespace, token: str | None) -> tuple:
-    from lossbench.run import train_run, train_run_dir
-
+    progress = not args.no_progress
     if args.run_dir:
         if args.config or args.loss:
             raise ConfigError("--run-dir trains the run described in its config.yaml; leave out --config and --loss")
-        run_dir = Path(args.run_dir)
-        return train_run_dir(run_dir, progress=not args.no_progress, claim_token=token), run_dir
-    from lossbench.config import load_config, resolve_losses, run_config
+        return run_process(Path(args.run_dir), token, progress)
+    from lossbench.identity import run_config
+    from lossbench.plan import resolve_losses
     from lossbench.plugins import load_plugins
     from lossbench.record import run_dir_for
+    from lossbench.config import load_config
 
     if not args.config or not args.loss:
         raise ConfigError("train needs --config and --loss (or --run-dir)")
@@ -139,11 +118,7 @@ def _train_one(args: argparse.Namespace, token: str | None) -> tuple:
     (entry,) = resolve_losses(cfg, [args.loss])
     run_cfg = run_config(cfg, entry, args.seed)
     run_dir = run_dir_for(Path(args.out or Path("runs") / cfg.suite), run_cfg)
-    return train_run(run_cfg, run_dir, progress=not args.no_progress, claim_token=token), run_dir
-
-
-def _fmt(value: float | None) -> str:
-    return "  —   " if value is None or value != value else f"{value:.4f}"
+    return run_process(run_dir, token, progress, run_cfg)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -217,22 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "losses": cmd_losses}
+    from lossbench.run import exit_status
     from lossbench.suite import SuiteError
 
     try:
         return handlers[args.command](args)
-    except (ConfigError, ValueError) as e:
-        print(f"lossbench: error: {e}", file=sys.stderr)
-        return 2
     except SuiteError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         return 1
-    except FloatingPointError as e:
-        print(f"lossbench: run failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("lossbench: interrupted (resumable: run the same command again)", file=sys.stderr)
-        return 130
+    except (ConfigError, ValueError, FloatingPointError, KeyboardInterrupt) as e:
+        return exit_status(e)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,19 @@ anything runs: an unknown key (with the closest valid one), a wrong type, a valu
 duplicate loss label or a trainer key ``lightning.Trainer`` does not take is one sentence naming the
 file and the key. Defaults and their meaning live on the fields below.
 
-:func:`resolve_losses` is the one place that turns ``losses:`` entries plus ``--losses`` into
-:class:`LossEntry` objects; :func:`run_config` narrows a suite to one (loss, seed)
-:class:`RunConfig` — what a run process receives, written as its ``config.yaml`` — and
-:func:`config_hash` keys it.
+A run's resolved config (:class:`RunConfig`, its ``config.yaml``) and its hash are
+:mod:`lossbench.identity`'s; which losses and seeds a suite runs is :mod:`lossbench.plan`'s.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
-import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -175,7 +170,7 @@ class DataConfig(_Section):
         if self.class_names is not None:
             if len(self.class_names) < 2:
                 raise ValueError(f"data.class_names needs at least two names, got {self.class_names}")
-            _reject_duplicates(self.class_names, "class name", "data.class_names:")
+            reject_duplicates(self.class_names, "class name", "data.class_names:")
         return self
 
     @property
@@ -186,9 +181,28 @@ class DataConfig(_Section):
         return len(self.class_names) if self.class_names else None
 
     @property
-    def loss_ignore_index(self) -> int | None:
-        """The ignore index the losses see (synthetic data has none)."""
+    def declared_ignore_index(self) -> int | None:
+        """The data's ignore index as the config declares it (synthetic data has none; a Python dataset's factory may name its own)."""
         return self.ignore_index if self.kind != "synthetic" else None
+
+    def may_pad(self) -> bool:
+        """Whether a batch can need padding (then padded pixels carry a label the losses ignore).
+
+        Synthetic images of a multiple of 32 with no crop or rescale never do; data of any size may.
+        """
+        if self.kind != "synthetic" or self.crop is not None:
+            return True
+        if self.augment is not None and self.augment.scale is not None:
+            return True
+        size = self.resize or (self.image_size, self.image_size)
+        return any(n % 32 for n in size)
+
+    def loss_ignore_index(self, ignore_index: int | None, num_classes: int) -> int | None:
+        """What the losses and metrics ignore, and the mask value of padded pixels: the data's
+        ``ignore_index``, else ``num_classes`` when a batch may be padded, else none."""
+        if ignore_index is not None:
+            return ignore_index
+        return num_classes if self.may_pad() else None
 
     def palette_ids(self) -> dict[tuple[int, int, int], int] | None:
         """``{(r, g, b): mask value}`` from ``palette`` (the ``ignore`` colour maps to ``ignore_index``)."""
@@ -267,9 +281,6 @@ _TRAINER_OWNED = {
 }
 """Trainer arguments lossbench sets itself, with the reason a config may not."""
 
-# Keys that change only logging or launching, not a run's result (left out of the run hash).
-_TRAINER_NOT_HASHED = {"strategy", "accelerator", "log_every_n_steps", "enable_progress_bar"}
-
 
 @lru_cache(maxsize=1)
 def trainer_arguments() -> tuple[str, ...]:
@@ -285,6 +296,10 @@ def _devices(value: Any) -> Any:
     if isinstance(value, int) and (value == 0 or value < -1):
         raise ValueError(f"expected a number of devices ≥ 1, -1 (all) or 'auto', got {value}")
     return value
+
+
+GPU_ACCELERATORS = ("auto", "gpu", "cuda")
+"""``trainer.accelerator`` values that train on GPUs when there are any."""
 
 
 class TrainerConfig(BaseModel):
@@ -315,6 +330,11 @@ class TrainerConfig(BaseModel):
     def kwargs(self) -> dict[str, Any]:
         """Every argument for ``lightning.Trainer``."""
         return self.model_dump()
+
+    @property
+    def wants_gpu(self) -> bool:
+        """Whether the runs train on GPUs when the machine has any (:data:`GPU_ACCELERATORS`)."""
+        return self.accelerator in GPU_ACCELERATORS
 
 
 class WandbConfig(_Section):
@@ -359,7 +379,9 @@ class ReportConfig(_Section):
     nsd_tolerance: Annotated[float, BeforeValidator(_no_bool), Field(ge=0)] = 2.0  # pixels; used when a run is tested (its record says which)
 
 
-class _RunSections(_Section):
+class RunSections(_Section):
+    """The sections every run of a suite shares (a run's config is these plus its loss and seed)."""
+
     suite: str = "adhoc"  # the suite's name: its runs and report folders and the W&B group
     plugins: list[str] = Field(default_factory=list)  # modules or .py files that register losses
     data: DataConfig = Field(default_factory=DataConfig)
@@ -375,7 +397,7 @@ class _RunSections(_Section):
         return safe_name(value, "suite name")
 
     @model_validator(mode="after")
-    def _focus_is_a_class(self) -> _RunSections:
+    def _focus_is_a_class(self) -> RunSections:
         focus, names = self.report.focus, self.data.class_names
         if self.data.kind == "synthetic":
             names = SYNTHETIC_CLASSES
@@ -384,7 +406,8 @@ class _RunSections(_Section):
         return self
 
 
-def _jobs(value: Any) -> Any:
+def check_jobs(value: Any) -> int | str:
+    """``jobs`` (the config key and ``--jobs``): ``auto``, a number of runs at once ≥ 1, or -1 for one per CPU core."""
     if value == "auto":
         return value
     if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
@@ -392,7 +415,9 @@ def _jobs(value: Any) -> Any:
     return value
 
 
-LAUNCHERS = ("local", "slurm", "submitit-local")
+LauncherKind = Literal["local", "slurm", "submitit-local"]
+LAUNCHERS: tuple[str, ...] = get_args(LauncherKind)
+"""Where ``compare`` trains its runs (``launcher.kind``, ``--launcher``)."""
 
 
 class LauncherConfig(_Section):
@@ -404,7 +429,7 @@ class LauncherConfig(_Section):
     local executor (jobs are processes of this machine) — to try a cluster setup without a cluster.
     """
 
-    kind: Literal["local", "slurm", "submitit-local"] = "local"
+    kind: LauncherKind = "local"
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -418,7 +443,7 @@ class LauncherConfig(_Section):
     setup: list[str] = Field(default_factory=list)  # shell lines each job runs first, e.g. "module load cuda"
 
 
-class SuiteConfig(_RunSections):
+class SuiteConfig(RunSections):
     """A whole suite: the runs' sections plus the losses and seeds to cross, and how many run at once."""
 
     losses: list[LossEntry] = Field(default_factory=list)
@@ -426,19 +451,19 @@ class SuiteConfig(_RunSections):
     budgets: list[PosInt] | None = None  # training budgets in epochs: every (loss, seed) runs at each; default [trainer.max_epochs]
     # runs trained at once by compare on this machine: auto — one per GPU group (visible GPUs //
     # trainer.devices), one at a time on the CPU; N — N at once (on GPUs, at most one per group); -1 — one per CPU core
-    jobs: Annotated[int | Literal["auto"], BeforeValidator(_jobs)] = "auto"
+    jobs: Annotated[int | Literal["auto"], BeforeValidator(check_jobs)] = "auto"
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
 
     @field_validator("losses")
     @classmethod
     def _unique_labels(cls, losses: list[LossEntry]) -> list[LossEntry]:
-        _reject_duplicates([e.label for e in losses], "loss label", "give each variant its own label:")
+        reject_duplicates([e.label for e in losses], "loss label", "give each variant its own label:")
         return losses
 
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        _reject_duplicates(seeds, "seed", "seeds:")
+        reject_duplicates(seeds, "seed", "seeds:")
         return seeds
 
     @field_validator("budgets")
@@ -447,7 +472,7 @@ class SuiteConfig(_RunSections):
         if budgets is not None:
             if not budgets:
                 raise ValueError("budgets: lists no budget; leave it out to train for trainer.max_epochs")
-            _reject_duplicates(budgets, "budget", "budgets:")
+            reject_duplicates(budgets, "budget", "budgets:")
         return sorted(budgets) if budgets else budgets
 
     def budget_list(self) -> list[int]:
@@ -456,19 +481,14 @@ class SuiteConfig(_RunSections):
 
 
 
-def runs_at_once(jobs: int, cores: int | None = None) -> int:
-    """``jobs`` as a count: -1 is one run per CPU core (``cores``, default this machine's)."""
-    return (cores or os.cpu_count() or 1) if jobs == -1 else jobs
-
-
-class RunConfig(_RunSections):
+class RunConfig(RunSections):
     """The resolved config of one run (its ``config.yaml``): the suite's run sections, one loss, one seed."""
 
     loss: LossEntry
     seed: Seed
 
 
-def _reject_duplicates(values: list, what: str, hint: str) -> None:
+def reject_duplicates(values: list, what: str, hint: str) -> None:
     seen = set()
     for v in values:
         if v in seen:
@@ -484,7 +504,7 @@ def _did_you_mean(key: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _explain(error: ValidationError, source: str) -> ConfigError:
+def explain(error: ValidationError, source: str) -> ConfigError:
     """The first problem of a pydantic error as one sentence naming the key."""
     err = error.errors()[0]
     loc = [str(p) for p in err["loc"]]
@@ -582,7 +602,7 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> SuiteConf
     try:
         return SuiteConfig.model_validate(dict(raw))
     except ValidationError as e:
-        raise _explain(e, source) from None
+        raise explain(e, source) from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -590,114 +610,8 @@ def load_run_config(path: str | Path) -> RunConfig:
     try:
         return RunConfig.model_validate(read_yaml_mapping(path))
     except ValidationError as e:
-        raise _explain(e, f"run config {str(path)!r}") from None
+        raise explain(e, f"run config {str(path)!r}") from None
 
 
 def dump_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
-# --- losses and runs ------------------------------------------------------------------------------
-
-
-def resolve_losses(
-    cfg: SuiteConfig, wanted: Iterable[str] | None = None, check: bool = True, num_classes: int | None = None
-) -> list[LossEntry]:
-    """The suite's loss entries, or those named in ``wanted`` (labels of the config, else registry names).
-
-    The one place that picks losses: ``train``, ``compare`` and ``report`` call it. With ``check``
-    (plugins loaded first) each entry is checked — the name is registered, its parameters are
-    accepted, and the loss builds and returns a differentiable scalar on a small batch — before
-    anything trains; the report, which trains nothing, only needs the entries. ``num_classes``
-    (default: the config's) is what the check builds the losses for; when neither says — a Python
-    dataset whose factory names the classes — the run checks each loss as it builds it.
-    """
-    from lossbench.losses import check_loss
-
-    if wanted is None:
-        if not cfg.losses:
-            raise ConfigError("the config lists no losses: add them under losses: or pass --losses")
-        chosen = list(cfg.losses)
-    else:
-        wanted = list(wanted)
-        _reject_duplicates_cfg(wanted)
-        by_label = {e.label: e for e in cfg.losses}
-        chosen = []
-        for name in wanted:
-            entry = by_label.get(name) or next((e for e in cfg.losses if e.name == name), None)
-            chosen.append(entry or _entry(name))
-        _reject_duplicates_cfg([e.label for e in chosen], "--losses picks")
-    num_classes = num_classes or cfg.data.num_classes
-    for entry in chosen if check and num_classes else ():
-        check_loss(
-            entry.name,
-            entry.params,
-            num_classes=num_classes,
-            ignore_index=cfg.data.loss_ignore_index,
-            label=entry.label,
-        )
-    return chosen
-
-
-def _entry(name: str) -> LossEntry:
-    try:
-        return LossEntry.model_validate(name)
-    except ValidationError as e:
-        raise _explain(e, "--losses") from None
-
-
-def _reject_duplicates_cfg(values: list[str], what: str = "--losses names") -> None:
-    try:
-        _reject_duplicates(values, "loss", f"{what} it more than once;")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int, budget: int | None = None) -> RunConfig:
-    """The resolved config of one run: the suite's run sections plus this loss and seed, trained for
-    ``budget`` epochs (``trainer.max_epochs``; default the suite's)."""
-    sections = cfg.model_dump(include=set(_RunSections.model_fields))
-    if budget is not None:
-        sections["trainer"] = {**sections["trainer"], "max_epochs": budget}
-    return RunConfig.model_validate({**sections, "loss": loss.model_dump(), "seed": seed})
-
-
-def resolve_seeds(cfg: SuiteConfig, wanted: list[int] | None = None) -> list[int]:
-    """The suite's seeds, or ``wanted`` (``--seeds``) checked exactly as ``seeds:`` is."""
-    if wanted is None:
-        return list(cfg.seeds)
-    try:
-        return SuiteConfig.model_validate({"seeds": wanted}).seeds
-    except ValidationError as e:
-        raise _explain(e, "--seeds") from None
-
-
-_DATA_OFF: dict[str, Any] = {
-    "resize": None, "crop": None, "augment": None, "palette": None, "target": None, "kwargs": {}, "normalize": "none",
-}  # fmt: skip
-_MODEL_OFF: dict[str, Any] = {"encoder_weights": None}
-"""Keys that leave the hash when switched off, so runs made before the keys existed keep their folders."""
-
-
-def config_hash(run_cfg: RunConfig) -> str:
-    """12 hex digits of the parts of a run's config that decide its result.
-
-    Excluded: W&B settings, the report section, the suite name, plugins, the loss label, the data cache folder and worker
-    count, data and model keys at their "off" value (:data:`_DATA_OFF`, :data:`_MODEL_OFF`), and trainer keys that change only logging or how the work is launched (``strategy``,
-    ``accelerator``, logging cadence, progress bar). ``devices`` and ``num_nodes`` stay in: they
-    change the global batch.
-    """
-    dumped = run_cfg.model_dump(mode="json")
-    trainer = {k: v for k, v in dumped["trainer"].items() if k not in _TRAINER_NOT_HASHED}
-    data = {k: v for k, v in dumped["data"].items() if k not in {"num_workers", "cache_dir"} and _DATA_OFF.get(k, ...) != v}
-    model = {k: v for k, v in dumped["model"].items() if _MODEL_OFF.get(k, ...) != v}
-    key = {
-        "data": data,
-        "model": model,
-        "optim": dumped["optim"],
-        "trainer": trainer,
-        "loss": {"name": run_cfg.loss.name, "params": dumped["loss"]["params"]},
-        "seed": run_cfg.seed,
-    }
-    blob = json.dumps(key, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]

@@ -32,13 +32,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import submitit
 
 from lossbench import claim
-from lossbench.config import ConfigError, LauncherConfig, TrainerConfig, runs_at_once
+from lossbench.config import ConfigError, LauncherConfig, TrainerConfig
 from lossbench.record import FAILED, OK, log_path, read_status, submitit_dir
 
 if TYPE_CHECKING:
-    from lossbench.suite import PlannedRun
-
-GPU_ACCELERATORS = ("auto", "gpu", "cuda")
+    from lossbench.plan import PlannedRun
 
 
 # --- one machine: which runs train where ----------------------------------------------------------
@@ -72,12 +70,17 @@ class Placement:
         return f"{self.at_once} run{'s' if self.at_once > 1 else ''} at once, {self.threads} CPU threads each"
 
 
+def runs_at_once(jobs: int, cores: int | None = None) -> int:
+    """``jobs`` as a count: -1 is one run per CPU core (``cores``, default this machine's)."""
+    return (cores or os.cpu_count() or 1) if jobs == -1 else jobs
+
+
 def place(trainer: TrainerConfig, jobs: int | str, gpus: list[str], cores: int) -> Placement:
     """The placement of a suite's runs: with G visible GPUs and ``d`` devices per run, G // d runs at
     once, each on its own d GPUs (``jobs``, when a number, caps it); on the CPU ``jobs`` runs at once
     (``auto``: one), sharing the cores. Raises :class:`ConfigError` when a run needs more GPUs than there are."""
     devices = trainer.devices
-    if gpus and trainer.accelerator in GPU_ACCELERATORS:
+    if gpus and trainer.wants_gpu:
         if isinstance(devices, list):  # the user named the GPU ids: one run at a time, on those
             return Placement(1, cores, note=f"trainer.devices={devices}: the runs train one at a time on those GPU ids", on_gpu=True)
         per_run = len(gpus) if devices in (-1, "-1", "auto") else int(devices)
@@ -124,7 +127,7 @@ class Slots:
 
 # What a run process imports before it trains (torch, Lightning, smp, torchmetrics, W&B): about
 # 10 s on a 2-core CPU, paid once by the fork server instead of once per run.
-PRELOAD = ["lossbench.run", "lossbench.module", "lossbench.data", "lossbench.stats"]
+PRELOAD = ["lossbench.run", "lossbench.module", "lossbench.data", "lossbench.metrics", "lossbench.wandb_sink"]
 
 
 def die_with_parent() -> None:
@@ -165,12 +168,13 @@ def forkable(trainer: TrainerConfig, placement: Placement) -> bool:
 
 
 class RunProcesses:
-    """Starts the process of one run, ``lossbench train --run-dir DIR``: its output in the run's
+    """Starts the process of one run (:func:`lossbench.run.run_process`): its output in the run's
     ``train.log``, its environment (claim token, GPUs, threads), SIGTERM when its launcher dies.
 
     A run that :func:`forkable` allows is forked from a server that has imported :data:`PRELOAD`
     once (multiprocessing's fork server): it starts training in a fraction of a second instead of
-    after ~10 s of imports. Either way each run is its own process, and a crash takes only that run.
+    after ~10 s of imports. Any other run is a fresh ``lossbench train --run-dir DIR`` process.
+    Either way each run is its own process, and a crash takes only that run.
     """
 
     def __init__(self) -> None:
@@ -180,19 +184,19 @@ class RunProcesses:
 
     def start(self, run_dir: Path, env: dict[str, str], fork: bool) -> Any:
         """The started process, with the :class:`subprocess.Popen` methods the pool uses."""
-        argv = ["train", "--run-dir", str(run_dir), "--no-progress"]
         if fork and self.context is not None:
-            process = self.context.Process(target=_forked_run, args=(argv, env, str(log_path(run_dir)), os.getpid()),
+            process = self.context.Process(target=_forked_run, args=(str(run_dir), env, str(log_path(run_dir)), os.getpid()),
                                            name=f"lossbench train {run_dir}")  # fmt: skip
             process.start()
             return ForkedRun(process)
+        argv = ["train", "--run-dir", str(run_dir), "--no-progress"]
         with open(log_path(run_dir), "a") as log_file:  # the child holds its own copy of the descriptor
             return subprocess.Popen([sys.executable, "-m", "lossbench.cli", *argv], stdout=log_file,
                                     stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)  # fmt: skip
 
 
-def _forked_run(argv: list[str], env: dict[str, str], log: str, launcher: int) -> None:
-    """The body of a forked run process: become ``lossbench train`` as a fresh process would be."""
+def _forked_run(run_dir: str, env: dict[str, str], log: str, launcher: int) -> None:
+    """The body of a forked run process: :func:`lossbench.run.run_process`, set up as a fresh process would be."""
     die_with(launcher)  # its parent is the fork server, which outlives the launcher while runs hold it open
     os.environ.clear()
     os.environ.update(env)
@@ -204,11 +208,11 @@ def _forked_run(argv: list[str], env: dict[str, str], log: str, launcher: int) -
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    sys.argv = ["lossbench", *argv]
-    from lossbench.cli import main
+    sys.argv = ["lossbench", "train", "--run-dir", run_dir, "--no-progress"]
+    from lossbench.run import run_process
 
     try:
-        code = main(argv)
+        code = run_process(Path(run_dir), env.get(claim.TOKEN_ENV))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -6,8 +6,18 @@ with the ignore index excluded: IoU, sensitivity (recall), specificity, precisio
 class, and the mean IoU. A ratio whose denominator is 0 (a class absent from both the target and
 the prediction) is NaN — undefined, not 0 — and is left out of the mean IoU.
 
-Boundary metrics (:func:`boundary_scores`) are per image: region overlap hides boundary errors on
-thin curves and small spots.
+Per test image the test also keeps TP/FP/FN pixel counts per class (:func:`per_image_counts`, what
+the report's bootstrap resamples), boundary metrics (:func:`boundary_scores`: region overlap hides
+boundary errors on thin curves and small spots) and focus-class objects (:func:`object_counts`).
+
+One rule decides which pixels are scored everywhere — losses aside, which apply the same rule in
+:mod:`lossbench.losses.functional` — :func:`scored_pixels`: a target value that is a class and not the
+ignore index.
+
+Objects (:func:`object_counts`): connected components (8-connectivity, ``scipy.ndimage.label``)
+of one class in the ground truth and in the prediction of one image. A ground-truth object is
+*hit* when some predicted component overlaps it with IoU ≥ the threshold; a predicted component
+that overlaps no ground-truth object that well is a *false positive*.
 """
 
 from __future__ import annotations
@@ -16,13 +26,38 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+TP, FP, FN = 0, 1, 2
+"""The last axis of per-image counts (:func:`per_image_counts`)."""
+OBJECT_FIELDS = ("gt", "hit", "pred", "fp")
+"""Per image: ground-truth objects, those hit, predicted objects, false-positive objects."""
 
 METRICS = ("iou", "sensitivity", "specificity", "precision", "dice")
 BOUNDARY_METRICS = ("hd95", "nsd")
 """Per test image and class, then averaged over the images where they are defined: the 95th-percentile
 Hausdorff distance (pixels, lower is better) and the normalised surface Dice at a tolerance (higher is better)."""
+
+
+def scored_pixels(target: Any, num_classes: int, ignore_index: int | None) -> Any:
+    """Where ``target`` (a tensor or an array) is scored: a class id, and not the ignore index."""
+    scored = (target >= 0) & (target < num_classes)
+    if ignore_index is not None:
+        scored &= target != ignore_index
+    return scored
+
+
+def per_image_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor:
+    """``[B, C, 3]`` TP, FP and FN pixels of each image and class (pixels that are not scored excluded)."""
+    b = pred.shape[0]
+    valid = scored_pixels(target, num_classes, ignore_index)
+    image = torch.arange(b, device=pred.device).view(b, *([1] * (target.ndim - 1))).expand_as(target)
+    flat = ((image * num_classes + target.clamp(0, num_classes - 1)) * num_classes + pred)[valid]
+    cm = torch.bincount(flat, minlength=b * num_classes * num_classes).view(b, num_classes, num_classes)
+    tp = cm.diagonal(dim1=1, dim2=2)
+    return torch.stack([tp, cm.sum(1) - tp, cm.sum(2) - tp], dim=-1)
 
 
 def confusion_matrix_metric(num_classes: int, ignore_index: int | None) -> MulticlassConfusionMatrix:
@@ -101,13 +136,10 @@ def boundary_scores(pred: Any, target: Any, num_classes: int, ignore_index: int 
     ``tolerance`` of the other: 0 when exactly one mask is empty, NaN when both are. Ignored pixels
     belong to neither mask.
     """
-    import numpy as np
     from scipy.ndimage import distance_transform_edt
 
     pred, target = np.asarray(pred), np.asarray(target)
-    scored = (target >= 0) & (target < num_classes)
-    if ignore_index is not None:
-        scored &= target != ignore_index
+    scored = scored_pixels(target, num_classes, ignore_index)
     out = np.full((num_classes, 2), np.nan)
     for c in range(num_classes):
         pm, tm = (pred == c) & scored, (target == c) & scored
@@ -130,8 +162,6 @@ def boundary_scores(pred: Any, target: Any, num_classes: int, ignore_index: int 
 
 def _edges(mask: Any) -> Any:
     """The mask minus its erosion by a cross, outside the image counting as background (torchmetrics' ``mask_edges``)."""
-    import numpy as np
-
     inner = np.zeros_like(mask)
     inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
     return mask & ~inner
@@ -139,10 +169,42 @@ def _edges(mask: Any) -> Any:
 
 def _percentile95(values: Any) -> float:
     """``numpy.percentile(values, 95)`` (linear interpolation), without its per-call overhead."""
-    import numpy as np
-
     s = np.sort(values)
     pos = 0.95 * (len(s) - 1)
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+
+
+# --- objects --------------------------------------------------------------------------------------
+
+_EIGHT = np.ones((3, 3), bool)
+
+
+def object_counts(target: np.ndarray, prediction: np.ndarray, cls: int, iou_threshold: float = 0.1) -> tuple[int, int, int, int]:
+    """``(gt, hit, pred, fp)`` object counts of class ``cls`` in one image (see the module docstring)."""
+    from scipy import ndimage
+
+    gt_lab, n_gt = ndimage.label(np.asarray(target) == cls, structure=_EIGHT)
+    pr_lab, n_pr = ndimage.label(np.asarray(prediction) == cls, structure=_EIGHT)
+    if n_gt == 0 or n_pr == 0:
+        return n_gt, 0, n_pr, n_pr
+    overlap = np.bincount((gt_lab * (n_pr + 1) + pr_lab).ravel(), minlength=(n_gt + 1) * (n_pr + 1))
+    overlap = overlap.reshape(n_gt + 1, n_pr + 1)[1:, 1:]  # [G, P] intersections
+    gt_size = np.bincount(gt_lab.ravel(), minlength=n_gt + 1)[1:]
+    pr_size = np.bincount(pr_lab.ravel(), minlength=n_pr + 1)[1:]
+    union = gt_size[:, None] + pr_size[None, :] - overlap
+    matched = overlap / union >= iou_threshold
+    matched &= overlap > 0
+    return int(n_gt), int(matched.any(1).sum()), int(n_pr), int((~matched.any(0)).sum())
+
+
+def object_summary(per_image: np.ndarray) -> dict[str, float]:
+    """Totals and rates of ``[N, 4]`` per-image object counts (:data:`OBJECT_FIELDS`)."""
+    gt, hit, pred, fp = (int(x) for x in np.asarray(per_image).reshape(-1, 4).sum(0))
+    n = int(np.asarray(per_image).reshape(-1, 4).shape[0])
+    recall = hit / gt if gt else math.nan
+    precision = (pred - fp) / pred if pred else math.nan
+    f1 = 2 * precision * recall / (precision + recall) if pred and gt and precision + recall > 0 else (0.0 if gt or pred else math.nan)
+    return {"gt": gt, "hit": hit, "pred": pred, "fp": fp, "images": n, "recall": recall, "precision": precision,
+            "f1": f1, "fp_per_image": fp / n if n else math.nan}  # fmt: skip

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import lightning as L
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-from lightning.fabric.loggers.logger import _DummyExperiment
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from lossbench.config import OptimConfig, ReportConfig
 from lossbench.losses import build_loss, check_output, get_loss_spec
 from lossbench.metrics import (
     BOUNDARY_METRICS,
@@ -21,45 +19,12 @@ from lossbench.metrics import (
     confusion_matrix_metric,
     flat_scalars,
     focus_class,
+    object_counts,
     per_class_metrics,
+    per_image_counts,
+    scored_pixels,
 )
-
-
-class SinkWandbLogger(WandbLogger):
-    """Lightning's ``WandbLogger`` that never fails a run: W&B is a sink, results never depend on it.
-
-    If W&B cannot start (a bad setting, no network in online mode, a damaged run folder), it warns
-    once and the run goes on without W&B logging.
-    """
-
-    _failed = False
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._wandb_init.pop("anonymous", None)  # W&B warns that the setting is gone, in every run's log
-
-    @property
-    def experiment(self):  # type: ignore[override]
-        if self._failed:
-            return _DummyExperiment()
-        try:
-            return super().experiment
-        except Exception as e:  # noqa: BLE001 — any W&B failure must leave the run alone
-            self._failed = True
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            print(f"lossbench: W&B could not start ({type(e).__name__}: {first_line}); "
-                  "this run goes on without W&B logging", file=sys.stderr, flush=True)  # fmt: skip
-            return _DummyExperiment()
-
-    @property
-    def live_experiment(self):
-        """The W&B run, or ``None`` where there is none (W&B could not start, or a rank other than 0)."""
-        run = self.experiment
-        return None if isinstance(run, _DummyExperiment) else run
-
-    def log_hyperparams(self, params) -> None:  # type: ignore[override]
-        if self.live_experiment is not None:
-            super().log_hyperparams(params)
+from lossbench.record import Evidence
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -114,19 +79,6 @@ def input_multiple(model: torch.nn.Module) -> int:
     return int(getattr(encoder, "output_stride", 32) or 32)
 
 
-def per_image_counts(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
-    """``[B, C, 3]`` TP, FP and FN pixels of each image and class (ignored and out-of-range target pixels excluded)."""
-    b = pred.shape[0]
-    valid = (target >= 0) & (target < num_classes)
-    if ignore_index is not None:
-        valid &= target != ignore_index
-    image = torch.arange(b, device=pred.device).view(b, *([1] * (target.ndim - 1))).expand_as(target)
-    flat = ((image * num_classes + target.clamp(0, num_classes - 1)) * num_classes + pred)[valid]
-    cm = torch.bincount(flat, minlength=b * num_classes * num_classes).view(b, num_classes, num_classes)
-    tp = cm.diagonal(dim1=1, dim2=2)
-    return torch.stack([tp, cm.sum(1) - tp, cm.sum(2) - tp], dim=-1)
-
-
 def original_resolution(logits: Tensor, batch: dict[str, Tensor]):
     """``(prediction, original mask)`` pairs at each mask's own resolution, as mmsegmentation evaluates.
 
@@ -165,10 +117,10 @@ class LossbenchModule(L.LightningModule):
         object_iou: the IoU a predicted object needs with a ground-truth object to find it.
         nsd_tolerance: the normalised surface Dice's tolerance, pixels.
 
-    The test keeps its evidence (:attr:`test_evidence`, on rank 0): per test image and class the
-    TP/FP/FN pixels, the focus-class object counts (:func:`lossbench.stats.object_counts`), and the
-    confusion matrix — gathered over DDP ranks and put in test-set order, so a sharded test gives
-    exactly the numbers of one process.
+    The test keeps its evidence (:attr:`test_evidence`, a :class:`~lossbench.record.Evidence`): per
+    test image and class the TP/FP/FN pixels and boundary scores, the focus-class object counts
+    (:func:`lossbench.metrics.object_counts`), and the confusion matrix — gathered over DDP ranks and
+    put in test-set order (:attr:`test_index`), so a sharded test gives exactly the numbers of one process.
     """
 
     def __init__(
@@ -180,12 +132,12 @@ class LossbenchModule(L.LightningModule):
         ignore_index: int | None,
         in_channels: int,
         class_frequencies: list[int],
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        lr: float = OptimConfig.model_fields["lr"].default,
+        weight_decay: float = OptimConfig.model_fields["weight_decay"].default,
         loss_label: str | None = None,
         focus: str | None = None,
-        object_iou: float = 0.1,
-        nsd_tolerance: float = 2.0,
+        object_iou: float = ReportConfig.model_fields["object_iou"].default,
+        nsd_tolerance: float = ReportConfig.model_fields["nsd_tolerance"].default,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -204,7 +156,8 @@ class LossbenchModule(L.LightningModule):
         self.test_result: dict[str, Any] | None = None
         scored = [i for i in range(num_classes) if i != ignore_index]
         self.focus = focus_class(self.class_names, class_frequencies, scored, focus)
-        self.test_evidence: dict[str, Any] | None = None
+        self.test_evidence: Evidence | None = None
+        self.test_index: np.ndarray | None = None  # the test image of each evidence row
         self._test_rows: list[Tensor] = []
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
@@ -265,14 +218,12 @@ class LossbenchModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
     def _keep_evidence(self, pred: Tensor, target: Tensor, index: Tensor) -> None:
-        from lossbench.stats import object_counts
-
         num_classes, ignore = len(self.class_names), self.hparams.ignore_index
         counts = per_image_counts(pred, target, num_classes, ignore).reshape(pred.shape[0], -1).cpu()
         objects = []
         for p, t in zip(pred.cpu().numpy(), target.cpu().numpy()):
             p = p.copy()
-            p[(t < 0) | (t >= num_classes) | ((t == ignore) if ignore is not None else False)] = -1  # not scored there
+            p[~scored_pixels(t, num_classes, ignore)] = -1  # not scored there
             objects.append(object_counts(t, p, self.focus, self.hparams.object_iou))
         rows = torch.cat([index.cpu().view(-1, 1), counts, torch.tensor(objects, dtype=torch.int64).view(-1, 4)], 1)
         self._test_rows.append(rows.long())
@@ -295,18 +246,18 @@ class LossbenchModule(L.LightningModule):
             rows = rows[rows[:, 0] >= 0]
         return rows[rows[:, 0].argsort()]
 
-    def _gather_evidence(self, confmat: Tensor) -> dict[str, Any]:
-        """Every rank's evidence, on every rank, in test-set order."""
+    def _gather_evidence(self, confmat: Tensor) -> tuple[Evidence, np.ndarray]:
+        """Every rank's evidence, on every rank, in test-set order; and the test image of each row."""
         c = len(self.class_names)
         rows = self._gather_rows(self._test_rows, 1 + 3 * c + 4, torch.long).numpy()
         boundary = self._gather_rows(self._test_boundary, 1 + 2 * c, torch.float64).numpy()
-        return {
-            "index": rows[:, 0],
-            "counts": rows[:, 1 : 1 + 3 * c].reshape(-1, c, 3),
-            "objects": rows[:, 1 + 3 * c :],
-            "boundary": boundary[:, 1:].reshape(-1, c, 2).astype(np.float32),
-            "confmat": confmat.detach().cpu().long().numpy(),
-        }
+        evidence = Evidence(
+            counts=rows[:, 1 : 1 + 3 * c].reshape(-1, c, 3),
+            confmat=confmat.detach().cpu().long().numpy(),
+            objects=rows[:, 1 + 3 * c :],
+            boundary=boundary[:, 1:].reshape(-1, c, 2).astype(np.float32),
+        )
+        return evidence, rows[:, 0]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_cm, "val")
@@ -337,8 +288,8 @@ class LossbenchModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         confmat = self.test_cm.compute()
         result = per_class_metrics(confmat, self.class_names, self.hparams.ignore_index)
-        self.test_evidence = self._gather_evidence(confmat)
-        boundary = self.test_evidence["boundary"]
+        self.test_evidence, self.test_index = self._gather_evidence(confmat)
+        boundary = self.test_evidence.boundary
         for i, name in enumerate(self.class_names):
             if name in result["per_class"]:
                 for j, m in enumerate(BOUNDARY_METRICS):

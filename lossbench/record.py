@@ -5,18 +5,19 @@ A suite's runs folder (``--out``, default ``runs/<suite>``)::
     <out>/suite.yaml                       the suite's resolved config (written by ``compare``)
     <out>/.submitit/<job>/                 submitit's job files and scheduler logs (``--launcher slurm``)
     <out>/<label>/seed<seed>-<hash>/       one run: its loss label, seed and config hash
-        config.yaml                        the run's resolved config (:class:`~lossbench.config.RunConfig`)
+        config.yaml                        the run's resolved config (:func:`lossbench.identity.run_config`)
         metrics.json                       the run record (:class:`RunRecord`), written atomically
         claim.json                         who trains the run now (:mod:`lossbench.claim`); gone when it is finished
-        evidence.npz                       what the report's statistics are computed from (:func:`write_evidence`),
+        evidence.npz                       what the report's statistics are computed from (:class:`Evidence`),
                                            written before the record says ``ok``
         checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it
         errors/rank<k>.json                what failed on each rank of a failed run (:func:`write_rank_error`)
         train.log                          the run process's output (runs started by ``compare``, SLURM jobs)
         wandb/                             the W&B run (a sink, never read back)
 
-Every module that reads or writes these goes through this one: none spells a file name or a
-record key itself.
+Every module that reads or writes these goes through this one: none spells a file name itself,
+and the record (:class:`RunRecord`), its progress (:class:`Progress`) and the evidence
+(:class:`Evidence`) are typed here, so no other module spells one of their keys.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import RunConfig, config_hash, dump_yaml
+import numpy as np
+
+from lossbench.config import RunConfig, dump_yaml
+from lossbench.identity import config_hash
 from lossbench.io import atomic_file, read_json, write_json_atomic, write_text_atomic
 
 SUITE_FILE = "suite.yaml"
@@ -61,6 +65,21 @@ class DamagedRecord(ValueError):
 
 
 @dataclass
+class Progress:
+    """Where a running attempt is: the record's ``progress``, what progress lines and ``lossbench status`` show."""
+
+    epoch: int  # epochs done
+    max_epochs: int
+    val_miou: float | None  # after the latest epoch (None: undefined)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Progress | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(int(data.get("epoch") or 0), int(data.get("max_epochs") or 0), data.get("val_miou"))
+
+
+@dataclass
 class RunRecord:
     """What ``metrics.json`` holds. Identity fields first; results are filled when the run is ``ok``."""
 
@@ -75,8 +94,7 @@ class RunRecord:
     attempts: int = 1  # processes that have trained this run (a resume is a new attempt)
     started_at: float | None = None  # epoch seconds, this attempt
     finished_at: float | None = None
-    # while running: {"epoch": done, "max_epochs": n, "val_miou": latest} — what progress lines show
-    progress: dict[str, Any] | None = None
+    progress: Progress | None = None  # while running
     # failed or interrupted: what happened, on which rank
     error: str | None = None
     failed_rank: int | None = None
@@ -86,7 +104,7 @@ class RunRecord:
     class_frequencies: list[int] | None = None  # training pixels per class
     test: dict[str, Any] | None = None  # per_class metrics, miou, pixels (lossbench.metrics)
     focus: str | None = None  # the class of the object metrics and the panel (report.focus, else the rarest)
-    objects: dict[str, Any] | None = None  # focus-class objects on the test set (lossbench.stats.object_summary)
+    objects: dict[str, Any] | None = None  # focus-class objects on the test set (lossbench.metrics.object_summary)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     epochs: int | None = None
     steps: int | None = None
@@ -140,7 +158,9 @@ class RunRecord:
             raise DamagedRecord(path, f"missing {', '.join(missing)}")
         if data["status"] not in STATUSES:
             raise DamagedRecord(path, f"unknown status {data['status']!r}")
-        return cls(**{k: v for k, v in data.items() if k in names}, run_dir=path.parent)
+        values = {k: v for k, v in data.items() if k in names}
+        values["progress"] = Progress.from_json(values.get("progress"))
+        return cls(**values, run_dir=path.parent)
 
 
 def run_dir_for(out: str | Path, run_cfg: RunConfig) -> Path:
@@ -198,26 +218,62 @@ EVIDENCE_ARRAYS = {
     "panel_target_<k>": "[H, W] int32: its mask",
     "panel_pred_<k>": "[H, W] int32: this run's prediction of it",
 }
-"""What ``evidence.npz`` holds."""
+"""What ``evidence.npz`` holds (the arrays of :class:`Evidence`)."""
 
 
-def write_evidence(run_dir: Path, arrays: dict[str, Any]) -> None:
+@dataclass
+class PanelImage:
+    """One test image of the qualitative panel: the image for display, its mask, this run's prediction."""
+
+    image: np.ndarray  # [H, W, 3] uint8
+    target: np.ndarray  # [H, W] int32
+    pred: np.ndarray  # [H, W] int32
+
+
+@dataclass
+class Evidence:
+    """What a run keeps of its test (``evidence.npz``, :data:`EVIDENCE_ARRAYS`): the report's statistics and
+    pictures are computed from it, never by retraining."""
+
+    counts: np.ndarray
+    confmat: np.ndarray
+    objects: np.ndarray
+    boundary: np.ndarray | None = None  # runs tested before boundary metrics have none
+    panel_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    panel: list[PanelImage] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays as ``evidence.npz`` names them."""
+        out = {"counts": self.counts, "objects": self.objects}
+        if self.boundary is not None:
+            out["boundary"] = self.boundary
+        out["confmat"] = self.confmat
+        out["panel_index"] = self.panel_index
+        for k, p in enumerate(self.panel):
+            out |= {f"panel_image_{k}": p.image, f"panel_target_{k}": p.target, f"panel_pred_{k}": p.pred}
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Evidence:
+        index = arrays.get("panel_index", np.zeros(0, np.int64))
+        panel = [PanelImage(arrays[f"panel_image_{k}"], arrays[f"panel_target_{k}"], arrays[f"panel_pred_{k}"])
+                 for k in range(len(index))]  # fmt: skip
+        return cls(arrays["counts"], arrays["confmat"], arrays["objects"], arrays.get("boundary"), index, panel)
+
+
+def write_evidence(run_dir: Path, evidence: Evidence) -> None:
     """Atomically write the run's ``evidence.npz`` (the report reads it; it never retrains)."""
-    import numpy as np
-
     with atomic_file(evidence_path(run_dir), "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **evidence.arrays())
 
 
-def read_evidence(run_dir: Path) -> dict[str, Any] | None:
-    """The run's evidence arrays, or ``None`` when it has none (older runs) or the file is damaged."""
+def read_evidence(run_dir: Path) -> Evidence | None:
+    """The run's evidence, or ``None`` when it has none (older runs) or the file is damaged."""
     import zipfile
-
-    import numpy as np
 
     try:
         with np.load(evidence_path(run_dir)) as f:
-            return {k: f[k] for k in f.files}
+            return Evidence.from_arrays({k: f[k] for k in f.files})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 

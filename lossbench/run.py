@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
-import netrc
 import os
 import platform
-import re
 import signal
+import sys
 import time
 import traceback
 import warnings
@@ -28,13 +27,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
-from lossbench.config import RunConfig, config_hash, load_run_config
+from lossbench.config import GPU_ACCELERATORS, ConfigError, RunConfig, load_run_config
 from lossbench.record import (
     FAILED,
     INTERRUPTED,
     LAST_CHECKPOINT,
     OK,
     DamagedRecord,
+    PanelImage,
+    Progress,
     RunRecord,
     checkpoint_dir,
     clear_rank_errors,
@@ -82,28 +83,13 @@ def global_rank() -> int:
     return 0
 
 
-def wandb_mode(mode: str | None) -> str:
-    """The W&B mode: ``wandb.mode`` from the config, else ``WANDB_MODE``, else online only for a logged-in user."""
-    mode = mode or os.environ.get("WANDB_MODE")
-    if mode:
-        return str(mode)
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (OSError, netrc.NetrcParseError):
-        pass
-    return "offline"
-
-
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``precision: auto`` → ``bf16-mixed`` on a CUDA GPU that supports it, else ``32-true``."""
     if precision != "auto":
         return precision
     import torch
 
-    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    on_gpu = accelerator in GPU_ACCELERATORS and torch.cuda.is_available()
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
@@ -159,7 +145,7 @@ class ProgressRecord(Callback):
         if not pl_module.history:
             return
         last = pl_module.history[-1]
-        self.record.progress = {"epoch": last["epoch"], "max_epochs": trainer.max_epochs, "val_miou": last["val_miou"]}
+        self.record.progress = Progress(last["epoch"], trainer.max_epochs, last["val_miou"])
         write_record(self.run_dir, self.record)
         miou = last["val_miou"]
         print(
@@ -266,6 +252,52 @@ def train_run_dir(run_dir: str | Path, progress: bool = True, claim_token: str |
     return train_run(load_run_config(config_path(run_dir)), run_dir, progress, claim_token)
 
 
+def run_process(run_dir: str | Path, token: str | None, progress: bool = False, run_cfg: RunConfig | None = None) -> int:
+    """The body of one run's own process: ``lossbench train`` and the run processes ``compare`` forks alike.
+
+    Trains the run in ``run_dir`` (its ``config.yaml``, or ``run_cfg``) holding the claim its launcher
+    made with ``token`` (``None``: this process claims it), prints its test result, and returns the
+    process's exit status (:func:`exit_status`). A run another live launcher holds is said and left
+    alone (status 0); SIGTERM stops it resumably, as Ctrl-C does.
+    """
+    run_dir = Path(run_dir)
+    install_interrupt_handler()
+    try:
+        record = train_run(run_cfg or load_run_config(config_path(run_dir)), run_dir, progress, token)
+    except RunClaimed as e:  # another launcher trains it: nothing to do here
+        print(f"lossbench: {e}")
+        return 0
+    except RunInterrupted:
+        return exit_status(KeyboardInterrupt())  # SIGTERM: reported like Ctrl-C
+    except BaseException as e:  # noqa: BLE001 — the run recorded it; say it in one line
+        return exit_status(e)
+    if record.ok:
+        print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
+        for name, row in record.test["per_class"].items():
+            print(f"  {name:>12}: IoU {_fmt(row['iou'])}  sensitivity {_fmt(row['sensitivity'])}  specificity {_fmt(row['specificity'])}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "  —   " if value is None or value != value else f"{value:.4f}"
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of a ``lossbench`` process that ``exc`` ends, after one line on stderr saying why:
+    2 for a problem with the config or data (told before training wherever it can be), 1 for a run that
+    failed, 130 for an interrupt (resumable). Any other exception is raised again."""
+    if isinstance(exc, (ConfigError, ValueError)):
+        print(f"lossbench: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, FloatingPointError):
+        print(f"lossbench: run failed: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, KeyboardInterrupt):
+        print("lossbench: interrupted (resumable: run the same command again)", file=sys.stderr)
+        return 130
+    raise exc
+
+
 def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: BaseException) -> RunRecord:
     """The record of a failed or interrupted attempt: the first error among the ranks, and its rank."""
     cause = recorder.exception or exc
@@ -320,31 +352,11 @@ def _module(run_cfg: RunConfig, bundle: Any) -> Any:
     )
 
 
-def _logger(run_cfg: RunConfig, run_dir: Path) -> Any:
-    from lossbench.module import SinkWandbLogger
-
-    w = run_cfg.wandb
-    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_cfg.suite}-{run_dir.parent.name}-{run_dir.name}")[:120]
-    return SinkWandbLogger(
-        project=w.project,
-        entity=w.entity,
-        name=f"{run_cfg.loss.label} · seed {run_cfg.seed}",
-        group=run_cfg.suite,
-        id=run_id,
-        resume="allow",
-        save_dir=str(run_dir),
-        mode=wandb_mode(w.mode),
-        tags=[*w.tags, f"suite:{run_cfg.suite}", f"loss:{run_cfg.loss.label}", f"seed:{run_cfg.seed}",
-              f"config:{config_hash(run_cfg)}", f"epochs:{run_cfg.trainer.max_epochs}"],  # fmt: skip
-        config=run_cfg.model_dump(mode="json"),
-        job_type="train",
-    )
-
-
 def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, callbacks: list | None = None) -> Components:
     """Data, module, W&B logger, checkpointing and Trainer of one run, exactly as ``lossbench train`` uses them."""
     from lossbench.data import load_data
     from lossbench.plugins import load_plugins
+    from lossbench.wandb_sink import run_logger
 
     quiet_lightning()
     load_plugins(run_cfg.plugins)
@@ -368,7 +380,7 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
         trainer_cfg.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
     trainer = L.Trainer(
         **trainer_cfg,
-        logger=_logger(run_cfg, run_dir),
+        logger=run_logger(run_cfg, run_dir),
         callbacks=[checkpoint, timer, *(callbacks or [])],
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
@@ -380,29 +392,32 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
 def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: FailureRecorder, progress: bool) -> RunRecord:
     import torch
 
+    from lossbench.wandb_sink import define_metrics, log_panel
+
     parts = build_components(run_cfg, run_dir, progress, callbacks=[recorder, ProgressRecord(run_dir, record)])
     trainer, module, datamodule, bundle = parts.trainer, parts.module, parts.datamodule, parts.bundle
     last = last_checkpoint(run_dir)
-    _define_metrics(trainer.logger)
+    define_metrics(trainer.logger)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
         trainer.test(module, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
-            evidence = module.test_evidence | panel(module, datamodule, run_cfg.report.panel)
-            _log_panel(trainer.logger, evidence, bundle.class_names)
-            write_evidence(run_dir, {k: v for k, v in evidence.items() if k != "index"})
+            evidence = module.test_evidence
+            evidence.panel_index, evidence.panel = panel(module, datamodule, run_cfg.report.panel)
+            log_panel(trainer.logger, evidence, bundle.class_names)
+            write_evidence(run_dir, evidence)
     finally:
         if trainer.is_global_zero:
             import wandb
 
             wandb.finish(exit_code=0 if module.test_result is not None else 1)
-    from lossbench.stats import object_summary
+    from lossbench.metrics import object_summary
 
     record.status, record.progress, record.finished_at = OK, None, time.time()
     record.classes, record.class_frequencies = bundle.class_names, bundle.class_frequencies
     record.test, record.history = module.test_result, module.history
     record.focus = bundle.class_names[module.focus]
-    record.objects = {"iou_threshold": run_cfg.report.object_iou} | object_summary(module.test_evidence["objects"])
+    record.objects = {"iou_threshold": run_cfg.report.object_iou} | object_summary(module.test_evidence.objects)
     record.epochs, record.steps = trainer.current_epoch, trainer.global_step
     record.wall_s = round(parts.wall_s, 2)
     record.resumed_after_epoch = module.resumed_after_epoch
@@ -417,7 +432,7 @@ def display_image(image: Any) -> Any:
     channels (a single one as gray), stretched between its 1st and 99th percentile."""
     import numpy as np
 
-    from lossbench.transforms import as_float
+    from lossbench.data.transforms import as_float
 
     x = as_float(image).numpy()
     x = np.repeat(x[:1], 3, 0) if x.shape[0] < 3 else x[:3]
@@ -426,67 +441,34 @@ def display_image(image: Any) -> Any:
     return (x.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
 
 
-def panel(module: Any, datamodule: Any, k: int) -> dict[str, Any]:
-    """Predictions of the ``k`` test images with the most focus-class pixels (ties: the earlier image), for the report.
+def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage]]:
+    """The ``k`` test images with the most focus-class pixels (ties: the earlier image) and this run's
+    predictions of them, for the report: ``(their indices, the images)``.
 
     The choice depends on the test set only, so every run of a suite stores the same images.
     """
     import numpy as np
     import torch
 
+    from lossbench.metrics import FN, TP
     from lossbench.module import original_resolution
-    from lossbench.stats import FN, TP
 
-    ev = module.test_evidence
-    focus_pixels = ev["counts"][:, module.focus, TP] + ev["counts"][:, module.focus, FN]
-    chosen = ev["index"][np.lexsort((ev["index"], -focus_pixels))][:k]
-    out: dict[str, Any] = {"panel_index": np.asarray(chosen, np.int64)}
+    counts, index = module.test_evidence.counts, module.test_index
+    focus_pixels = counts[:, module.focus, TP] + counts[:, module.focus, FN]
+    chosen = index[np.lexsort((index, -focus_pixels))][:k]
+    images = []
     module.eval()
-    for j, i in enumerate(chosen.tolist()):
+    for i in chosen.tolist():
         batch = datamodule.collate([datamodule.test_set[i]])
         with torch.inference_mode():
             logits = module(batch["image"].to(module.device))
         ((pred, target),) = list(original_resolution(logits, {k: v.to(module.device) for k, v in batch.items()}))
-        out[f"panel_image_{j}"] = display_image(datamodule.bundle.test[i][0])
-        out[f"panel_target_{j}"] = target[0].cpu().numpy().astype(np.int32)
-        out[f"panel_pred_{j}"] = pred[0].cpu().numpy().astype(np.int32)
-    return out
-
-
-@rank_zero_only
-def _define_metrics(logger: Any) -> None:
-    """W&B summaries that show what a comparison needs: the test metrics, the best validation mIoU, the lowest loss."""
-    run = logger.live_experiment
-    if run is None:
-        return
-    try:
-        run.define_metric("test/*", summary="last")
-        run.define_metric("val/miou", summary="max,last")
-        run.define_metric("train/loss", summary="min,last")
-    except Exception:  # noqa: BLE001 — W&B is a sink
-        pass
-
-
-def _log_panel(logger: Any, evidence: dict[str, Any], class_names: list[str]) -> None:
-    """The panel images with ground truth and prediction as W&B masks (class names as labels); W&B is a sink."""
-    try:
-        import wandb
-
-        run = logger.live_experiment
-        if run is None:
-            return
-        labels = dict(enumerate(class_names))
-        images = []
-        for j in range(len(evidence.get("panel_index", []))):
-            masks = {
-                "prediction": {"mask_data": evidence[f"panel_pred_{j}"], "class_labels": labels},
-                "ground_truth": {"mask_data": evidence[f"panel_target_{j}"], "class_labels": labels},
-            }
-            images.append(wandb.Image(evidence[f"panel_image_{j}"], masks=masks, caption=f"test image {evidence['panel_index'][j]}"))
-        if images:
-            run.log({"test/predictions": images})
-    except Exception as e:  # noqa: BLE001
-        print(f"lossbench: the prediction images were not logged to W&B ({type(e).__name__}: {e})", flush=True)
+        images.append(PanelImage(
+            image=display_image(datamodule.bundle.test[i][0]),
+            target=target[0].cpu().numpy().astype(np.int32),
+            pred=pred[0].cpu().numpy().astype(np.int32),
+        ))  # fmt: skip
+    return np.asarray(chosen, np.int64), images
 
 
 def install_interrupt_handler() -> None:
@@ -496,7 +478,7 @@ def install_interrupt_handler() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
-def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None, **trainer_overrides: Any) -> tuple[dict, dict]:
+def evaluate_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None, **trainer_overrides: Any) -> tuple[dict, Any]:
     """Test the checkpoint of a finished run again (by default in one process): its metrics and its evidence.
 
     Used to check that a distributed evaluation equals a single-process one.

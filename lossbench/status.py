@@ -66,12 +66,10 @@ def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
     elif status == FAILED:
         state, detail = "failed", (rec.error or "")[:120]
     elif status == RUNNING and alive:
-        prog = rec.progress or {}
-        miou = prog.get("val_miou")
+        prog = rec.progress
         state = "running"
-        detail = f"epoch {prog.get('epoch', 0)}/{prog.get('max_epochs', cfg.trainer.max_epochs)}" + (
-            f", val mIoU {miou:.3f}" if miou is not None else ""
-        )
+        epoch, of, miou = (prog.epoch, prog.max_epochs, prog.val_miou) if prog else (0, cfg.trainer.max_epochs, None)
+        detail = f"epoch {epoch}/{of}" + (f", val mIoU {miou:.3f}" if miou is not None else "")
     elif status == RUNNING:
         state, detail = "stalled", "its owner is gone; the next compare resumes it"
     elif status == INTERRUPTED:

@@ -31,17 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lossbench import claim
-from lossbench.config import (
-    ConfigError,
-    LossEntry,
-    RunConfig,
-    SuiteConfig,
-    dump_yaml,
-    resolve_losses,
-    resolve_seeds,
-    run_config,
-)
+from lossbench.config import LAUNCHERS, ConfigError, SuiteConfig, check_jobs, dump_yaml
 from lossbench.io import write_text_atomic
+from lossbench.plan import PlannedRun, plan_runs
 from lossbench.record import (
     DAMAGED,
     FAILED,
@@ -56,7 +48,6 @@ from lossbench.record import (
     read_record,
     read_status,
     record_path,
-    run_dir_for,
     suite_path,
     take_rank_error,
     write_record,
@@ -66,43 +57,6 @@ from lossbench.record import (
 
 class SuiteError(RuntimeError):
     """The suite cannot go on (its folder cannot be written); finished runs are intact."""
-
-
-@dataclass
-class PlannedRun:
-    """One (loss, seed, budget) of the suite: its entry, resolved config and folder."""
-
-    entry: LossEntry
-    seed: int
-    run_cfg: RunConfig
-    run_dir: Path
-    several_budgets: bool = False
-
-    @property
-    def label(self) -> str:
-        return self.entry.label
-
-    @property
-    def budget(self) -> int:
-        return self.run_cfg.trainer.max_epochs
-
-    def __str__(self) -> str:
-        return f"{self.label} seed {self.seed}" + (f" ({self.budget} epochs)" if self.several_budgets else "")
-
-
-def plan_runs(
-    cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None, num_classes: int | None = None
-) -> list[PlannedRun]:
-    """Every (loss, seed, budget) run of the suite with its resolved config and folder (plugins loaded first)."""
-    runs = []
-    seeds = resolve_seeds(cfg, seeds)
-    budgets = cfg.budget_list()
-    for entry in resolve_losses(cfg, losses, num_classes=num_classes):
-        for seed in seeds:
-            for budget in budgets:
-                rc = run_config(cfg, entry, seed, budget)
-                runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc), len(budgets) > 1))
-    return runs
 
 
 def _say(message: str) -> None:
@@ -172,11 +126,11 @@ def run_suite(
 
     load_plugins(cfg.plugins)
     kind = launcher or cfg.launcher.kind
+    if kind not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {kind!r}; expected {', '.join(LAUNCHERS)}")
     placement = None
     if kind == "local":
         placement = _placement(cfg, jobs)  # a config that asks for GPUs it cannot have fails before any work
-    elif kind not in ("slurm", "submitit-local"):
-        raise ConfigError(f"unknown launcher {kind!r}; expected local, slurm or submitit-local")
     num_classes = prepare(cfg, log)
     runs = plan_runs(cfg, out, losses, seeds, num_classes)
     _writing(out, lambda: (out.mkdir(parents=True, exist_ok=True), write_text_atomic(suite_path(out), dump_yaml(cfg))))
@@ -200,8 +154,11 @@ def run_suite(
 def _placement(cfg: SuiteConfig, jobs: int | str | None) -> Any:
     from lossbench.launch import place, visible_gpus
 
-    if jobs is not None and jobs != "auto" and (not isinstance(jobs, int) or jobs == 0 or jobs < -1):
-        raise ConfigError(f"--jobs must be auto, ≥ 1, or -1 for one run per CPU core, got {jobs}")
+    if jobs is not None:
+        try:
+            jobs = check_jobs(jobs)
+        except ValueError as e:
+            raise ConfigError(f"--jobs: {e}") from None
     return place(cfg.trainer, cfg.jobs if jobs is None else jobs, visible_gpus(), os.cpu_count() or 1)
 
 
@@ -246,12 +203,11 @@ class _Progress:
             except (OSError, DamagedRecord):
                 continue
             prog = rec.progress if rec and rec.status == RUNNING else None
-            if prog and prog.get("epoch", 0) > state.epoch:
-                state.epoch = prog["epoch"]
-                miou = prog.get("val_miou")
-                miou_text = "—" if miou is None else f"{miou:.3f}"
+            if prog and prog.epoch > state.epoch:
+                state.epoch = prog.epoch
+                miou_text = "—" if prog.val_miou is None else f"{prog.val_miou:.3f}"
                 self.log(
-                    f"    {state.run}: epoch {prog['epoch']}/{prog.get('max_epochs', '?')}, val mIoU {miou_text} "
+                    f"    {state.run}: epoch {prog.epoch}/{prog.max_epochs}, val mIoU {miou_text} "
                     f"({fmt_time(time.perf_counter() - state.started)})"
                 )
 

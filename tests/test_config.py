@@ -8,7 +8,9 @@ import subprocess
 import pytest
 from conftest import ROOT, SMOKE, lossbench_cli
 
-from lossbench.config import ConfigError, LossEntry, load_config, parse_overrides, resolve_losses, run_config
+from lossbench.config import ConfigError, LossEntry, load_config, parse_overrides
+from lossbench.identity import run_config
+from lossbench.plan import resolve_losses
 from lossbench.plugins import load_plugins
 
 
@@ -64,7 +66,7 @@ def test_bad_values_are_caught_at_load(override, message):
 
 
 def test_jobs_minus_one_means_one_run_per_core_and_auto_is_the_default():
-    from lossbench.config import runs_at_once
+    from lossbench.launch import runs_at_once
 
     assert runs_at_once(load_config(SMOKE, ["jobs=-1"]).jobs) == os.cpu_count()
     assert load_config(SMOKE).jobs == "auto" and load_config(SMOKE, ["jobs=auto"]).jobs == "auto"
@@ -73,7 +75,7 @@ def test_jobs_minus_one_means_one_run_per_core_and_auto_is_the_default():
 
 
 def test_the_launcher_section_is_typed_and_not_part_of_a_runs_identity():
-    from lossbench.config import config_hash, run_config
+    from lossbench.identity import config_hash, run_config
 
     cfg = load_config(SMOKE, ["launcher.kind=slurm", "launcher.partition=gpu", "launcher.sbatch={constraint: a100}"])
     assert cfg.launcher.partition == "gpu" and cfg.launcher.sbatch == {"constraint": "a100"}
@@ -167,7 +169,7 @@ def test_run_config_is_typed_and_hashed_without_the_label():
     a = run_config(cfg, LossEntry(name="tversky", params={"alpha": 0.1}, label="tversky_a01"), 4)
     b = run_config(cfg, LossEntry(name="tversky", params={"alpha": 0.1}, label="other"), 4)
     assert a.loss.label == "tversky_a01" and a.seed == 4 and a.trainer.max_epochs == 2
-    from lossbench.config import config_hash
+    from lossbench.identity import config_hash
 
     assert config_hash(a) == config_hash(b) != config_hash(run_config(cfg, LossEntry(name="tversky"), 4))
 
@@ -181,7 +183,7 @@ def test_cli_errors_speak_to_the_user():
     assert "unknown loss 'dcie'; known losses (closest first): dice" in r.stderr
     assert "Traceback" not in r.stderr
     r = lossbench_cli("compare", "--config", str(SMOKE), "--jobs", "-2", "--out", "/nonexistent/never")
-    assert r.returncode == 2 and "--jobs must be auto, ≥ 1, or -1" in r.stderr  # it used to hang forever
+    assert r.returncode == 2 and "--jobs: expected 'auto', a number of runs at once ≥ 1, or -1" in r.stderr  # it used to hang forever
 
 
 def test_losses_lists_a_configs_plugin_losses(tmp_path):
@@ -221,7 +223,7 @@ def test_make_names_folders_after_the_suite_and_leaves_wandb_mode_alone():
 
 
 def test_a_logged_in_user_logs_online_unless_told_otherwise(tmp_path, monkeypatch):
-    from lossbench.run import wandb_mode
+    from lossbench.wandb_sink import wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -239,7 +241,7 @@ def test_a_logged_in_user_logs_online_unless_told_otherwise(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_its_losses_pass_the_check(path):
-    from lossbench.config import resolve_losses
+    from lossbench.plan import resolve_losses
 
     folder = "kind: folder" in path.read_text()  # its data folder is the user's: name the classes instead
     cfg = load_config(path, ["data.class_names=[sky, building, road, car]"] if folder else [])

@@ -8,8 +8,8 @@ import torch
 from conftest import SMOKE
 from PIL import Image
 
-from lossbench.config import load_config
-from lossbench.data import SYNTHETIC_CLASSES, class_pixel_counts, load_data, synthetic_splits
+from lossbench.config import SYNTHETIC_CLASSES, load_config
+from lossbench.data import class_pixel_counts, load_data, synthetic_splits
 
 
 def _smoke_data_cfg(cache, **kw):

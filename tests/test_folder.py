@@ -14,8 +14,8 @@ from PIL import Image
 
 from lossbench.config import ConfigError, load_config
 from lossbench.data import SegmentationDataModule, load_data, num_workers
-from lossbench.images import read_image, read_mask
-from lossbench.transforms import PadCollate, SeededItems, train_transform
+from lossbench.data.images import read_image, read_mask
+from lossbench.data.transforms import PadCollate, SeededItems, train_transform
 
 
 def _cfg(root, *sets):
@@ -272,8 +272,14 @@ def test_a_python_dataset_factory_is_checked_and_used(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"data.target 'mydata:nope' cannot be imported"):
         load_data(load_config(None, ["data.kind=python", "data.target=mydata:nope"]).data)
     (tmp_path / "baddata.py").write_text(FACTORY.replace("(x[:, 0] > 0.7).long()", "(x[:, 0] > 0.7).long() * 5"))
-    with pytest.raises(ValueError, match=r"item 0 of the train split: the mask has value 5, but the classes are 0..1"):
+    with pytest.raises(ValueError, match=r"the mask of item 0 of the train split has value 5 at row \d+, column \d+, but the "
+                                         r"classes are 0..1 and no data.ignore_index is set"):  # fmt: skip
         load_data(load_config(None, ["data.kind=python", "data.target=baddata:make"]).data)
+    # the same rule as folder data: a channel count that changes within a split is named
+    (tmp_path / "mixed.py").write_text(FACTORY.replace("return TensorDataset(x, y)", "return [(x[0], y[0]), (x[1, :1], y[1])]"))
+    with pytest.raises(ValueError, match=r"the image of item 1 of the train split has 1 channel\(s\) but the image of item 0 "
+                                         r"of the train split has 2; all images need the same"):  # fmt: skip
+        load_data(load_config(None, ["data.kind=python", "data.target=mixed:make"]).data)
 
 
 # --- end to end -------------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_f
     from conftest import SMOKE
 
     from lossbench.cli import main
-    from lossbench.config import load_config, run_config
+    from lossbench.config import load_config
+    from lossbench.identity import run_config
     from lossbench.record import FAILED, OK, RUNNING, RunRecord, run_dir_for, write_record, write_run_config
 
     cfg = load_config(SMOKE, ["losses=[ce, dice, tversky, focal, lovasz_softmax]"])

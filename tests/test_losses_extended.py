@@ -209,7 +209,9 @@ def test_a_bad_recipe_is_one_sentence(terms, message):
 def test_a_recipe_in_the_config_is_checked_hashed_and_labelled_like_any_loss(tmp_path):
     from conftest import SMOKE
 
-    from lossbench.config import ConfigError, config_hash, load_config, resolve_losses, run_config
+    from lossbench.config import ConfigError, load_config
+    from lossbench.identity import config_hash, run_config
+    from lossbench.plan import resolve_losses
 
     entry = "{name: sum, label: ce_dice_1_3, params: {terms: [{name: ce, weight: 1}, {name: dice, weight: 3}]}}"
     cfg = load_config(SMOKE, [f"losses=[ce, {entry}]"])

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from conftest import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
-from lossbench.config import load_config
-from lossbench.data import SYNTHETIC_CLASSES, SegmentationDataModule, load_data
+from lossbench.config import SYNTHETIC_CLASSES, load_config
+from lossbench.data import SegmentationDataModule, load_data
 from lossbench.io import json_safe
 from lossbench.module import LossbenchModule
-from lossbench.stats import object_summary
-from lossbench.wandb_offline import logged_values, offline_run_files, run_info
+from lossbench.metrics import object_summary
+
+from helpers.wandb_offline import logged_values, offline_run_files, run_info
 
 pytestmark = pytest.mark.slow
 
@@ -104,10 +105,10 @@ def test_ddp_run_through_the_cli_equals_a_single_process_evaluation(tmp_path, da
     # issue 10: the evidence gathered from the two ranks' shards equals one process's, image by image
     stored = np.load(run_dir / "evidence.npz")
     for key in ("counts", "objects", "confmat"):
-        assert np.array_equal(stored[key], evidence[key]), key
+        assert np.array_equal(stored[key], getattr(evidence, key)), key
     assert stored["counts"].shape == (20, 4, 3) and stored["counts"].sum((0, 2)).tolist() != [0, 0, 0, 0]
     assert np.array_equal(stored["counts"][:, :, 0].sum(0), np.diag(stored["confmat"]))  # per-image TP sum to the matrix
-    assert m["objects"] == json_safe({"iou_threshold": 0.1} | object_summary(evidence["objects"]))
+    assert m["objects"] == json_safe({"iou_threshold": 0.1} | object_summary(evidence.objects))
     assert m["focus"] == "spot" and m["objects"]["gt"] > 0
     # bug 5: one checkpoint per run, in the run's folder — not a second one under a W&B-project folder
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.ckpt")) == [

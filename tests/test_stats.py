@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from lossbench.stats import compare, draw, holm, object_counts, object_summary, replicate_scores, scores
+from lossbench.metrics import object_counts, object_summary
+from lossbench.report.stats import compare, draw, holm, replicate_scores, scores
 
 
 def _counts(rng, n_seeds=2, n_images=12, classes=3, skill=0.8):

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
 from lossbench.report import RESULT_COLUMNS
-from lossbench.wandb_offline import logged_values
+from helpers.wandb_offline import logged_values
 
 
 def compare(out, report, *extra, cache):
@@ -229,7 +229,8 @@ def test_runs_pinned_to_gpu_groups_get_them_as_cuda_visible_devices(tmp_path, da
     # config trains on the CPU whatever it sees); each run process records the group it was given.
     from lossbench.config import load_config
     from lossbench.launch import Placement
-    from lossbench.suite import _Pool, plan_runs
+    from lossbench.plan import plan_runs
+    from lossbench.suite import _Pool
 
     cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled"])
     todo = plan_runs(cfg, tmp_path, num_classes=4)

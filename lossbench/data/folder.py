@@ -3,7 +3,7 @@
 Layout: ``<root>/<split>/images/NAME.<png|jpg|tif|...>`` with the mask ``<root>/<split>/masks/NAME.<png|tif>``
 for the splits ``train``, ``val`` and ``test``. Images may have any size (each keeps its own).
 
-The first time a split is used every file is decoded (:mod:`lossbench.images`) and checked — an
+The first time a split is used every file is decoded (:mod:`lossbench.data.images`) and checked — an
 unreadable file, a mask whose size differs from its image, a mask value that is neither a class
 nor the ignore index, an unknown palette colour, an image with another channel count than the
 rest: each is a ``ValueError`` naming the file, raised before anything trains — and the pixels are
@@ -15,7 +15,6 @@ an epoch then reads arrays instead of decoding files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -27,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lossbench.data import SplitStats, invalid_label
-from lossbench.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
+from lossbench.data.checks import SplitStats, cache_path, check_channels, check_mask, check_split_channels
+from lossbench.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
 from lossbench.io import atomic_file, write_json_atomic
 
 _CACHE_VERSION = 1  # bump when decoding changes, so caches are rebuilt
@@ -78,21 +77,11 @@ def _memmap(path: Path, dtype: str, length: int) -> np.memmap:
     return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(length,))
 
 
-def _check_mask(mask: np.ndarray, path: Path, num_classes: int, ignore_index: int | None) -> None:
-    bad = invalid_label(mask, num_classes, ignore_index)
-    if bad is not None:
-        y, x, value = bad
-        raise ValueError(
-            f"mask {path} has value {value} at row {y}, column {x}, but the classes are 0..{num_classes - 1}"
-            + (f" and the ignore index is {ignore_index}" if ignore_index is not None else " and no data.ignore_index is set")
-        )
-
-
 class CachedSplit(Dataset):
     """One decoded split: items are ``(image [C, H, W], mask int64 [H, W])`` at the file's own size.
 
     8-bit images stay ``uint8`` (the transforms resize them as such and then scale them to
-    ``[0, 1]``); any other image is float32, scaled by :func:`~lossbench.images.to_float`.
+    ``[0, 1]``); any other image is float32, scaled by :func:`~lossbench.data.images.to_float`.
     """
 
     def __init__(self, folder: Path, split: str):
@@ -164,13 +153,10 @@ def _build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, 
             if channels is None:
                 channels, first = image.shape[0], img_path
                 dtype = dtype or image.dtype
-            elif image.shape[0] != channels:
-                raise ValueError(
-                    f"image {img_path} has {image.shape[0]} channel(s) but {first} has {channels}; all images need the same"
-                )
+            check_channels(image.shape[0], f"image {img_path}", channels, str(first))
             if image.dtype != dtype and dtype != np.float32:
                 raise _Restart()
-            _check_mask(mask, mask_path, num_classes, ignore_index)
+            check_mask(mask, f"mask {mask_path}", num_classes, ignore_index)
             stats.add(to_float(image), mask)
             stored = image if image.dtype == dtype else to_float(image)
             images_out.write(np.ascontiguousarray(stored, dtype=dtype).tobytes())
@@ -205,8 +191,7 @@ def cache_folder(data_cfg: Any, split_files: dict[str, SplitFiles]) -> Path:
         "palette": sorted([list(c), v] for c, v in palette.items()) if palette else None,
         "files": {s: f.fingerprint() for s, f in split_files.items()},
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(data_cfg.cache_dir or "data") / f"folder-{digest}"
+    return cache_path(data_cfg.cache_dir, "folder", key, digits=16)
 
 
 def _usable(folder: Path, split: str) -> bool:
@@ -226,7 +211,5 @@ def load_folder_splits(data_cfg: Any, splits: tuple[str, ...]) -> dict[str, Cach
         if not _usable(folder, split):
             build_split(split_files[split], folder, split, len(data_cfg.class_names), data_cfg.ignore_index, data_cfg.palette_ids())
         out[split] = CachedSplit(folder, split)
-    channels = {s: d.channels for s, d in out.items()}
-    if len(set(channels.values())) > 1:
-        raise ValueError(f"folder dataset {data_cfg.path}: the splits' images have different channel counts {channels}")
+    check_split_channels({s: d.channels for s, d in out.items()}, f"folder dataset {data_cfg.path}")
     return out

@@ -1,4 +1,4 @@
-"""The report's statistics: paired bootstrap intervals, Holm-corrected ties, object-level detection.
+"""The report's statistics: paired bootstrap intervals and Holm-corrected ties with the best.
 
 Every run of a suite is tested on the same images, so losses can be compared *paired*: a bootstrap
 replicate draws seeds with replacement, then test images with replacement, and uses the same draw
@@ -8,10 +8,7 @@ averaged over seeds). Intervals are percentile intervals; a difference to the be
 two-sided bootstrap p-value, Holm-corrected over the comparisons, and a loss whose corrected
 p-value is at least ``alpha`` is *tied* with the best.
 
-Objects (:func:`object_counts`): connected components (8-connectivity, ``scipy.ndimage.label``)
-of one class in the ground truth and in the prediction of one image. A ground-truth object is
-*hit* when some predicted component overlaps it with IoU ≥ the threshold; a predicted component
-that overlaps no ground-truth object that well is a *false positive*.
+The bootstrap resamples the per-image TP/FP/FN counts each run keeps (:func:`lossbench.metrics.per_image_counts`).
 """
 
 from __future__ import annotations
@@ -22,9 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TP, FP, FN = 0, 1, 2
-OBJECT_FIELDS = ("gt", "hit", "pred", "fp")
-"""Per image: ground-truth objects, those hit, predicted objects, false-positive objects."""
+from lossbench.metrics import FN, FP, TP
 
 
 # --- bootstrap ------------------------------------------------------------------------------------
@@ -152,37 +147,3 @@ def compare(estimates: Mapping[str, float], replicates: Mapping[str, np.ndarray]
     adjusted = holm(raw_p)
     tied = {k: k == best or (k in adjusted and not adjusted[k] < alpha) for k in estimates}
     return Comparison(dict(estimates), ivals, best, diffs, adjusted, tied)
-
-
-# --- objects --------------------------------------------------------------------------------------
-
-_EIGHT = np.ones((3, 3), bool)
-
-
-def object_counts(target: np.ndarray, prediction: np.ndarray, cls: int, iou_threshold: float = 0.1) -> tuple[int, int, int, int]:
-    """``(gt, hit, pred, fp)`` object counts of class ``cls`` in one image (see the module docstring)."""
-    from scipy import ndimage
-
-    gt_lab, n_gt = ndimage.label(np.asarray(target) == cls, structure=_EIGHT)
-    pr_lab, n_pr = ndimage.label(np.asarray(prediction) == cls, structure=_EIGHT)
-    if n_gt == 0 or n_pr == 0:
-        return n_gt, 0, n_pr, n_pr
-    overlap = np.bincount((gt_lab * (n_pr + 1) + pr_lab).ravel(), minlength=(n_gt + 1) * (n_pr + 1))
-    overlap = overlap.reshape(n_gt + 1, n_pr + 1)[1:, 1:]  # [G, P] intersections
-    gt_size = np.bincount(gt_lab.ravel(), minlength=n_gt + 1)[1:]
-    pr_size = np.bincount(pr_lab.ravel(), minlength=n_pr + 1)[1:]
-    union = gt_size[:, None] + pr_size[None, :] - overlap
-    matched = overlap / union >= iou_threshold
-    matched &= overlap > 0
-    return int(n_gt), int(matched.any(1).sum()), int(n_pr), int((~matched.any(0)).sum())
-
-
-def object_summary(per_image: np.ndarray) -> dict[str, float]:
-    """Totals and rates of ``[N, 4]`` per-image object counts (:data:`OBJECT_FIELDS`)."""
-    gt, hit, pred, fp = (int(x) for x in np.asarray(per_image).reshape(-1, 4).sum(0))
-    n = int(np.asarray(per_image).reshape(-1, 4).shape[0])
-    recall = hit / gt if gt else math.nan
-    precision = (pred - fp) / pred if pred else math.nan
-    f1 = 2 * precision * recall / (precision + recall) if pred and gt and precision + recall > 0 else (0.0 if gt or pred else math.nan)
-    return {"gt": gt, "hit": hit, "pred": pred, "fp": fp, "images": n, "recall": recall, "precision": precision,
-            "f1": f1, "fp_per_image": fp / n if n else math.nan}  # fmt: skip

@@ -10,7 +10,7 @@ Randomness is seeded per (run seed, epoch, image index) by :class:`SeededItems` 
 carried by :class:`EpochSampler`: a run is reproducible whatever the worker count, a resumed run
 sees the batches an uninterrupted one would, and two losses of a suite see the same augmented batches.
 
-:func:`pad_collate` pads a batch to the model's input multiple (the encoder's output stride); the
+:class:`PadCollate` pads a batch to the model's input multiple (the encoder's output stride); the
 padding carries a label the losses ignore.
 """
 
@@ -86,7 +86,7 @@ class RandomBrightnessContrast(v2.Transform):
 
 
 class ToFloat(v2.Transform):
-    """8-bit images to float in ``[0, 1]``; other images are float already (:func:`lossbench.images.to_float`).
+    """8-bit images to float in ``[0, 1]``; other images are float already (:func:`lossbench.data.images.to_float`).
 
     Folder images stay 8-bit through the geometric steps (torch's uint8 resize is several times
     faster than float's) and become float just before jitter and normalisation.

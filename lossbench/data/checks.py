@@ -1,0 +1,103 @@
+"""What every kind of data shares: the mask and channel checks, the pixel statistics of a split, the cache path.
+
+Synthetic, folder and Python data are read differently but checked and counted by these same rules,
+so a bad mask value or a channel mismatch reads the same wherever it is found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lossbench.metrics import scored_pixels
+
+SPLITS = ("train", "val", "test")
+"""The splits of every dataset, in this order."""
+
+
+def class_pixel_counts(masks: np.ndarray | torch.Tensor, num_classes: int, ignore_index: int | None) -> list[int]:
+    """Pixels of each class in ``masks`` (ignored pixels excluded)."""
+    m = np.asarray(masks).reshape(-1).astype(np.int64)
+    if ignore_index is not None:
+        m = m[m != ignore_index]
+    return np.bincount(m, minlength=num_classes)[:num_classes].tolist()
+
+
+def invalid_label(mask: np.ndarray, num_classes: int, ignore_index: int | None) -> tuple[int, int, int] | None:
+    """``(row, column, value)`` of the first mask pixel that is neither a class nor the ignore index, or ``None``."""
+    m = np.asarray(mask)
+    bad = ~scored_pixels(m, num_classes, ignore_index)
+    if ignore_index is not None:
+        bad &= m != ignore_index
+    if not bad.any():
+        return None
+    y, x = np.argwhere(bad)[0]
+    return int(y), int(x), int(m[y, x])
+
+
+def check_mask(mask: np.ndarray, what: str, num_classes: int, ignore_index: int | None) -> None:
+    """Raise a ``ValueError`` naming ``what`` (a file, an item) if a mask value is neither a class nor the ignore index."""
+    bad = invalid_label(mask, num_classes, ignore_index)
+    if bad is not None:
+        y, x, value = bad
+        raise ValueError(
+            f"{what} has value {value} at row {y}, column {x}, but the classes are 0..{num_classes - 1}"
+            + (f" and the ignore index is {ignore_index}" if ignore_index is not None else " and no data.ignore_index is set")
+        )
+
+
+def check_channels(channels: int, what: str, first: int, first_what: str) -> None:
+    """Raise a ``ValueError`` if image ``what`` has another channel count than the first image of its split."""
+    if channels != first:
+        raise ValueError(f"{what} has {channels} channel(s) but {first_what} has {first}; all images need the same")
+
+
+def check_split_channels(channels: dict[str, int], source: str) -> None:
+    """Raise a ``ValueError`` naming ``source`` if the splits' images have different channel counts."""
+    if len(set(channels.values())) > 1:
+        raise ValueError(f"{source}: the splits' images have different channel counts {channels}")
+
+
+@dataclass
+class SplitStats:
+    """What one read of a split learns: class pixel counts, and per-channel sums for ``normalize: dataset``."""
+
+    num_classes: int
+    ignore_index: int | None
+    class_counts: np.ndarray = None  # type: ignore[assignment]
+    channel_sum: np.ndarray | float = 0.0
+    channel_sumsq: np.ndarray | float = 0.0
+    pixels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.class_counts is None:
+            self.class_counts = np.zeros(self.num_classes, np.int64)
+
+    def add(self, image: np.ndarray, mask: np.ndarray) -> None:
+        """Count one image (float pixels, ``[C, ...]``) and its mask (already checked with :func:`check_mask`)."""
+        self.class_counts += class_pixel_counts(mask, self.num_classes, self.ignore_index)
+        f = np.asarray(image, np.float64).reshape(image.shape[0], -1)
+        self.channel_sum = self.channel_sum + f.sum(1)
+        self.channel_sumsq = self.channel_sumsq + (f**2).sum(1)
+        self.pixels += f.shape[1]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation of the pixels (a constant channel gets std 1)."""
+        mean = np.asarray(self.channel_sum, np.float64) / self.pixels
+        std = np.sqrt(np.maximum(np.asarray(self.channel_sumsq, np.float64) / self.pixels - mean**2, 0.0))
+        return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def cache_path(cache_dir: str | None, kind: str, key: dict[str, Any], digits: int, suffix: str = "") -> Path:
+    """``<cache_dir>/<kind>-<digest><suffix>``: a cache entry named by the SHA-256 of ``key`` (its first ``digits`` hex digits).
+
+    ``cache_dir`` is ``data.cache_dir`` (an empty value means the default, ``data``).
+    """
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:digits]
+    return Path(cache_dir or "data") / f"{kind}-{digest}{suffix}"

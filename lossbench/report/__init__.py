@@ -1,0 +1,55 @@
+"""The comparison report: what a person decides from, written from a runs folder alone.
+
+``write_report(out, report_dir)`` reads every run record under ``out`` (so runs trained on several
+machines into one shared folder merge; see :mod:`lossbench.record`), keeps those that belong to the
+suite in the folder's suite file (same resolved config hash), and writes into ``report_dir``:
+
+* ``README.md``: a verdict, then per budget the leaderboards by mean IoU and by the focus class's
+  IoU — each figure with its 95 % paired bootstrap interval, the difference to the best with its
+  interval, the losses *tied* with the best (Holm-corrected), focus-class object detection, and
+  flags (degenerate, unstable, budget-bound, incomplete) — the qualitative panel, per-class tables,
+  failed, interrupted and missing runs, damaged records, and the suite's config;
+* ``results.csv``: one row per (loss, seed, budget, class), with the focus class's object metrics;
+* ``leaderboard.csv``: one row per (budget, loss) with the intervals, ties and flags;
+* the plots of :data:`~lossbench.report.plots.PLOTS`; and, unless told not to, a summary run in W&B.
+
+The stages, one module each: ``gather`` (the runs of the suite, the missing ones, the long table),
+``analyse`` (per budget: estimates, intervals, ties, flags; the statistics are in ``stats``),
+``tables`` (the Markdown), ``plots``, ``summary`` (W&B). The statistics are computed from each run's
+``evidence.npz``, never by retraining; a run without one is shown without intervals. The output
+depends only on the runs (the bootstrap has a fixed seed), so regenerating it from the same runs
+gives the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lossbench.io import write_text_atomic
+from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
+from lossbench.report.gather import RESULT_COLUMNS, collect_runs
+from lossbench.report.plots import PLOTS, plot_data, write_plots
+from lossbench.report.summary import log_summary_to_wandb
+from lossbench.report.tables import readme_md
+
+__all__ = ["LEADERBOARD_COLUMNS", "PLOTS", "RESULT_COLUMNS", "write_report"]
+
+
+def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
+    """Write the report of the runs under ``out`` into ``report``; return the README path."""
+    out, report = Path(out), Path(report)
+    found = collect_runs(out)
+    if not found.current and not found.damaged:
+        raise ValueError(f"no runs under {out}: run `lossbench compare` first")
+    analysis = analyse(found)
+    report.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(report / "results.csv", analysis.results.to_csv(index=False, float_format="%.6g"))
+    write_text_atomic(report / "leaderboard.csv", analysis.leaderboard.to_csv(index=False, float_format="%.6g"))
+    plotted = plot_data(analysis, found.current)
+    if plotted is not None:
+        write_plots(plotted, report)
+    readme = report / "README.md"
+    write_text_atomic(readme, readme_md(found, analysis, plotted, out, report))
+    if log_to_wandb and found.cfg is not None:
+        log_summary_to_wandb(analysis.results, analysis.leaderboard, found.cfg, out, report)
+    return readme

@@ -1,0 +1,121 @@
+"""Gathering a runs folder for the report: which records belong to the suite, which are missing, the long table.
+
+The suite is the one in the folder's ``suite.yaml`` (written by ``compare``): a record belongs to it
+when its config hash is the one the suite gives that (loss, seed, budget); the runs the suite plans
+(:func:`lossbench.plan.plan_runs`) that have no record are *missing*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lossbench.config import LossEntry, SuiteConfig, read_yaml_mapping, validate_config
+from lossbench.identity import config_hash, run_config
+from lossbench.metrics import BOUNDARY_METRICS, METRICS, focus_class
+from lossbench.plan import plan_runs
+from lossbench.record import DamagedRecord, RunRecord, scan_runs, suite_path
+
+OBJECT_COLUMNS = ["objects_recall", "objects_precision", "objects_f1", "objects_fp_per_image"]
+RESULT_COLUMNS = ["loss", "seed", "budget", "class", *METRICS, *BOUNDARY_METRICS, *OBJECT_COLUMNS, "status", "epochs", "wall_s"]
+"""The columns of ``results.csv``: one row per (loss, seed, budget, class)."""
+
+
+@dataclass
+class Runs:
+    """What a runs folder holds for the report."""
+
+    current: list[RunRecord]  # records of this suite's config
+    stale: list[RunRecord]  # records trained with another config
+    damaged: list[DamagedRecord]  # metrics.json files that cannot be read
+    missing: list[tuple[str, int, int]]  # (label, seed, budget) of runs the suite lists that have no record
+    cfg: SuiteConfig | None
+
+    @property
+    def budgets(self) -> list[int]:
+        if self.cfg is not None:
+            return self.cfg.budget_list()
+        return sorted({r.budget for r in self.current if r.budget is not None}) or [0]
+
+
+def load_suite(out: Path) -> SuiteConfig | None:
+    """The suite config in ``<out>/suite.yaml`` (as ``compare`` writes it, or a config file copied there)."""
+    path = suite_path(out)
+    if not path.exists():
+        return None
+    raw = read_yaml_mapping(path)
+    raw.setdefault("suite", Path(out).name)
+    return validate_config(raw, f"suite file {str(path)!r}")
+
+
+def collect_runs(out: Path) -> Runs:
+    """Every run record under ``out``, split into those that match the suite's config and the rest."""
+    scan = scan_runs(out)
+    cfg = load_suite(out)
+    if cfg is None:
+        for rec in scan.records:
+            rec.budget = rec.budget or rec.epochs
+        return Runs(scan.records, [], scan.damaged, [], None)
+    current, stale = [], []
+    budgets = cfg.budget_list()
+    for rec in scan.records:
+        entry = LossEntry(name=rec.loss, params=rec.loss_params or {}, label=rec.label)
+        expected = {config_hash(run_config(cfg, entry, rec.seed, b)): b for b in budgets}
+        if rec.config_hash in expected:
+            rec.budget = expected[rec.config_hash]
+            current.append(rec)
+        else:
+            stale.append(rec)
+    have = {(r.label, r.seed, r.budget) for r in current}
+    damaged_dirs = {d.path.parent for d in scan.damaged}
+    planned = plan_runs(cfg, out, check=False) if cfg.losses else []
+    missing = [(run.label, run.seed, run.budget) for run in planned
+               if (run.label, run.seed, run.budget) not in have and run.run_dir not in damaged_dirs]  # fmt: skip
+    return Runs(current, stale, scan.damaged, missing, cfg)
+
+
+def results_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """Long table: one row per (loss, seed, class); runs without results get NaN metrics."""
+    classes = next((r.classes for r in records if r.ok and r.classes), [])
+    rows = []
+    for rec in records:
+        per_class = (rec.test or {}).get("per_class", {})
+        for name in rec.classes or classes:
+            if rec.ok and name not in per_class:
+                continue  # a class left out of the metrics (it is the ignore index)
+            values = per_class.get(name, {})
+            objects = rec.objects if rec.ok and rec.objects and name == rec.focus else {}
+            rows.append(
+                {
+                    "loss": rec.label,
+                    "seed": rec.seed,
+                    "budget": rec.budget,
+                    "class": name,
+                    **{m: values.get(m, math.nan) for m in (*METRICS, *BOUNDARY_METRICS)},
+                    **{c: objects.get(c.removeprefix("objects_"), math.nan) for c in OBJECT_COLUMNS},
+                    "status": rec.status,
+                    "epochs": rec.epochs,
+                    "wall_s": rec.wall_s,
+                }
+            )
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    for m in (*METRICS, *BOUNDARY_METRICS, *OBJECT_COLUMNS):
+        df[m] = pd.to_numeric(df[m]).astype(float)
+    return df.sort_values(["loss", "seed", "budget"], kind="stable").reset_index(drop=True)
+
+
+def focus_of(records: list[RunRecord], cfg: SuiteConfig | None) -> str | None:
+    """The focus class: ``report.focus``, else what the runs recorded, else the class with the fewest training pixels."""
+    if cfg is not None and cfg.report.focus:
+        return cfg.report.focus
+    recorded = sorted({r.focus for r in records if r.ok and r.focus})
+    if len(recorded) == 1:
+        return recorded[0]
+    for rec in records:  # runs recorded before the focus was: the rule the runs apply
+        if rec.ok and rec.class_frequencies and rec.test and rec.classes:
+            scored = [i for i, c in enumerate(rec.classes) if c in rec.test["per_class"]]
+            return rec.classes[focus_class(rec.classes, rec.class_frequencies, scored)] if scored else None
+    return None

@@ -1,0 +1,276 @@
+"""The report's plots: intervals, mean IoU vs focus IoU, predictions, precision-recall, per-class IoU,
+the focus class across seeds, learning curves. Each is one function of :class:`PlotData`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lossbench.record import RunRecord, read_evidence
+from lossbench.report.analyse import Analysis, Budget
+
+PLOTS = {
+    "intervals.png": "Mean IoU and focus-class IoU with 95 % bootstrap intervals",
+    "miou_vs_focus.png": "Mean IoU vs focus-class IoU (95 % intervals)",
+    "predictions.png": "Test images with the most focus-class pixels: ground truth and every loss's prediction",
+    "precision_recall.png": "Precision vs recall per class (mean over seeds)",
+    "iou_by_class.png": "Per-class test IoU by loss (mean over seeds)",
+    "rare_class_iou.png": "Focus-class IoU of every run: spread across losses vs across seeds",
+    "learning_curves.png": "Validation mean IoU and focus-class IoU per epoch",
+}
+"""Every plot file the report writes, with its title."""
+
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+                 "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"]  # fmt: skip
+
+
+@dataclass
+class PlotData:
+    df: pd.DataFrame  # results_frame, at the plotted budget
+    b: Budget
+    records: list[RunRecord]  # at the plotted budget
+    classes: list[str]
+    focus: str
+    order: list[str]  # losses, best mean IoU first
+
+    @cached_property
+    def colors(self) -> dict[str, Any]:
+        import matplotlib.pyplot as plt
+
+        return {loss: plt.get_cmap("tab20")(i % 20) for i, loss in enumerate(sorted(self.order))}
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.df[self.df["status"] == "ok"]
+
+    @cached_property
+    def _flagged(self) -> set[str]:
+        return set(self.b.table.loc[self.b.table["flags"] != "", "loss"])
+
+    def flagged(self, loss: str) -> bool:
+        return loss in self._flagged
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _plot_intervals(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    t = d.b.table.set_index("loss")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.36 * len(d.order) + 1.6), sharey=True)
+    for ax, (col, lo, hi, cmp_, title) in zip(axes, (("miou", "miou_lo", "miou_hi", d.b.miou, "mean IoU"),
+                                                      ("focus_iou", "focus_lo", "focus_hi", d.b.focus, f"{d.focus} IoU"))):  # fmt: skip
+        for i, loss in enumerate(d.order):
+            v, a, b_ = t.at[loss, col], t.at[loss, lo], t.at[loss, hi]
+            tied = cmp_ is not None and cmp_.tied.get(loss, False)
+            colour = "#d62728" if d.flagged(loss) else "black"
+            if not math.isnan(a):
+                ax.plot([a, b_], [i, i], color=colour, lw=2 if tied else 1)
+            ax.scatter([v], [i], color=colour if tied else "white", edgecolor=colour, zorder=3, s=30)
+        if cmp_ is not None and cmp_.best is not None:
+            ax.axvspan(*cmp_.interval[cmp_.best], color="#2ca02c", alpha=0.12, lw=0)
+        ax.set_xlabel(f"test {title}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(d.order)), d.order)
+    axes[0].invert_yaxis()
+    fig.suptitle(PLOTS["intervals.png"] + "\nfilled: tied with the best · red: flagged · green band: the best's interval", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_miou_vs_focus(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    t = d.b.table.set_index("loss")
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for loss in d.order:
+        x, y = t.at[loss, "miou"], t.at[loss, "focus_iou"]
+        xerr = [[x - t.at[loss, "miou_lo"]], [t.at[loss, "miou_hi"] - x]] if not math.isnan(t.at[loss, "miou_lo"]) else None
+        yerr = [[y - t.at[loss, "focus_lo"]], [t.at[loss, "focus_hi"] - y]] if not math.isnan(t.at[loss, "focus_lo"]) else None
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=d.colors[loss], ms=5, capsize=2, lw=1)
+        ax.annotate(loss + (" ⚑" if d.flagged(loss) else ""), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("test mean IoU")
+    ax.set_ylabel(f"test IoU, {d.focus}")
+    ax.grid(alpha=0.3)
+    ax.set_title(PLOTS["miou_vs_focus.png"] + " — ⚑ flagged", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_precision_recall(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ok = d.ok
+    fig, axes = plt.subplots(1, len(d.classes), figsize=(3.2 * len(d.classes), 3.8), squeeze=False)
+    for ax, c in zip(axes[0], d.classes):
+        for loss in d.order:
+            sel = ok[(ok["loss"] == loss) & (ok["class"] == c)]
+            ax.scatter(sel["sensitivity"].mean(), sel["precision"].mean(), color=d.colors[loss], s=30, label=loss)
+        ax.set_title(c, fontsize=10)
+        ax.set_xlabel("recall (sensitivity)")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("precision")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(PLOTS["precision_recall.png"], fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
+    _save(fig, path)
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, skip: int | None) -> np.ndarray:
+    """``image`` (``[H, W, 3]`` uint8) with each class painted in its colour at 50 %; ignored pixels and the
+    ``skip`` class (the most frequent one, the background) left as they are."""
+    from matplotlib.colors import to_rgb
+
+    out = image.astype(np.float64) / 255.0
+    gray = out.mean(-1, keepdims=True).repeat(3, -1)
+    for c in range(num_classes):
+        on = mask == c
+        if c != skip and on.any():
+            out[on] = 0.5 * gray[on] + 0.5 * np.array(to_rgb(CLASS_COLOURS[c % len(CLASS_COLOURS)]))
+    return out
+
+
+def _plot_predictions(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    panels = {}
+    for loss in d.order:  # the first seed of each loss
+        runs = sorted((r for r in d.records if r.ok and r.label == loss and r.run_dir is not None), key=lambda r: r.seed)
+        ev = read_evidence(runs[0].run_dir) if runs else None
+        if ev is not None and ev.panel:
+            panels[loss] = ev
+    if not panels:
+        return
+    first = next(iter(panels.values()))
+    k = len(first.panel)
+    names = d.records[0].classes or d.classes
+    freqs = d.records[0].class_frequencies or []
+    skip = int(np.argmax(freqs)) if freqs else None
+    cols = ["image", "ground truth", *panels]
+    fig, axes = plt.subplots(k, len(cols), figsize=(1.55 * len(cols), 1.65 * k + 0.9), squeeze=False)
+    for row in range(k):
+        image = first.panel[row].image
+        views = [image / 255.0, _overlay(image, first.panel[row].target, len(names), skip)]
+        views += [_overlay(image, ev.panel[row].pred, len(names), skip) for ev in panels.values()]
+        for col, (ax, view) in enumerate(zip(axes[row], views)):
+            ax.imshow(view, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(cols[col], fontsize=7)
+        axes[row][0].set_ylabel(f"test {int(first.panel_index[row])}", fontsize=7)
+    legend = [Patch(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], label=n) for i, n in enumerate(names) if i != skip]
+    if skip is not None:
+        legend.append(Patch(facecolor="none", edgecolor="gray", label=f"{names[skip]}: unpainted"))
+    fig.legend(handles=legend, loc="lower center", ncol=min(len(names), 8), fontsize=7, frameon=False)
+    fig.suptitle(PLOTS["predictions.png"] + " (seed " + str(min(d.b.seeds)) + ")", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    _save(fig, path)
+
+
+def _plot_iou_heatmap(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ok = d.ok
+    mat = np.array([[ok[(ok["loss"] == loss) & (ok["class"] == c)]["iou"].mean() for c in d.classes] for loss in d.order])
+    fig, ax = plt.subplots(figsize=(1.6 * len(d.classes) + 2.5, 0.42 * len(d.order) + 1.5))
+    im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(d.classes)), d.classes)
+    ax.set_yticks(range(len(d.order)), d.order)
+    for i in range(len(d.order)):
+        for j in range(len(d.classes)):
+            if not np.isnan(mat[i, j]):
+                color = "white" if mat[i, j] < 0.6 else "black"
+                ax.text(j, i, f"{mat[i, j]:.3f}", ha="center", va="center", color=color, fontsize=8)
+    fig.colorbar(im, ax=ax, label="test IoU")
+    ax.set_title(PLOTS["iou_by_class.png"], fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_rare_iou(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ok = d.ok
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(d.order) + 1.5))
+    for i, loss in enumerate(d.order):
+        vals = ok[(ok["loss"] == loss) & (ok["class"] == d.focus)]["iou"].dropna()
+        ax.scatter(vals, [i] * len(vals), color=d.colors[loss], s=28, zorder=3)
+        if len(vals):
+            ax.plot([vals.mean()] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
+    ax.set_yticks(range(len(d.order)), d.order)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test IoU of the focus class ({d.focus}); dots: seeds, bar: mean")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(PLOTS["rare_class_iou.png"], fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_learning_curves(d: PlotData, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for loss in d.order:
+        hist = [pd.DataFrame(r.history) for r in d.records if r.label == loss and r.ok and r.history]
+        if not hist:
+            continue
+        h = pd.concat(hist).groupby("epoch").mean(numeric_only=True)
+        axes[0].plot(h.index, h["val_miou"], color=d.colors[loss], label=loss)
+        if f"val_iou/{d.focus}" in h:
+            axes[1].plot(h.index, h[f"val_iou/{d.focus}"], color=d.colors[loss], label=loss)
+    axes[0].set_ylabel("validation mean IoU")
+    axes[1].set_ylabel(f"validation IoU, {d.focus}")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2, frameon=False)
+    fig.suptitle(PLOTS["learning_curves.png"] + " (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+_PLOTTERS = {
+    "intervals.png": _plot_intervals,
+    "miou_vs_focus.png": _plot_miou_vs_focus,
+    "predictions.png": _plot_predictions,
+    "precision_recall.png": _plot_precision_recall,
+    "iou_by_class.png": _plot_iou_heatmap,
+    "rare_class_iou.png": _plot_rare_iou,
+    "learning_curves.png": _plot_learning_curves,
+}
+
+
+def plot_data(analysis: Analysis, records: list[RunRecord]) -> PlotData | None:
+    """What the plots show: the last budget's runs, losses ordered by mean IoU (best first); ``None`` without results."""
+    if not analysis.budgets:
+        return None
+    last = analysis.budgets[-1]
+    order = last.table.sort_values(["miou", "loss"], ascending=[False, True], kind="stable")["loss"].tolist()
+    at_last = [r for r in records if r.budget == last.budget]
+    df = analysis.results
+    return PlotData(df[df["budget"] == last.budget], last, at_last, analysis.classes, analysis.focus, order)
+
+
+def write_plots(d: PlotData, report: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lossbench"
+    for name, plot in _PLOTTERS.items():
+        plot(d, report / name)
