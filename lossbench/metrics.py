@@ -10,9 +10,9 @@ Per test image the test also keeps TP/FP/FN pixel counts per class (:func:`per_i
 the report's bootstrap resamples), boundary metrics (:func:`boundary_scores`: region overlap hides
 boundary errors on thin curves and small spots) and focus-class objects (:func:`object_counts`).
 
-One rule decides which pixels are scored everywhere — losses aside, which apply the same rule in
-:mod:`lossbench.losses.functional` — :func:`scored_pixels`: a target value that is a class and not the
-ignore index.
+One rule decides which pixels are scored, in the metrics, the evidence and the data checks:
+:func:`scored_pixels`, a target value that is a class and not the ignore index. (The losses ignore
+the ignore index and reject any other value outside the classes: :func:`lossbench.losses.functional.check_inputs`.)
 
 Objects (:func:`object_counts`): connected components (8-connectivity, ``scipy.ndimage.label``)
 of one class in the ground truth and in the prediction of one image. A ground-truth object is

@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import ROOT, SMOKE, lossbench_cli
+from helpers.cli import ROOT, SMOKE, lossbench_cli
 
 from lossbench.config import ConfigError, LossEntry, load_config, parse_overrides
 from lossbench.identity import run_config
@@ -177,6 +177,7 @@ def test_run_config_is_typed_and_hashed_without_the_label():
 # --- the command line -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts lossbench processes
 def test_cli_errors_speak_to_the_user():
     r = lossbench_cli("train", "--config", str(SMOKE), "--loss", "dcie")
     assert r.returncode == 2
@@ -186,6 +187,7 @@ def test_cli_errors_speak_to_the_user():
     assert r.returncode == 2 and "--jobs: expected 'auto', a number of runs at once ≥ 1, or -1" in r.stderr  # it used to hang forever
 
 
+@pytest.mark.slow  # starts lossbench processes
 def test_losses_lists_a_configs_plugin_losses(tmp_path):
     # bug 8: `lossbench losses` listed only the built-ins
     plugin = tmp_path / "my_losses.py"
@@ -209,14 +211,17 @@ def test_losses_lists_a_configs_plugin_losses(tmp_path):
     assert "focal_tversky_mine" not in lossbench_cli("losses").stdout
 
 
-def test_make_names_folders_after_the_suite_and_leaves_wandb_mode_alone():
+@pytest.mark.slow  # starts lossbench processes
+def test_make_names_folders_after_the_suite_and_leaves_wandb_mode_alone(tmp_path):
     # bug 3: make compare CONFIG=experiments/full.yaml trained into runs/default and overwrote reports/default
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MAKE"))}
     dry = subprocess.run(["make", "-n", "compare", "report", "CONFIG=experiments/full.yaml"], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "--config experiments/full.yaml" in dry and "runs/default" not in dry and "reports/default" not in dry
-    r = lossbench_cli("report", "--config", "experiments/full.yaml", "--no-wandb", env={"WANDB_MODE": "offline"})
-    assert r.returncode == 2 and "no runs under runs/full" in r.stderr  # the folder is named after the suite
+    # in an empty folder (never the working tree's runs/): the runs folder is named after the suite
+    r = lossbench_cli("report", "--config", str(ROOT / "experiments" / "full.yaml"), "--no-wandb", cwd=tmp_path,
+                      env={"WANDB_MODE": "offline"})  # fmt: skip
+    assert r.returncode == 2 and "no runs under runs/full" in r.stderr
     # bug 4: the Makefile exported WANDB_MODE=offline, so a logged-in user never logged online under make
     database = subprocess.run(["make", "-pn", "compare"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
     assert "WANDB_MODE" not in database

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMOKE
+from helpers.cli import SMOKE
 from PIL import Image
 
 from lossbench.config import SYNTHETIC_CLASSES, load_config

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import PALETTE, lossbench_cli, write_mixed_folder, write_png16
+from helpers.cli import lossbench_cli
+from helpers.files import PALETTE, write_mixed_folder, write_png16
 from PIL import Image
 
 from lossbench.config import ConfigError, load_config
@@ -330,7 +331,7 @@ def test_pretrained_weights_that_cannot_be_had_stop_before_training(tmp_path):
 
 
 def test_the_readme_dataset_example_works_as_written(tmp_path, monkeypatch):
-    from conftest import ROOT
+    from helpers.cli import ROOT
 
     readme = (ROOT / "README.md").read_text()
     code = readme.split("# my_data.py", 1)[1].split("\n", 1)[1].split("```", 1)[0]

@@ -207,7 +207,7 @@ def test_a_bad_recipe_is_one_sentence(terms, message):
 
 
 def test_a_recipe_in_the_config_is_checked_hashed_and_labelled_like_any_loss(tmp_path):
-    from conftest import SMOKE
+    from helpers.cli import SMOKE
 
     from lossbench.config import ConfigError, load_config
     from lossbench.identity import config_hash, run_config

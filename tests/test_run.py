@@ -7,7 +7,7 @@ import json
 import lightning as L
 import numpy as np
 import pytest
-from conftest import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
+from helpers.cli import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
 from lossbench.config import SYNTHETIC_CLASSES, load_config
 from lossbench.data import SegmentationDataModule, load_data

@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SMOKE, lossbench_cli
+from helpers.cli import ROOT, SMOKE, lossbench_cli
 
 
 def _cluster_up() -> bool:

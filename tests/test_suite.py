@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
+from helpers.cli import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
 from lossbench.report import RESULT_COLUMNS
 from helpers.wandb_offline import logged_values

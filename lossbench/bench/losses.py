@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
+import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,0 +1,173 @@
+"""The report from hand-built runs: what it gathers, what it computes, what it writes — no training.
+
+Each run here is a real run folder (config, record, evidence) written through :mod:`lossbench.record`,
+with per-image counts from predictions made up to a stated accuracy, so every expected number is
+known without training a model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers.cli import SMOKE
+
+from lossbench.config import dump_yaml, load_config
+from lossbench.identity import run_config
+from lossbench.metrics import per_class_metrics, per_image_counts
+from lossbench.record import (
+    OK,
+    Evidence,
+    RunRecord,
+    read_record,
+    record_path,
+    run_dir_for,
+    suite_path,
+    write_evidence,
+    write_record,
+    write_run_config,
+)
+from lossbench.report import RESULT_COLUMNS, write_report
+from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
+from lossbench.report.gather import collect_runs
+from lossbench.report.tables import leaderboard_md
+
+CLASSES = ["background", "blob", "spot"]
+N, SIZE = 24, 16
+
+
+def targets() -> np.ndarray:
+    """The shared test set: ``[N, SIZE, SIZE]`` masks, background with a blob and a spot in every image."""
+    rng = np.random.default_rng(0)
+    t = np.zeros((N, SIZE, SIZE), np.int64)
+    for i in range(N):
+        y, x = rng.integers(0, SIZE - 6, 2)
+        t[i, y : y + 6, x : x + 6] = 1
+        y, x = rng.integers(0, SIZE - 2, 2)
+        t[i, y : y + 2, x : x + 2] = 2
+    return t
+
+
+def predictions(accuracy: float, seed: int, never: int | None = None) -> np.ndarray:
+    """Each pixel right with probability ``accuracy``, else a random other class; ``never``: a class never predicted."""
+    t = targets()
+    rng = np.random.default_rng(1000 + seed)
+    wrong = (t + rng.integers(1, len(CLASSES), t.shape)) % len(CLASSES)
+    p = np.where(rng.random(t.shape) < accuracy, t, wrong)
+    if never is not None:
+        p[p == never] = 0 if never else 1
+    return p
+
+
+def write_run(out: Path, cfg, label: str, seed: int, pred: np.ndarray) -> Path:
+    """A finished run of loss ``label`` (an entry of ``cfg``) whose test predictions are ``pred``."""
+    entry = next(e for e in cfg.losses if e.label == label)
+    rc = run_config(cfg, entry, seed)
+    run_dir = run_dir_for(out, rc)
+    write_run_config(run_dir, rc)
+    t, p = torch.as_tensor(targets()), torch.as_tensor(pred)
+    counts = per_image_counts(p, t, len(CLASSES), None).numpy()
+    confmat = torch.bincount((t * len(CLASSES) + p).flatten(), minlength=len(CLASSES) ** 2).view(len(CLASSES), -1)
+    rec = RunRecord.start(rc, attempts=1)
+    rec.status, rec.classes, rec.class_frequencies = OK, CLASSES, [900, 90, 9]
+    rec.test, rec.focus, rec.epochs, rec.wall_s = per_class_metrics(confmat, CLASSES), "spot", 2, 1.0
+    rec.objects = {"iou_threshold": 0.1, "recall": 1.0, "fp_per_image": 0.0, "f1": 1.0, "precision": 1.0}
+    rec.history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_miou": 0.3, "val_iou/spot": 0.1},
+                   {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_miou": 0.5, "val_iou/spot": 0.2}]  # fmt: skip
+    boundary = np.full((N, len(CLASSES), 2), np.nan, np.float32)
+    write_evidence(run_dir, Evidence(counts=counts, confmat=confmat.numpy(), objects=np.zeros((N, 4), np.int64), boundary=boundary))
+    write_record(run_dir, rec)
+    return run_dir
+
+
+def suite(out: Path, losses: str, seeds: str = "[0, 1, 2]", *more: str):
+    """A suite config written to ``out/suite.yaml`` as ``compare`` writes it."""
+    cfg = load_config(SMOKE, [f"losses={losses}", f"seeds={seeds}", "report.bootstrap=400", *more])
+    out.mkdir(parents=True, exist_ok=True)
+    suite_path(out).write_text(dump_yaml(cfg))
+    return cfg
+
+
+def test_gather_keeps_the_suites_runs_and_names_the_missing_the_stale_and_the_damaged(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice, focal]", "[0, 1]")
+    for seed in (0, 1):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.9, seed))
+    write_run(tmp_path, cfg, "dice", 0, predictions(0.9, 0))
+    damaged = write_run(tmp_path, cfg, "focal", 0, predictions(0.9, 0))
+    record_path(damaged).write_text('{"status": "ok", "suite"')  # truncated
+    other = load_config(SMOKE, ["losses=[ce]", "optim.lr=0.5"])  # another config: another hash
+    write_run(tmp_path, other, "ce", 0, predictions(0.9, 0))
+
+    found = collect_runs(tmp_path)
+    assert sorted((r.label, r.seed) for r in found.current) == [("ce", 0), ("ce", 1), ("dice", 0)]
+    assert len(found.stale) == 1 and found.stale[0].loss_params == {} and found.stale[0].label == "ce"
+    assert [d.path for d in found.damaged] == [record_path(damaged)]
+    assert found.missing == [("dice", 1, cfg.trainer.max_epochs), ("focal", 1, cfg.trainer.max_epochs)]  # damaged: not missing
+
+
+def test_a_clearly_better_loss_is_best_and_the_others_are_not_tied_with_it(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice, focal]")
+    for seed in (0, 1, 2):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.95, seed))
+        write_run(tmp_path, cfg, "dice", seed, predictions(0.70, seed))
+        write_run(tmp_path, cfg, "focal", seed, predictions(0.50, seed))
+    analysis = analyse(collect_runs(tmp_path))
+    (b,) = analysis.budgets
+    assert b.miou.best == "ce" and b.miou.tied == {"ce": True, "dice": False, "focal": False}
+    t = b.table.set_index("loss")
+    # the estimate is the mean over seeds of each run's recorded test mean IoU
+    recorded = [read_record(d).miou for d in sorted((tmp_path / "ce").iterdir())]
+    assert t.at["ce", "miou"] == pytest.approx(np.mean(recorded))
+    assert t.at["ce", "miou_lo"] <= t.at["ce", "miou"] <= t.at["ce", "miou_hi"]
+    assert t.at["dice", "miou_hi"] < t.at["ce", "miou_lo"]  # far apart: the intervals do not meet
+    assert list(analysis.leaderboard.columns) == LEADERBOARD_COLUMNS and len(analysis.leaderboard) == 3
+    md = leaderboard_md(b, "miou", analysis.focus)
+    rows = [line for line in md.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert "`ce` | best" in rows[0] and "`dice` |  |" in rows[1]
+
+
+def test_the_same_predictions_under_two_labels_are_tied(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice]")
+    for seed in (0, 1, 2):
+        for label in ("ce", "dice"):
+            write_run(tmp_path, cfg, label, seed, predictions(0.8, seed))
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.miou.tied == {"ce": True, "dice": True} and b.miou.p_holm["dice"] == 1.0
+    assert b.miou.difference["dice"][0] == 0.0
+
+
+def test_a_class_never_predicted_is_flagged_degenerate_and_a_missing_seed_incomplete(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice]")
+    for seed in (0, 1, 2):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.9, seed))
+    for seed in (0, 1):  # seed 2 of dice never ran
+        write_run(tmp_path, cfg, "dice", seed, predictions(0.9, seed, never=2))
+    analysis = analyse(collect_runs(tmp_path))
+    t = analysis.budgets[0].table.set_index("loss")
+    assert t.at["dice", "degenerate"] == ["spot"] and t.at["ce", "degenerate"] == []
+    assert "degenerate (`spot` never found on some seed)" in t.at["dice", "flags"]
+    assert "incomplete" in t.at["dice", "flags"] and "incomplete" not in t.at["ce", "flags"]
+    assert t.at["dice", "focus_iou"] == 0.0
+
+
+def test_the_report_writes_every_file_and_regenerates_byte_identical(tmp_path):
+    out, report = tmp_path / "runs", tmp_path / "report"
+    cfg = suite(out, "[ce, dice]", "[0, 1]")
+    for seed in (0, 1):
+        write_run(out, cfg, "ce", seed, predictions(0.9, seed))
+        write_run(out, cfg, "dice", seed, predictions(0.6, seed))
+    readme = write_report(out, report, log_to_wandb=False)
+    text = readme.read_text()
+    assert "## Verdict" in text and "### Leaderboard by mean IoU" in text and "## Failed and unfinished runs" in text
+    assert "**mean IoU**: highest `ce`" in text
+    results = pd.read_csv(report / "results.csv")
+    assert list(results.columns) == RESULT_COLUMNS and len(results) == 2 * 2 * len(CLASSES)
+    first = {p.name: p.read_bytes() for p in sorted(report.iterdir())}
+    assert {"README.md", "results.csv", "leaderboard.csv", "intervals.png", "learning_curves.png"} <= set(first)
+    write_report(out, report, log_to_wandb=False)
+    assert {p.name: p.read_bytes() for p in sorted(report.iterdir())} == first
+    assert not math.isnan(pd.read_csv(report / "leaderboard.csv")["miou_lo"][0])

@@ -1,0 +1,37 @@
+"""Signals a run process receives: SIGTERM stops it resumably, however often it comes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+REPEATED_SIGTERM = """
+import os, signal, sys
+from lossbench.run import RunInterrupted, install_interrupt_handler
+
+install_interrupt_handler()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10**8):  # the handler raises here
+        pass
+    sys.exit("the first SIGTERM raised nothing")
+except RunInterrupted as e:
+    os.kill(os.getpid(), signal.SIGTERM)  # the same stop again, while the run writes its record
+    os.kill(os.getpid(), signal.SIGTERM)
+    sum(range(10**6))
+    with open(sys.argv[1], "w") as f:
+        f.write(str(e))
+"""
+
+
+@pytest.mark.slow  # starts a process
+def test_a_repeated_sigterm_does_not_cut_short_the_record_of_the_first(tmp_path):
+    # A killed compare sent its run one parent-death SIGTERM per exiting thread; the second one,
+    # arriving while the run wrote "interrupted", left its record saying "running".
+    record = tmp_path / "record.txt"
+    r = subprocess.run([sys.executable, "-c", REPEATED_SIGTERM, str(record)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert record.read_text() == "received signal SIGTERM"

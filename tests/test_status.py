@@ -1,0 +1,50 @@
+"""``lossbench status``: every run of a runs folder and where it stands, read from the folder alone."""
+
+from __future__ import annotations
+
+import os
+
+from helpers.processes import dead_pid
+
+from lossbench import claim
+
+
+def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_folder(tmp_path, capsys):
+    from helpers.cli import SMOKE
+
+    from lossbench.cli import main
+    from lossbench.config import load_config
+    from lossbench.identity import run_config
+    from lossbench.record import FAILED, OK, RUNNING, Progress, RunRecord, run_dir_for, write_record, write_run_config
+
+    cfg = load_config(SMOKE, ["losses=[ce, dice, tversky, focal, lovasz_softmax]"])
+    dirs = {}
+    for entry in cfg.losses:
+        rc = run_config(cfg, entry, 0)
+        dirs[entry.label] = run_dir_for(tmp_path, rc)
+        write_run_config(dirs[entry.label], rc)
+
+    def record(label: str, status: str, **fields) -> None:
+        rec = RunRecord.start(run_config(cfg, next(e for e in cfg.losses if e.label == label), 0), attempts=1)
+        rec.status = status
+        for k, v in fields.items():
+            setattr(rec, k, v)
+        write_record(dirs[label], rec)
+
+    claim.claim(dirs["ce"], claim.me("compare"))  # claimed by a live launcher, not started: queued
+    record("dice", RUNNING, progress=Progress(3, 10, 0.5))
+    claim.claim(dirs["dice"], claim.held_by(claim.me("job"), job=None))  # this process: alive
+    record("tversky", RUNNING, progress=Progress(1, 10, None))
+    claim.claim(dirs["tversky"], claim.me("compare", pid=dead_pid()))  # its owner died: stalled
+    record("focal", OK, test={"miou": 0.4321})
+    record("lovasz_softmax", FAILED, error="FloatingPointError: loss is nan")
+
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split("  ")[0]: line for line in out.splitlines() if " seed 0" in line}
+    assert "queued" in lines["ce seed 0"] and f"pid {os.getpid()}" in lines["ce seed 0"]
+    assert "running" in lines["dice seed 0"] and "epoch 3/10, val mIoU 0.500" in lines["dice seed 0"]
+    assert "stalled" in lines["tversky seed 0"] and "next compare resumes it" in lines["tversky seed 0"]
+    assert "finished" in lines["focal seed 0"] and "test mIoU 0.432" in lines["focal seed 0"]
+    assert "failed" in lines["lovasz_softmax seed 0"] and "loss is nan" in lines["lovasz_softmax seed 0"]
+    assert "5 runs: 1 queued, 1 running, 1 finished, 1 failed, 1 stalled" in out
