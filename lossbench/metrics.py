@@ -37,8 +37,10 @@ OBJECT_FIELDS = ("gt", "hit", "pred", "fp")
 
 METRICS = ("iou", "sensitivity", "specificity", "precision", "dice")
 BOUNDARY_METRICS = ("hd95", "nsd")
-"""Per test image and class, then averaged over the images where they are defined: the 95th-percentile
-Hausdorff distance (pixels, lower is better) and the normalised surface Dice at a tolerance (higher is better)."""
+"""Per test image and class, then averaged over the images where they are defined (the class in the target or the
+prediction; a run's record counts them as ``boundary_images``): the 95th-percentile Hausdorff distance (pixels,
+lower is better; the image diagonal where the class is missed or wrongly predicted) and the normalised surface
+Dice at a tolerance (higher is better)."""
 
 
 def scored_pixels(target: Any, num_classes: int, ignore_index: int | None) -> Any:
@@ -131,23 +133,27 @@ def boundary_scores(pred: Any, target: Any, num_classes: int, ignore_index: int 
     border counting as outside: ``torchmetrics``' ``mask_edges``) and each edge pixel's distance is
     the exact Euclidean distance to the nearest edge pixel of the other mask (SciPy; torchmetrics'
     ``edge_surface_distance`` took 48 ms per image and class at 64², and its default distance
-    transform misreported far pixels as 0 — the tests hold this to brute force). HD95 is the larger of the two directions' 95th percentiles (MONAI's convention), NaN
-    when either mask is empty; NSD (Nikolov et al. 2021) is the share of both surfaces within
-    ``tolerance`` of the other: 0 when exactly one mask is empty, NaN when both are. Ignored pixels
-    belong to neither mask.
+    transform misreported far pixels as 0 — the tests hold this to brute force). HD95 is the larger of
+    the two directions' 95th percentiles (MONAI's convention); NSD (Nikolov et al. 2021) is the share of
+    both surfaces within ``tolerance`` of the other. When exactly one mask is empty — the class missed,
+    or predicted where there is none — each gets its worst value, as Metrics Reloaded (Maier-Hein et
+    al. 2024) recommends: HD95 the image's diagonal, NSD 0; averaging only over images where both are
+    present would favour a loss that rarely predicts the class. Both are NaN (undefined) when neither
+    mask has the class. Ignored pixels belong to neither mask.
     """
     from scipy.ndimage import distance_transform_edt
 
     pred, target = np.asarray(pred), np.asarray(target)
     scored = scored_pixels(target, num_classes, ignore_index)
     out = np.full((num_classes, 2), np.nan)
+    worst = float(np.hypot(pred.shape[0] - 1, pred.shape[1] - 1))  # the farthest two pixels of the image can be
     for c in range(num_classes):
         pm, tm = (pred == c) & scored, (target == c) & scored
         has_p, has_t = pm.any(), tm.any()
         if not (has_p or has_t):
             continue
-        if not (has_p and has_t):
-            out[c, 1] = 0.0
+        if not (has_p and has_t):  # missed, or predicted where there is none: the worst case (Metrics Reloaded)
+            out[c] = worst, 0.0
             continue
         ep, et = _edges(pm), _edges(tm)
         rows, cols = np.nonzero(ep | et)  # every nearest edge pixel lies in the box around both surfaces

@@ -295,6 +295,7 @@ class LossbenchModule(L.LightningModule):
                 for j, m in enumerate(BOUNDARY_METRICS):
                     defined = boundary[:, i, j][~np.isnan(boundary[:, i, j])]
                     result["per_class"][name][m] = float(defined.mean()) if defined.size else math.nan
+                result["per_class"][name]["boundary_images"] = int((~np.isnan(boundary[:, i, 0])).sum())
         result["nsd_tolerance"] = self.hparams.nsd_tolerance
         self.test_cm.reset()
         self.log_dict(flat_scalars(result, "test"), sync_dist=False)

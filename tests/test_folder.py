@@ -292,7 +292,7 @@ def test_compare_on_a_users_folder_with_resize_crop_and_augmentation(tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text(textwrap.dedent(f"""
         suite: mine
-        losses: [ce, dice]
+        losses: [ce, dice, lovasz_softmax]
         seeds: [0]
         jobs: 2
         data:
@@ -306,10 +306,24 @@ def test_compare_on_a_users_folder_with_resize_crop_and_augmentation(tmp_path):
           normalize: dataset
           batch_size: 4
         model: {{arch: Unet, encoder: resnet18, kwargs: {{encoder_depth: 3, decoder_channels: [16, 8, 8]}}}}
-        trainer: {{max_epochs: 2, accelerator: cpu, devices: 1}}
+        trainer: {{max_epochs: 3, accelerator: cpu, devices: 1}}
     """))
     r = lossbench_cli("compare", "--config", str(config), "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "rep"), "--no-wandb")
     assert r.returncode == 0, r.stdout + r.stderr
+    # a new user's first short suite (3 losses, 1 seed, 3 epochs): the verdict claims nothing at seed level
+    readme = (tmp_path / "rep" / "README.md").read_text()
+    verdict = readme[readme.index("## Verdict") : readme.index("### Leaderboard")]
+    assert "**1 seed per loss: training randomness is not measured.**" in verdict and "beyond the" not in verdict
+    rising = []
+    for label in ("ce", "dice", "lovasz_softmax"):
+        (record,) = (tmp_path / "runs" / label).glob("seed0-*/metrics.json")
+        curve = [row["val_miou"] for row in json.loads(record.read_text())["history"]]
+        if curve[2] - curve[1] > 0.01:  # the last quarter of 3 epochs: epoch 2 to 3
+            rising.append(label)
+    if rising:
+        assert "Still improving when training stopped" in verdict and all(f"`{k}` (+" in verdict for k in rising)
+    else:
+        assert "Still improving" not in verdict
     for label in ("ce", "dice"):
         (record,) = (tmp_path / "runs" / label).glob("seed0-*/metrics.json")
         rec = json.loads(record.read_text())

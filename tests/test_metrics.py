@@ -97,6 +97,9 @@ def test_boundary_scores_are_hd95_and_nsd_of_torchmetrics_surfaces_at_brute_forc
         d_pt, d_tp = distances(ep, et), distances(et, ep)
         assert got[c, 0] == pytest.approx(max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)), rel=1e-9)
         assert got[c, 1] == pytest.approx(((d_pt <= 1).sum() + (d_tp <= 1).sum()) / (len(d_pt) + len(d_tp)), rel=1e-9)
-    assert np.isnan(got[2, 0]) and got[2, 1] == 0.0  # predicted nowhere: HD95 undefined, NSD 0
+    # predicted nowhere: the worst case (Metrics Reloaded), HD95 the image diagonal, NSD 0 — not left out
+    assert got[2, 0] == pytest.approx(np.hypot(39, 47)) and got[2, 1] == 0.0
+    only_pred = boundary_scores(np.full((10, 20), 2), np.zeros((10, 20), np.int64), 3, None, tolerance=1.0)
+    assert only_pred[2, 0] == pytest.approx(np.hypot(9, 19)) and only_pred[2, 1] == 0.0  # predicted where there is none
     assert np.isnan(got[4]).all()  # in neither mask: undefined
     assert 0 < got[3, 1] < 1.0 and got[3, 0] >= 1.0

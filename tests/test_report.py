@@ -8,13 +8,14 @@ known without training a model.
 from __future__ import annotations
 
 import math
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers.cli import SMOKE
+from helpers.cli import SMOKE, lossbench_cli
 
 from lossbench.config import dump_yaml, load_config
 from lossbench.identity import run_config
@@ -23,9 +24,11 @@ from lossbench.record import (
     OK,
     Evidence,
     RunRecord,
+    read_evidence,
     read_record,
     record_path,
     run_dir_for,
+    scan_runs,
     suite_path,
     write_evidence,
     write_record,
@@ -34,6 +37,7 @@ from lossbench.record import (
 from lossbench.report import RESULT_COLUMNS, write_report
 from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
 from lossbench.report.gather import collect_runs
+from lossbench.report.stats import LossScores, compare, image_draws, replicate_scores, seed_mean
 from lossbench.report.tables import leaderboard_md
 
 CLASSES = ["background", "blob", "spot"]
@@ -76,8 +80,8 @@ def write_run(out: Path, cfg, label: str, seed: int, pred: np.ndarray) -> Path:
     rec.status, rec.classes, rec.class_frequencies = OK, CLASSES, [900, 90, 9]
     rec.test, rec.focus, rec.epochs, rec.wall_s = per_class_metrics(confmat, CLASSES), "spot", 2, 1.0
     rec.objects = {"iou_threshold": 0.1, "recall": 1.0, "fp_per_image": 0.0, "f1": 1.0, "precision": 1.0}
-    rec.history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_miou": 0.3, "val_iou/spot": 0.1},
-                   {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_miou": 0.5, "val_iou/spot": 0.2}]  # fmt: skip
+    rec.history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_miou": 0.5, "val_iou/spot": 0.1},
+                   {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_miou": 0.505, "val_iou/spot": 0.2}]  # levelled off
     boundary = np.full((N, len(CLASSES), 2), np.nan, np.float32)
     write_evidence(run_dir, Evidence(counts=counts, confmat=confmat.numpy(), objects=np.zeros((N, 4), np.int64), boundary=boundary))
     write_record(run_dir, rec)
@@ -137,7 +141,7 @@ def test_the_same_predictions_under_two_labels_are_tied(tmp_path):
             write_run(tmp_path, cfg, label, seed, predictions(0.8, seed))
     (b,) = analyse(collect_runs(tmp_path)).budgets
     assert b.miou.tied == {"ce": True, "dice": True} and b.miou.p_holm["dice"] == 1.0
-    assert b.miou.difference["dice"][0] == 0.0
+    assert b.miou.difference["dice"].delta == 0.0
 
 
 def test_a_class_never_predicted_is_flagged_degenerate_and_a_missing_seed_incomplete(tmp_path):
@@ -148,8 +152,8 @@ def test_a_class_never_predicted_is_flagged_degenerate_and_a_missing_seed_incomp
         write_run(tmp_path, cfg, "dice", seed, predictions(0.9, seed, never=2))
     analysis = analyse(collect_runs(tmp_path))
     t = analysis.budgets[0].table.set_index("loss")
-    assert t.at["dice", "degenerate"] == ["spot"] and t.at["ce", "degenerate"] == []
-    assert "degenerate (`spot` never found on some seed)" in t.at["dice", "flags"]
+    assert t.at["dice", "degenerate"] == [("spot", 0.0, 0)] and t.at["ce", "degenerate"] == []
+    assert "degenerate (`spot` IoU 0.000 on seed 0: below 0.05, not learned)" in t.at["dice", "flags"]
     assert "incomplete" in t.at["dice", "flags"] and "incomplete" not in t.at["ce", "flags"]
     assert t.at["dice", "focus_iou"] == 0.0
 
@@ -171,3 +175,74 @@ def test_the_report_writes_every_file_and_regenerates_byte_identical(tmp_path):
     write_report(out, report, log_to_wandb=False)
     assert {p.name: p.read_bytes() for p in sorted(report.iterdir())} == first
     assert not math.isnan(pd.read_csv(report / "leaderboard.csv")["miou_lo"][0])
+
+
+def _rising_history(rec_dir: Path, end: float) -> None:
+    """Give a run a validation curve that climbs to ``end`` over 4 epochs."""
+    rec = read_record(rec_dir)
+    rec.history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.0 / e, "val_miou": end - 0.05 * (4 - e),
+                    "val_iou/spot": 0.01} for e in (1, 2, 3, 4)]  # fmt: skip
+    write_record(rec_dir, rec)
+
+
+def test_one_seed_says_training_randomness_is_not_measured_and_what_was_still_rising(tmp_path):
+    # what a new user's first short run on their own data must read: no seed-level claim, the rare class not
+    # learned, validation still rising — before any ranking
+    cfg = suite(tmp_path, "[ce, dice, lovasz_softmax]", "[0]")
+    write_run(tmp_path, cfg, "ce", 0, predictions(0.95, 0, never=2))
+    _rising_history(write_run(tmp_path, cfg, "dice", 0, predictions(0.7, 0, never=2)), 0.6)
+    write_run(tmp_path, cfg, "lovasz_softmax", 0, predictions(0.5, 0, never=2))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    verdict = readme[readme.index("## Verdict") : readme.index("### Leaderboard")]
+    lines = [line for line in verdict.splitlines() if line.startswith("- ")]
+    assert lines[0].startswith("- **No loss learned `spot`**: the best test IoU on it is 0.000")
+    assert lines[1].startswith("- **Still improving when training stopped**: the validation mean IoU of `dice` (+0.050)")
+    assert lines[2].startswith("- **1 seed per loss: training randomness is not measured.**")
+    assert "seed spread cannot be estimated from one seed" in lines[3]
+    assert "ahead of every other loss on this test set" in verdict and "a statement about these trained models" in verdict
+    assert "beyond the" not in verdict  # no seed-level certainty from one seed
+    assert "unstable" not in readme and "level" in pd.read_csv(tmp_path / "report" / "leaderboard.csv")
+    assert set(pd.read_csv(tmp_path / "report" / "leaderboard.csv")["level"]) == {"image"}
+
+
+def test_three_seeds_compare_the_losses_at_seed_level_in_words(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice]")
+    for seed in (0, 1, 2):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.9, seed))
+        write_run(tmp_path, cfg, "dice", seed, predictions(0.89, seed))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "**3 seeds per loss: training randomness is measured.**" in readme
+    assert "tied with it within the seed and test-image uncertainty: `dice`" in readme or "beyond the seed" in readme
+    assert "seeds per loss." in readme and "telling them apart reliably" in readme
+    assert "Welch's t-test" in readme and "Holm-corrected for the 1 comparison " in readme
+
+
+@pytest.mark.slow
+def test_a_a_on_real_runs_of_one_loss_split_into_two_labels_on_disjoint_seeds(tmp_path, data_cache):
+    # Real training randomness: eight runs of one loss; every way of giving three seeds to a label "a" and
+    # three others to "b" is a comparison of two losses that are the same in distribution.
+    out = tmp_path / "runs"
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(out), "--report", str(tmp_path / "rep"), "--no-wandb",
+                      "--jobs", "2", "--set", "losses=[ce]", "seeds=[0, 1, 2, 3, 4, 5, 6, 7]", f"data.cache_dir={data_cache}")  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    records = {rec.seed: rec for rec in scan_runs(out).records if rec.ok}
+    assert sorted(records) == list(range(8))
+    counts = {seed: read_evidence(rec.run_dir).counts for seed, rec in records.items()}
+    names = records[0].classes
+    classes = [names.index(c) for c in records[0].test["per_class"]]
+    weights = image_draws(next(iter(counts.values())).shape[0], 400)
+
+    def scores_of(seeds):
+        c = np.stack([counts[s] for s in seeds])
+        per_seed = np.array([records[s].miou for s in seeds])
+        return LossScores(per_seed, seed_mean(replicate_scores(c, weights, classes, None)[0]))
+
+    calls = []
+    for a in combinations(range(8), 3):
+        for b in combinations([s for s in range(8) if s not in a], 3):
+            if a < b:
+                c = compare({"a": scores_of(a), "b": scores_of(b)}, 0.05)
+                assert c.level == "seed"
+                calls.append(not all(c.tied.values()))
+    assert len(calls) == 280
+    assert np.mean(calls) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / len(calls)), f"false-positive rate {np.mean(calls):.3f}"

@@ -3,13 +3,15 @@
 :func:`analyse_budget` computes every statistic a leaderboard shows from the runs' records and
 evidence (:mod:`lossbench.report.stats`); :func:`flag_budgets` and :func:`flag_text` add the flags
 (degenerate, unstable, budget-bound, incomplete); :func:`leaderboard_frame` is ``leaderboard.csv``.
+Each budget also says in plain words what a person must know before any ranking: the classes no loss
+learned (:data:`LEARNED_IOU`) and the losses still improving when training stopped (:data:`RISING`).
 Settings come from the suite's ``report:`` section (its defaults when the folder has no suite file).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,10 +22,18 @@ from lossbench.record import RunRecord, read_evidence
 import lossbench.report.stats as stats
 from lossbench.report.gather import Runs, focus_of, results_frame
 
-LEADERBOARD_COLUMNS = ["budget", "loss", "seeds", "miou", "miou_lo", "miou_hi", "focus_iou", "focus_lo", "focus_hi",
-                       "tied_with_best", "focus_tied_with_best", "objects_recall", "objects_fp_per_image", "objects_f1",
-                       "flags", "wall_s"]  # fmt: skip
-"""The columns of ``leaderboard.csv``: one row per (budget, loss)."""
+LEADERBOARD_COLUMNS = ["budget", "loss", "seeds", "level", "miou", "miou_lo", "miou_hi", "miou_p_best", "miou_rank_lo",
+                       "miou_rank_hi", "focus_iou", "focus_lo", "focus_hi", "focus_p_best", "tied_with_best",
+                       "focus_tied_with_best", "objects_recall", "objects_fp_per_image", "objects_f1", "flags", "wall_s"]  # fmt: skip
+"""The columns of ``leaderboard.csv``: one row per (budget, loss). ``level``: ``seed`` when the intervals and ties
+account for training randomness, ``image`` when they cover only the test images drawn."""
+
+LEARNED_IOU = 0.05
+"""A run whose IoU on a class present in the test set is below this has not learned it (flag *degenerate*);
+a class whose best loss scores below it was learned by none (the verdict says so first)."""
+
+RISING = 0.01
+"""Validation mean IoU that rose by more than this over the last quarter of training was still rising."""
 
 
 def _num(value: Any) -> float:
@@ -43,37 +53,69 @@ class Budget:
     images: int | None
     seeds: list[int]
     no_evidence: list[str]  # labels of losses shown without intervals
+    scores: dict[str, stats.LossScores] = field(default_factory=dict)  # mean IoU of each loss, per seed
+    rising: dict[str, float] = field(default_factory=dict)  # losses still rising at the end: the rise
+    not_learned: list[tuple[str, float, str]] = field(default_factory=list)  # (class, best mean IoU, its loss)
+
+    @property
+    def level(self) -> str:
+        return self.miou.level if self.miou is not None else stats.level_of(self.scores)
+
+    @property
+    def seeds_per_loss(self) -> tuple[int, int]:
+        """The fewest and the most seeds a loss has at this budget."""
+        n = self.table["seeds"] if len(self.table) else pd.Series([0])
+        return int(n.min()), int(n.max())
 
 
-def _evidence_counts(records: list[RunRecord], seeds: list[int]) -> tuple[np.ndarray | None, np.ndarray]:
-    """``[S, N, C, 3]`` counts of one loss over the suite's seeds (zeros where absent) and which seeds are present."""
-    arrays: dict[int, np.ndarray] = {}
-    for rec in records:
+def _evidence_counts(records: list[RunRecord]) -> np.ndarray | None:
+    """``[S, N, C, 3]`` counts of one loss's runs (its own seeds), or ``None`` when a run has no evidence."""
+    arrays = []
+    for rec in sorted(records, key=lambda r: r.seed):
         ev = read_evidence(rec.run_dir) if rec.run_dir is not None else None
         if ev is None:
-            return None, np.zeros(len(seeds), bool)
-        arrays[rec.seed] = ev.counts
-    shapes = {a.shape for a in arrays.values()}
-    if len(shapes) != 1:
-        return None, np.zeros(len(seeds), bool)
-    (shape,) = shapes
-    out = np.zeros((len(seeds), *shape), np.int64)
-    present = np.zeros(len(seeds), bool)
-    for i, seed in enumerate(seeds):
-        if seed in arrays:
-            out[i], present[i] = arrays[seed], True
-    return out, present
+            return None
+        arrays.append(ev.counts)
+    if len({a.shape for a in arrays}) != 1:
+        return None
+    return np.stack(arrays)
 
 
-def _degenerate(records: list[RunRecord]) -> list[str]:
-    """Classes present in the test set that a run of this loss never predicts, or gets IoU 0 on."""
-    bad = []
-    for rec in records:
+def _degenerate(records: list[RunRecord]) -> list[tuple[str, float, int]]:
+    """``(class, IoU, seed)``: for each class present in the test set, the lowest IoU a run of this loss got on it,
+    where that is below :data:`LEARNED_IOU` (never predicted counts as 0)."""
+    worst: dict[str, tuple[float, int]] = {}
+    for rec in sorted(records, key=lambda r: r.seed):
         for name, row in rec.test["per_class"].items():
-            if (row.get("support") or 0) > 0 and (_num(row.get("iou")) == 0 or math.isnan(_num(row.get("precision")))):
-                if name not in bad:
-                    bad.append(name)
-    return bad
+            if (row.get("support") or 0) > 0:
+                iou = _num(row.get("iou"))
+                iou = 0.0 if math.isnan(iou) else iou
+                if iou < LEARNED_IOU and (name not in worst or iou < worst[name][0]):
+                    worst[name] = (iou, rec.seed)
+    return [(name, iou, seed) for name, (iou, seed) in worst.items()]
+
+
+def still_rising(records: list[RunRecord]) -> float | None:
+    """How much the validation mean IoU (mean over seeds) rose over the last quarter of training, when more
+    than :data:`RISING`; ``None`` when it had levelled off or the history is too short to tell."""
+    hist = [pd.DataFrame(r.history) for r in records if r.history]
+    if not hist:
+        return None
+    curve = pd.concat(hist).groupby("epoch")["val_miou"].mean()
+    last = int(curve.index.max())
+    ref = max(1, int(0.75 * last))
+    if ref >= last or ref not in curve.index or math.isnan(curve[last]) or math.isnan(curve[ref]):
+        return None
+    rise = float(curve[last] - curve[ref])
+    return rise if rise > RISING else None
+
+
+def _scores(ok: list[RunRecord], label: str, focus: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's recorded test ``(mean IoU [S], focus IoU [S])``, by seed."""
+    runs = sorted((r for r in ok if r.label == label), key=lambda r: r.seed)
+    miou = np.array([_num(r.miou) for r in runs])
+    focus_iou = np.array([_num(r.test["per_class"].get(focus, {}).get("iou")) if focus else math.nan for r in runs])
+    return miou, focus_iou
 
 
 def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | None, focus: str | None,
@@ -89,73 +131,96 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     rep = cfg.report if cfg is not None else ReportConfig()
     n_boot, alpha = rep.bootstrap, rep.alpha
 
-    counts, present, no_evidence = {}, {}, []
+    counts, no_evidence = {}, []
     for label in labels:
-        c, p = _evidence_counts([r for r in ok if r.label == label], seeds)
+        c = _evidence_counts([r for r in ok if r.label == label])
         if c is None:
             no_evidence.append(label)
         else:
-            counts[label], present[label] = c, p
+            counts[label] = c
     n_images = {c.shape[1] for c in counts.values()}
     images = n_images.pop() if len(n_images) == 1 else None
-    if images is None and counts:  # runs tested on different test sets cannot be paired
+    if images is None and counts:  # runs tested on different test sets cannot be compared image by image
         no_evidence += sorted(counts)
-        counts, present = {}, {}
-    draws = stats.draw(len(seeds), images, n_boot, seed=0) if counts else None
+        counts = {}
+    weights = stats.image_draws(images, n_boot, seed=0) if counts else None
 
-    est_m, est_f, rep_m, rep_f = {}, {}, {}, {}
+    score_m, score_f = {}, {}
     for label in labels:
-        runs = [r for r in ok if r.label == label]
-        est_m[label] = float(np.mean([_num(r.miou) for r in runs]))
-        focus_values = [v for v in (_num(r.test["per_class"].get(focus, {}).get("iou")) for r in runs) if not math.isnan(v)]
-        est_f[label] = float(np.mean(focus_values)) if focus and focus_values else math.nan
+        per_seed_m, per_seed_f = _scores(ok, label, focus)
+        rep_m = rep_f = None
         if label in counts:
-            c, here = counts[label], present[label]
-            if not here.all():  # a missing seed: its draws never count (scores average over the drawn seeds there are)
-                c, d = c[here], stats.Draws(draws.seed_weights[:, here], draws.image_weights)
-            else:
-                d = draws
-            rep_m[label], rep_f[label] = stats.replicate_scores(c, d, class_ids, focus_id)
-        else:
-            rep_m[label] = rep_f[label] = np.full(1, math.nan)
+            m, f = stats.replicate_scores(counts[label], weights, class_ids, focus_id)
+            rep_m, rep_f = stats.seed_mean(m), stats.seed_mean(f)
+        score_m[label] = stats.LossScores(per_seed_m, rep_m)
+        score_f[label] = stats.LossScores(per_seed_f, rep_f)
     with_ev = [k for k in labels if k in counts]
-    cmp_m = stats.compare({k: est_m[k] for k in with_ev}, rep_m, alpha) if with_ev else None
-    cmp_f = stats.compare({k: est_f[k] for k in with_ev}, rep_f, alpha) if with_ev and focus_id is not None else None
+    level = stats.level_of(score_m)
+    cmp_m = stats.compare({k: score_m[k] for k in with_ev}, alpha, level) if with_ev else None
+    cmp_f = stats.compare({k: score_f[k] for k in with_ev}, alpha, level) if with_ev and focus_id is not None else None
 
-    rows = []
-    for label in labels:
-        runs = [r for r in ok if r.label == label]
-        objs = [r.objects for r in runs if r.objects and r.focus == focus]
-        obj = {k: float(np.mean([_num(o.get(k)) for o in objs])) if objs else math.nan for k in ("recall", "fp_per_image", "f1")}
-        mi = cmp_m.interval.get(label, (math.nan, math.nan)) if cmp_m else (math.nan, math.nan)
-        fi = cmp_f.interval.get(label, (math.nan, math.nan)) if cmp_f else (math.nan, math.nan)
-        rows.append({
-            "budget": budget, "loss": label, "seeds": len(runs),
-            "miou": est_m[label], "miou_lo": mi[0], "miou_hi": mi[1],
-            "focus_iou": est_f[label], "focus_lo": fi[0], "focus_hi": fi[1],
-            "tied_with_best": bool(cmp_m.tied[label]) if cmp_m and cmp_m.best and label in cmp_m.tied else None,
-            "focus_tied_with_best": bool(cmp_f.tied[label]) if cmp_f and cmp_f.best and label in cmp_f.tied else None,
-            "objects_recall": obj["recall"], "objects_fp_per_image": obj["fp_per_image"], "objects_f1": obj["f1"],
-            "miou_std": float(np.std([_num(r.miou) for r in runs], ddof=1)) if len(runs) > 1 else math.nan,
-            "focus_std": float(np.std([_num(r.test["per_class"].get(focus, {}).get("iou")) for r in runs], ddof=1))
-            if len(runs) > 1 and focus else math.nan,
-            "degenerate": _degenerate(runs),
-            "incomplete": len(runs) < expected_seeds,
-            "wall_s": float(np.mean([_num(r.wall_s) for r in runs])),
-        })  # fmt: skip
+    rows = [_row(budget, label, [r for r in ok if r.label == label], score_m[label], score_f[label], cmp_m, cmp_f, focus,
+                 level, expected_seeds) for label in labels]  # fmt: skip
     table = pd.DataFrame(rows)
     if len(table):
         _flag_unstable(table)
-    return Budget(budget, table, cmp_m, cmp_f, n_boot, alpha, images, seeds, sorted(no_evidence))
+    rising = {label: rise for label in labels if (rise := still_rising([r for r in ok if r.label == label])) is not None}
+    return Budget(budget, table, cmp_m, cmp_f, n_boot, alpha, images, seeds, sorted(no_evidence), score_m, rising,
+                  _not_learned(ok, classes))  # fmt: skip
+
+
+def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, sf: stats.LossScores,
+         cmp_m: stats.Comparison | None, cmp_f: stats.Comparison | None, focus: str | None, level: str,
+         expected_seeds: int) -> dict[str, Any]:  # fmt: skip
+    """One leaderboard row."""
+    objs = [r.objects for r in runs if r.objects and r.focus == focus]
+    obj = {k: float(np.mean([_num(o.get(k)) for o in objs])) if objs else math.nan for k in ("recall", "fp_per_image", "f1")}
+    nan2 = (math.nan, math.nan)
+    mi = cmp_m.interval.get(label, nan2) if cmp_m else nan2
+    fi = cmp_f.interval.get(label, nan2) if cmp_f else nan2
+    rank = cmp_m.rank.get(label, nan2) if cmp_m else nan2
+    return {
+        "budget": budget, "loss": label, "seeds": len(runs), "level": level,
+        "miou": sm.estimate, "miou_lo": mi[0], "miou_hi": mi[1],
+        "miou_p_best": cmp_m.p_best.get(label, math.nan) if cmp_m else math.nan,
+        "miou_rank_lo": rank[0], "miou_rank_hi": rank[1],
+        "focus_iou": sf.estimate if focus else math.nan, "focus_lo": fi[0], "focus_hi": fi[1],
+        "focus_p_best": cmp_f.p_best.get(label, math.nan) if cmp_f else math.nan,
+        "tied_with_best": bool(cmp_m.tied[label]) if cmp_m and cmp_m.best and label in cmp_m.tied else None,
+        "focus_tied_with_best": bool(cmp_f.tied[label]) if cmp_f and cmp_f.best and label in cmp_f.tied else None,
+        "objects_recall": obj["recall"], "objects_fp_per_image": obj["fp_per_image"], "objects_f1": obj["f1"],
+        "miou_std": sm.seed_sd, "focus_std": sf.seed_sd if focus else math.nan,
+        "degenerate": _degenerate(runs),
+        "incomplete": len(runs) < expected_seeds,
+        "wall_s": float(np.mean([_num(r.wall_s) for r in runs])),
+    }  # fmt: skip
+
+
+def _not_learned(ok: list[RunRecord], classes: list[str]) -> list[tuple[str, float, str]]:
+    """Classes whose best loss (mean test IoU over its seeds) scores below :data:`LEARNED_IOU`: ``(class, best, loss)``."""
+    out = []
+    for c in classes:
+        means = {}
+        for label in sorted({r.label for r in ok}):
+            values = [_num(r.test["per_class"].get(c, {}).get("iou")) for r in ok if r.label == label]
+            values = [v for v in values if not math.isnan(v)]
+            if values:
+                means[label] = float(np.mean(values))
+        if means:
+            loss = max(sorted(means), key=lambda k: means[k])
+            if means[loss] < LEARNED_IOU:
+                out.append((c, means[loss], loss))
+    return out
 
 
 def _flag_unstable(table: pd.DataFrame) -> None:
-    """*unstable*: a loss whose seed spread (std over seeds) exceeds the spread across losses (std of their means)."""
+    """*unstable*: a loss whose seed spread (std over seeds) exceeds the spread across losses (std of their means),
+    judged only with at least :data:`~lossbench.report.stats.SEED_LEVEL_MIN` seeds (fewer cannot measure a spread)."""
     unstable = []
     for stat, spread_col in (("miou", "miou_std"), ("focus_iou", "focus_std")):
         across = float(table[stat].std(ddof=1)) if table[stat].notna().sum() > 1 else math.nan
         unstable.append(table[spread_col] > across if not math.isnan(across) else pd.Series(False, index=table.index))
-    table["unstable"] = unstable[0] | unstable[1]
+    table["unstable"] = (unstable[0] | unstable[1]) & (table["seeds"] >= stats.SEED_LEVEL_MIN)
 
 
 def flag_budgets(results: list[Budget]) -> None:
@@ -182,7 +247,8 @@ def flag_text(row: Any) -> str:
     """The flags of one leaderboard row as text (kept in the table's ``flags`` column)."""
     flags = []
     if row["degenerate"]:
-        flags.append("degenerate (" + ", ".join(f"`{c}`" for c in row["degenerate"]) + " never found on some seed)")
+        found = ", ".join(f"`{c}` IoU {iou:.3f} on seed {seed}" for c, iou, seed in row["degenerate"])
+        flags.append(f"degenerate ({found}: below {LEARNED_IOU:g}, not learned)")
     if row.get("unstable"):
         flags.append("unstable (seed spread > spread across losses)")
     if row.get("budget_bound"):

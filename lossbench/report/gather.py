@@ -20,7 +20,8 @@ from lossbench.plan import plan_runs
 from lossbench.record import DamagedRecord, RunRecord, scan_runs, suite_path
 
 OBJECT_COLUMNS = ["objects_recall", "objects_precision", "objects_f1", "objects_fp_per_image"]
-RESULT_COLUMNS = ["loss", "seed", "budget", "class", *METRICS, *BOUNDARY_METRICS, *OBJECT_COLUMNS, "status", "epochs", "wall_s"]
+RESULT_COLUMNS = ["loss", "seed", "budget", "class", *METRICS, *BOUNDARY_METRICS, "boundary_images", *OBJECT_COLUMNS, "status",
+                  "epochs", "wall_s"]  # fmt: skip
 """The columns of ``results.csv``: one row per (loss, seed, budget, class)."""
 
 
@@ -94,7 +95,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
                     "seed": rec.seed,
                     "budget": rec.budget,
                     "class": name,
-                    **{m: values.get(m, math.nan) for m in (*METRICS, *BOUNDARY_METRICS)},
+                    **{m: values.get(m, math.nan) for m in (*METRICS, *BOUNDARY_METRICS, "boundary_images")},
                     **{c: objects.get(c.removeprefix("objects_"), math.nan) for c in OBJECT_COLUMNS},
                     "status": rec.status,
                     "epochs": rec.epochs,
@@ -102,7 +103,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
                 }
             )
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    for m in (*METRICS, *BOUNDARY_METRICS, *OBJECT_COLUMNS):
+    for m in (*METRICS, *BOUNDARY_METRICS, "boundary_images", *OBJECT_COLUMNS):
         df[m] = pd.to_numeric(df[m]).astype(float)
     return df.sort_values(["loss", "seed", "budget"], kind="stable").reset_index(drop=True)
 

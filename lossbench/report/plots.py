@@ -16,7 +16,7 @@ from lossbench.record import RunRecord, read_evidence
 from lossbench.report.analyse import Analysis, Budget
 
 PLOTS = {
-    "intervals.png": "Mean IoU and focus-class IoU with 95 % bootstrap intervals",
+    "intervals.png": "Mean IoU and focus-class IoU with 95 % intervals",
     "miou_vs_focus.png": "Mean IoU vs focus-class IoU (95 % intervals)",
     "predictions.png": "Test images with the most focus-class pixels: ground truth and every loss's prediction",
     "precision_recall.png": "Precision vs recall per class (mean over seeds)",

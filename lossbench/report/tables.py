@@ -14,7 +14,7 @@ from lossbench.config import SuiteConfig
 from lossbench.metrics import BOUNDARY_METRICS
 from lossbench.record import RunRecord
 import lossbench.report.stats as stats
-from lossbench.report.analyse import Analysis, Budget
+from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget
 from lossbench.report.gather import Runs
 from lossbench.report.plots import PLOTS, PlotData
 
@@ -60,9 +60,17 @@ def _tie_mark(comparison: stats.Comparison | None, loss: str) -> str:
 def _vs_best(comparison: stats.Comparison | None, loss: str) -> str:
     if comparison is None or loss not in comparison.difference:
         return "—" if comparison is None or loss != comparison.best else "0"
-    d, lo, hi = comparison.difference[loss]
+    d = comparison.difference[loss]
     p = comparison.p_holm.get(loss, math.nan)
-    return f"−{d:.3f} [{-hi:+.3f}, {-lo:+.3f}], p={_fmt(p, '.3f')}"
+    return f"−{d.delta:.3f} [{-d.hi:+.3f}, {-d.lo:+.3f}], p={_fmt(p, '.3f')}"
+
+
+def _chance(comparison: stats.Comparison | None, loss: str) -> str:
+    """P(best) and the 95 % rank interval of a loss, as ``0.62 · 1–3``."""
+    if comparison is None or loss not in comparison.p_best:
+        return "—"
+    lo, hi = comparison.rank[loss]
+    return f"{comparison.p_best[loss]:.2f} · {lo}–{hi}" if lo != hi else f"{comparison.p_best[loss]:.2f} · {lo}"
 
 
 def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
@@ -71,22 +79,26 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
     rows = []
     for i, r in enumerate(t.to_dict("records"), 1):
         rows.append([
-            i, f"`{r['loss']}`", _tie_mark(main, r["loss"]),
+            i, f"`{r['loss']}`", _tie_mark(main, r["loss"]), _chance(main, r["loss"]),
             _ci(r["miou"], r["miou_lo"], r["miou_hi"]), _ci(r["focus_iou"], r["focus_lo"], r["focus_hi"]),
             _vs_best(main, r["loss"]),
             f"{_fmt(r['objects_recall'])} / {_fmt(r['objects_fp_per_image'])} / {_fmt(r['objects_f1'])}",
             r["flags"] or "—", r["seeds"], f"{r['wall_s']:.0f}",
         ])  # fmt: skip
     what = "mean IoU" if sort_by == "miou" else f"{focus} IoU"
-    header = ["#", "loss", "tie group", "mean IoU [95 % CI]", f"`{focus}` IoU [95 % CI]", f"{what}: vs best [95 % CI], Holm p",
-              f"`{focus}` objects: found / false per image / F1", "flags", "seeds", "s/run"]  # fmt: skip
+    header = ["#", "loss", "tie group", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"`{focus}` IoU [95 % CI]",
+              f"{what}: vs best [95 % CI], Holm p", f"`{focus}` objects: found / false per image / F1", "flags", "seeds",
+              "s/run"]  # fmt: skip
     return md_table(header, rows)
 
 
-def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str], lower_is_better: bool = False) -> str:
-    """Mean ± std over seeds per loss and class; the best of a column in bold, unless it is 0 (nothing to crown)."""
+def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str], lower_is_better: bool = False,
+                 count: str | None = None) -> str:  # fmt: skip
+    """Mean ± std over seeds per loss and class; the best of a column in bold, unless it is 0 (nothing to crown).
+    ``count``: a column whose mean over seeds each cell shows as ``(n …)``."""
     ok = df[df["status"] == "ok"]
     stats_ = {(loss, c): _mean_std(g[metric]) for (loss, c), g in ok.groupby(["loss", "class"])}
+    counts = {(loss, c): g[count].mean() for (loss, c), g in ok.groupby(["loss", "class"])} if count else {}
     pick = min if lower_is_better else max
     best = {c: pick((stats_[(loss, c)][0] for loss in order if (loss, c) in stats_ and not math.isnan(stats_[(loss, c)][0])),
                     default=math.nan) for c in classes}  # fmt: skip
@@ -96,7 +108,8 @@ def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[
         for c in classes:
             mean, std = stats_.get((loss, c), (math.nan, math.nan))
             crown = not math.isnan(mean) and mean == best[c] and (lower_is_better or best[c] > 0)
-            cells.append(_cell(mean, std, crown))
+            n = counts.get((loss, c), math.nan)
+            cells.append(_cell(mean, std, crown) + (f" (n {n:.0f})" if not math.isnan(n) else ""))
         rows.append([f"`{loss}`", *cells])
     return md_table(["loss", *classes], rows)
 
@@ -112,19 +125,80 @@ def boundary_md(df: pd.DataFrame, records: list[RunRecord], classes: list[str], 
     if cfg is not None and used and used != [cfg.report.nsd_tolerance]:
         note = (f" The config now says report.nsd_tolerance={cfg.report.nsd_tolerance:g}; the runs were tested at {tol} "
                 "(it is measured when a run is tested, and changes no run's identity).")  # fmt: skip
-    how = ("Per test image, then the mean over the images where it is defined (both masks present for HD95; either "
-           "for NSD); mean ± std over seeds. Region overlap hides boundary errors on thin curves and small spots.")
+    if df.loc[df["status"] == "ok", "boundary_images"].isna().any():
+        note += (" Runs tested before this rule (no n shown) averaged only over the images where both masks have the "
+                 "class: retrain them (a new folder for `--out`) to compare like with like.")  # fmt: skip
+    how = ("Per test image, then the mean over the images where it is defined — where the class is in the target or "
+           "the prediction (n: how many, mean over seeds); a class missed, or predicted where there is none, counts "
+           "as the worst case (HD95 the image diagonal, NSD 0), as Metrics Reloaded recommends, so a loss that "
+           "rarely predicts a class is not rewarded for it. Mean ± std over seeds. Region overlap hides boundary "
+           "errors on thin curves and small spots.")
     return [
         f"## Per-class HD95{title}", "", f"95th-percentile Hausdorff distance in pixels. {how} Bold: the lowest of a column.", "",
-        per_class_md(df, "hd95", classes, order, lower_is_better=True), "",
+        per_class_md(df, "hd95", classes, order, lower_is_better=True, count="boundary_images"), "",
         f"## Per-class NSD{title}", "", f"Normalised surface Dice at a tolerance of {tol} pixels. {how} Bold: the highest of a column.{note}", "",
         per_class_md(df, "nsd", classes, order), "",
     ]  # fmt: skip
 
 
+def _plain_words_md(b: Budget) -> list[str]:
+    """What a person must know before any ranking: classes no loss learned, losses still improving, what the
+    seeds allow, and how many seeds the observed differences would need."""
+    out = []
+    for c, best, loss in b.not_learned:
+        out.append(f"- **No loss learned `{c}`**: the best test IoU on it is {best:.3f} (`{loss}`), below {LEARNED_IOU:g}. "
+                   f"A ranking on `{c}` means nothing yet: train longer, or change the data or the model.")  # fmt: skip
+    if b.rising:
+        rising = ", ".join(f"`{k}` (+{v:.3f})" for k, v in sorted(b.rising.items(), key=lambda kv: -kv[1]))
+        out.append(f"- **Still improving when training stopped**: the validation mean IoU of {rising} rose by more than "
+                   f"{RISING:g} over the last quarter of the {b.budget} epochs. Train longer, or list several `budgets:` "
+                   "to see whether the ranking holds with more training.")  # fmt: skip
+    lo, hi = b.seeds_per_loss
+    seeds = f"{lo}" if lo == hi else f"{lo} to {hi}"
+    if b.level == stats.SEED:
+        out.append(f"- **{seeds} seeds per loss: training randomness is measured.** The intervals and the ties below "
+                   "say what another seed would give, as well as other test images: a loss is *better* only when its "
+                   "lead holds beyond both.")  # fmt: skip
+    else:
+        out.append(f"- **{seeds} seed{'s' if hi > 1 else ''} per loss: training randomness is not measured.** The "
+                   "intervals and ties below cover only which test images were drawn — they describe *these trained "
+                   "models on this test set*, not the losses: another seed can reorder losses that are close. "
+                   f"Train at least {stats.SEED_LEVEL_MIN} seeds per loss (`seeds:`) to compare the losses themselves.")  # fmt: skip
+    need = _seeds_needed(b)
+    if need:
+        out.append(need)
+    return out
+
+
+def _seeds_needed(b: Budget) -> str | None:
+    """Roughly how many seeds would separate the best from the closest loss, from the measured seed spread."""
+    cmp_ = b.miou
+    if cmp_ is None or cmp_.best is None or not cmp_.difference:
+        return None
+    closest = min(cmp_.difference, key=lambda k: (cmp_.difference[k].delta, k))
+    sds = [b.scores[k].seed_sd for k in (cmp_.best, closest)]
+    if any(math.isnan(v) for v in sds):
+        return (f"- The seed spread cannot be estimated from one seed, so neither can the number of seeds that would "
+                f"separate `{cmp_.best}` from `{closest}` ({cmp_.difference[closest].delta:.3f} apart in mean IoU).")  # fmt: skip
+    sd = math.sqrt((sds[0] ** 2 + sds[1] ** 2) / 2)
+    delta = cmp_.difference[closest].delta
+    n = stats.seeds_to_separate(delta, sd, b.alpha)
+    if n is None:
+        return None
+    if b.level == stats.SEED:
+        verdict = "tied" if cmp_.tied.get(closest) else "separated"
+    else:
+        verdict = "tied on this test set" if cmp_.tied.get(closest) else "separated on this test set only"
+    rough = "" if b.level == stats.SEED else f", a rough figure from {b.seeds_per_loss[0]} seeds"
+    return (f"- `{cmp_.best}` and the closest loss, `{closest}`, are {delta:.3f} apart in mean IoU ({verdict}); with the "
+            f"seed spread measured here (SD {sd:.3f}{rough}), telling them apart reliably (80 % of the time) takes "
+            f"about {n} seeds per loss.")  # fmt: skip
+
+
 def _verdict_md(b: Budget, focus: str | None) -> list[str]:
     t = b.table.set_index("loss")
-    out = []
+    out = _plain_words_md(b)
+    seed_level = b.level == stats.SEED
     for name, cmp_, col in (("mean IoU", b.miou, "miou"), (f"`{focus}` IoU", b.focus, "focus_iou")):
         if cmp_ is None:
             continue
@@ -134,12 +208,18 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         tied = [k for k in sorted(cmp_.tied) if cmp_.tied[k] and k != cmp_.best]
         flag = t.at[cmp_.best, "flags"]
         lo, hi = cmp_.interval[cmp_.best]
-        line = (f"- **{name}**: highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]"
+        chance = f", P(best) {cmp_.p_best[cmp_.best]:.2f}" if cmp_.best in cmp_.p_best else ""
+        line = (f"- **{name}**: highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]{chance}"
                 + (f" — flagged: {flag}" if flag else ""))  # fmt: skip
+        n = len(cmp_.estimate)
         if tied:
-            line += f"; statistically tied with it: {', '.join(f'`{k}`' for k in tied)} ({len(tied) + 1} of {len(cmp_.estimate)} losses)"
+            within = "within the seed and test-image uncertainty" if seed_level else "on this test set"
+            line += f"; tied with it {within}: {', '.join(f'`{k}`' for k in tied)} ({len(tied) + 1} of {n} losses)"
+        elif seed_level:
+            line += f"; better than every other loss beyond the seed and test-image uncertainty ({n} losses)"
         else:
-            line += f"; better than every other loss beyond the uncertainty ({len(cmp_.estimate)} losses)"
+            line += (f"; ahead of every other loss on this test set ({n} losses) — a statement about these trained "
+                     "models, not the losses, since another seed was not tried")  # fmt: skip
         out.append(line + ".")
     flagged = [(r["loss"], r["flags"]) for r in b.table.to_dict("records") if r["flags"]]
     if flagged:
@@ -150,15 +230,36 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
 
 
 def _method_md(b: Budget) -> str:
-    seeds = f"{len(b.seeds)} seeds, then " if len(b.seeds) > 1 else ""
+    m = len(b.table) - 1
+    if b.level == stats.SEED:
+        how = (
+            "How sure is this? Two things make a loss's score uncertain: the luck of training (another seed gives "
+            "another model) and the luck of the test images (other images give another score). With "
+            f"{stats.SEED_LEVEL_MIN} or more seeds per loss both are measured. A loss's interval is its mean over "
+            "seeds ± a t-multiplier × the combined standard error (the spread of its seeds, and a bootstrap over the "
+            f"{b.images} test images, {b.replicates} replicates); with few seeds the t-multiplier is large (4.3 at 3 "
+            "seeds), so intervals are honest rather than narrow. *vs best*: the difference to the loss with the "
+            "highest estimate, tested with Welch's t-test (seeds are not paired across losses: a seed's luck is "
+            "not the same for two losses) with the image uncertainty added."
+        )
+    else:
+        how = (
+            "How sure is this? With fewer than "
+            f"{stats.SEED_LEVEL_MIN} seeds per loss the luck of training cannot be measured, so the intervals here "
+            f"cover only the luck of the test images: a bootstrap over the {b.images} test images ({b.replicates} "
+            "replicates, the same draws for every loss, so losses are compared image by image). They say how "
+            "sure we are about *these trained models on this test set*; they say nothing about what another seed "
+            "would give. *vs best*: the difference to the loss with the highest estimate, tested against its "
+            "bootstrap spread."
+        )
     return (
-        f"Intervals: 95 % percentile intervals of a paired bootstrap — {b.replicates} replicates resampling "
-        f"{seeds}the {b.images} test images with replacement, the same draws for every loss (bootstrap seed 0). "
-        "A replicate's score is the mean over its seeds of the IoU pooled over its images. *vs best*: the "
-        "difference to the loss with the highest estimate, its interval, and a two-sided bootstrap p-value "
-        f"Holm-corrected over the comparisons; *tied*: not significantly different from the best at the {100 * b.alpha:g} % level. "
-        "Objects: connected components (8-connectivity) of the focus class, found when a predicted component "
-        "overlaps one with IoU ≥ the threshold (`report.object_iou`)."
+        f"{how} Testing {m} loss{'es' if m != 1 else ''} against the best at once makes some difference look real "
+        f"by chance, so the p-values are Holm-corrected for the {m} comparison{'s' if m != 1 else ''} — adding losses "
+        "to a suite makes each tie harder to break. *tied*: not different from the best at the "
+        f"{100 * b.alpha:g} % level after that correction. "
+        "*P(best) · rank*: how often the loss comes out best, and the range of ranks it takes in 95 % of the "
+        "resamples (1: best). Objects: connected components (8-connectivity) of the focus class, found when a "
+        "predicted component overlaps one with IoU ≥ the threshold (`report.object_iou`)."
     )
 
 

@@ -1,0 +1,43 @@
+"""Simulated suites for testing the report's statistics: per-image TP/FP/FN counts of runs whose skill
+has a training (seed) effect, an effect of each test image, and a run × image interaction.
+
+A run of loss ``l`` with seed ``k`` has skill ``mu_l + tau * z`` (``z`` standard normal, drawn anew for
+every run: seed effects do not agree across losses, as measured on real suites). On a test image
+``i`` of difficulty ``d_i`` it finds each object pixel with probability ``sigmoid(skill + d_i + e)``
+(``e``: the run × image interaction) and adds false positives in proportion to what it misses. The
+test images are drawn once per suite and shared by every run, as in a real suite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUPPORT = (4000, 300, 12)  # pixels per image: background, an object class, a rare class
+
+
+def test_set(rng: np.random.Generator, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(support [N, C], difficulty [N])`` of a test set: class pixels per image, and each image's difficulty."""
+    support = np.stack([rng.poisson(s, n_images) for s in SUPPORT], axis=1).astype(np.int64)
+    support[:, 2] *= rng.random(n_images) < 0.7  # the rare class is absent from some images
+    return support, rng.normal(0.0, 0.6, n_images)
+
+
+def run_counts(rng: np.random.Generator, support: np.ndarray, difficulty: np.ndarray, skill: float,
+               interaction: float = 0.3) -> np.ndarray:  # fmt: skip
+    """``[N, C, 3]`` TP, FP, FN of one run of the given skill (logit scale; classes get harder with rarity)."""
+    n, c = support.shape
+    offset = np.array([2.5, 0.5, -0.5])[:c]  # background is easy, the rare class hard
+    logit = skill + offset[None, :] + difficulty[:, None] + rng.normal(0.0, interaction, (n, c))
+    p = 1.0 / (1.0 + np.exp(-logit))
+    tp = rng.binomial(support, p)
+    fn = support - tp
+    fp = rng.poisson(0.5 * (support * (1 - p)) + 0.2)
+    return np.stack([tp, fp, fn], axis=-1).astype(np.int64)
+
+
+def suite_counts(rng: np.random.Generator, means: dict[str, float], seeds: int, n_images: int = 96,
+                 tau: float = 0.15) -> dict[str, np.ndarray]:  # fmt: skip
+    """``{loss: [S, N, C, 3]}``: ``seeds`` runs of each loss (skill ``means[loss] + tau * z``) on one shared test set."""
+    support, difficulty = test_set(rng, n_images)
+    return {loss: np.stack([run_counts(rng, support, difficulty, mu + tau * rng.standard_normal()) for _ in range(seeds)])
+            for loss, mu in means.items()}  # fmt: skip
