@@ -246,3 +246,11 @@ def test_a_a_on_real_runs_of_one_loss_split_into_two_labels_on_disjoint_seeds(tm
                 calls.append(not all(c.tied.values()))
     assert len(calls) == 280
     assert np.mean(calls) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / len(calls)), f"false-positive rate {np.mean(calls):.3f}"
+
+
+def test_one_loss_and_one_seed_is_worded_as_such(tmp_path):
+    cfg = suite(tmp_path, "[ce]", "[0]")
+    write_run(tmp_path, cfg, "ce", 0, predictions(0.9, 0))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "the only loss with results here — nothing to compare it with" in readme
+    assert "1 losses" not in readme and "every other loss" not in readme and "beyond the" not in readme

@@ -212,7 +212,9 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         line = (f"- **{name}**: highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]{chance}"
                 + (f" — flagged: {flag}" if flag else ""))  # fmt: skip
         n = len(cmp_.estimate)
-        if tied:
+        if n == 1:
+            line += "; the only loss with results here — nothing to compare it with"
+        elif tied:
             within = "within the seed and test-image uncertainty" if seed_level else "on this test set"
             line += f"; tied with it {within}: {', '.join(f'`{k}`' for k in tied)} ({len(tied) + 1} of {n} losses)"
         elif seed_level:
