@@ -100,6 +100,9 @@ def test_seed_level_intervals_and_tests_are_welch_t_with_the_image_variance_adde
     half_a = st.t.ppf(0.975, total**2 / (va**2 / 3)) * math.sqrt(total)
     assert c.interval["a"] == pytest.approx((sa.estimate - half_a, sa.estimate + half_a))
     assert sum(c.p_best.values()) == pytest.approx(1.0) and c.rank["a"][0] == 1
+    # an IoU lies in [0, 1]: a loss that found a class on one seed in three has an interval from 0, not below
+    spread = LossScores(np.array([0.0, 0.0, 0.3]), np.full(400, 0.1))
+    assert compare({"a": sa, "spread": spread}).interval["spread"][0] == 0.0
 
 
 def test_fewer_than_three_seeds_compare_at_image_level_only():

@@ -165,13 +165,14 @@ def _welch_df(parts: Sequence[tuple[float, int]], total: float) -> float:
 
 
 def loss_interval(s: LossScores, level: str, confidence: float = 0.95) -> tuple[float, float]:
-    """A loss's interval: at seed level ``estimate ± t · sqrt(s²/n + v)``; at image level the bootstrap's percentiles."""
+    """A loss's interval: at seed level ``estimate ± t · sqrt(s²/n + v)``, kept within [0, 1] where IoU lies; at image
+    level the bootstrap's percentiles."""
     if level == IMAGE or s.n < 2:
         return percentile_interval(s.replicates, confidence) if s.replicates is not None else (math.nan, math.nan)
     iv = 0.0 if math.isnan(s.image_var) else s.image_var
     total = s.seed_var + iv
     half = st.t.ppf(0.5 + confidence / 2, _welch_df([(s.seed_var, s.n)], total)) * math.sqrt(total)
-    return s.estimate - half, s.estimate + half
+    return max(0.0, s.estimate - half), min(1.0, s.estimate + half)  # an IoU lies in [0, 1]
 
 
 @dataclass
