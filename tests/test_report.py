@@ -254,3 +254,14 @@ def test_one_loss_and_one_seed_is_worded_as_such(tmp_path):
     readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
     assert "the only loss with results here — nothing to compare it with" in readme
     assert "1 losses" not in readme and "every other loss" not in readme and "beyond the" not in readme
+
+
+def test_a_hundred_bootstrap_replicates_and_five_separated_losses_are_not_all_tied(tmp_path):
+    # the old bootstrap p-value had a floor of 2/(B+1): with B = 100, Holm over 4 comparisons tied everything
+    cfg = suite(tmp_path, "[ce, dice, focal, iou, tversky]", "[0, 1, 2]", "report.bootstrap=100")
+    for seed in (0, 1, 2):
+        for label, accuracy in zip(("ce", "dice", "focal", "iou", "tversky"), (0.95, 0.75, 0.55, 0.4, 0.3)):
+            write_run(tmp_path, cfg, label, seed, predictions(accuracy, seed))
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.replicates == 100 and b.miou.best == "ce"
+    assert [k for k, tied in b.miou.tied.items() if tied] == ["ce"]
