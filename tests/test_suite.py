@@ -67,7 +67,8 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
 
     readme = (report / "README.md").read_text()
     assert "### Leaderboard by mean IoU" in readme and "### Leaderboard by `spot` IoU (the focus class)" in readme
-    assert "## Verdict" in readme and "2000 replicates resampling the 20 test images" in readme
+    assert "## Verdict" in readme and "a bootstrap over the 20 test images (2000 replicates" in readme
+    assert "**1 seed per loss: training randomness is not measured.**" in readme  # one seed: image level, said so
     assert "## Per-class IoU" in readme and "## Per-class Sensitivity" in readme and "## Per-class Precision" in readme
     assert all(f"`{loss}`" in readme for loss in ("ce", "dice", "tversky"))
     for png in ("intervals.png", "miou_vs_focus.png", "predictions.png", "precision_recall.png", "iou_by_class.png",
