@@ -374,7 +374,7 @@ class ReportConfig(_Section):
     focus: str | None = None  # the class of the focus leaderboard, object metrics and panel; default: the rarest training class
     object_iou: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, le=1)] = 0.1  # IoU for an object to count as found
     panel: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=16)] = 4  # test images in the qualitative panel
-    bootstrap: Annotated[int, BeforeValidator(_no_bool), Field(ge=100)] = 2000  # bootstrap replicates
+    bootstrap: Annotated[int, BeforeValidator(_no_bool), Field(ge=100)] = 2000  # replicates of the bootstrap over the test images (the image part of every interval)
     alpha: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, lt=1)] = 0.05  # level of the Holm-corrected tie test
     nsd_tolerance: Annotated[float, BeforeValidator(_no_bool), Field(ge=0)] = 2.0  # pixels; used when a run is tested (its record says which)
 
