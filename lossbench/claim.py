@@ -26,13 +26,13 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from lossbench.io import write_json_atomic
+from lossbench.io import temporary_beside, write_json_atomic
 from lossbench.record import claim_path
 
 TOKEN_ENV = "LOSSBENCH_CLAIM_TOKEN"  # set by a launcher for the ``lossbench train`` process it starts
@@ -51,8 +51,31 @@ class Owner:
     time: float
 
     def describe(self) -> str:
+        if self.damaged:
+            return "nobody: its claim.json is damaged (not a claim lossbench wrote)"
         who = f"SLURM job {self.job}" if self.job else f"pid {self.pid} on {self.host}"
         return f"{who} ({self.by}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.time))})"
+
+    @property
+    def damaged(self) -> bool:
+        """A claim file that is not a claim (broken JSON, wrong fields): its owner cannot be shown alive."""
+        return self.by == DAMAGED
+
+    @classmethod
+    def from_json(cls, data: Any) -> Owner:
+        """An owner from a claim file's JSON; a ``ValueError`` when it is not one (missing or mistyped fields)."""
+        types = {"token": str, "host": str, "pid": int, "pid_start": (int, type(None)), "job": (str, type(None)),
+                 "by": str, "time": (int, float)}  # fmt: skip
+        if not isinstance(data, dict) or set(data) != set(types):
+            raise ValueError(f"expected the fields {sorted(types)}, found {data!r:.200}")
+        for key, kind in types.items():
+            if not isinstance(data[key], kind) or isinstance(data[key], bool):
+                raise ValueError(f"{key} is {data[key]!r}")
+        return cls(**data)
+
+
+DAMAGED = "damaged"
+"""``Owner.by`` of a claim file that cannot be read as a claim."""
 
 
 def new_token() -> str:
@@ -117,7 +140,9 @@ class Liveness:
         self._asked = False
 
     def alive(self, owner: Owner) -> bool:
-        """False only when the owner is provably gone."""
+        """False only when the owner is provably gone (or its claim is damaged: no one can show it alive)."""
+        if owner.damaged:
+            return False
         if owner.job:
             if not self._asked:
                 self._jobs, self._asked = slurm_jobs(), True
@@ -128,16 +153,24 @@ class Liveness:
 
 
 def read_claim(run_dir: Path) -> Owner | None:
-    """The run's claim, or ``None``. A claim file that cannot be read is one being replaced: read again."""
+    """The run's claim, or ``None``. Claims are written whole (a link or an atomic replace), so a file that still
+    cannot be read as a claim after a second of retries is damaged: a damaged owner (:attr:`Owner.damaged`),
+    which no one can show alive, so launchers take it over as they take over a stale claim."""
     path = claim_path(run_dir)
     for _ in range(20):
         try:
-            return Owner(**json.loads(path.read_text()))
+            text = path.read_text()
+            return Owner.from_json(json.loads(text))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, UnicodeDecodeError):
             time.sleep(0.05)
-    return None
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    token = f"damaged-{stat.st_ino}-{stat.st_mtime_ns}"  # the same for every launcher that finds this file
+    return Owner(token, "", -1, None, None, DAMAGED, stat.st_mtime)
 
 
 def claim(run_dir: Path, owner: Owner, liveness: Liveness | None = None) -> Owner | None:
@@ -190,7 +223,7 @@ def held_by(owner: Owner, job: str | None, pid: int | None = None) -> Owner:
 
 def _create(path: Path, owner: Owner) -> bool:
     """Create ``path`` holding ``owner`` if it does not exist: whole or not at all (link fails if there)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(asdict(owner), fh)

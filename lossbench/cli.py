@@ -196,12 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     from lossbench.suite import SuiteError
 
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        sys.stdout.flush()  # here, where a reader that left (a closed pipe) is caught, not at exit
+        return code
     except SuiteError as e:
         print(f"lossbench: error: {e}", file=sys.stderr)
         return 1
     except (ConfigError, ValueError, FloatingPointError, KeyboardInterrupt) as e:
         return exit_status(e)
+    except BrokenPipeError:  # `lossbench losses | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,13 +23,29 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def umask() -> int:
+    """This process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """``(fd, name)`` of a new temporary file beside ``path``, with the permissions a new file gets under the
+    umask (``mkstemp`` makes it 0600, so colleagues sharing a runs folder could not read its results)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~umask())
+    return fd, tmp
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; when the block ends without an error it replaces ``path``
-    (``os.replace``, after an fsync), else it is removed: readers never see half a file."""
+    (``os.replace``, after an fsync), else it is removed: readers never see half a file. The file gets
+    the permissions of any new file under the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

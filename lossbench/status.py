@@ -78,6 +78,8 @@ def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
         state, detail = "damaged", why
     else:
         state = "queued" if alive else "unclaimed"
+    if holder is not None and holder.damaged:
+        detail = (detail + "; " if detail else "") + "its claim.json is damaged: the next compare takes it over"
     owner = holder.describe() if holder is not None and alive else ""
     return RunState(cfg.loss.label, cfg.seed, cfg.trainer.max_epochs, state, detail, owner, rec.attempts if rec else 0, run_dir)
 

@@ -59,6 +59,11 @@ class SuiteError(RuntimeError):
     """The suite cannot go on (its folder cannot be written); finished runs are intact."""
 
 
+def plural(n: int, word: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _say(message: str) -> None:
     print(message, flush=True)  # progress must show even when stdout is a file or a pipe
 
@@ -103,7 +108,7 @@ def runs_to_train(runs: list[PlannedRun], retry_failed: bool, log: Callable[[str
         todo.append(run)
     kept = statuses.count(FAILED) if not retry_failed else 0
     log(
-        f"{len(runs)} runs — {statuses.count(OK)} already done, {kept} failed before "
+        f"{plural(len(runs), 'run')} — {statuses.count(OK)} already done, {kept} failed before "
         f"(kept; --retry-failed reruns them), {len(todo)} to train"
     )
     return todo
@@ -147,7 +152,7 @@ def run_suite(
             done = _Cluster(todo, kind, cfg, out, log).run(detach)
             if not done:
                 return runs
-        log(f"suite {cfg.suite}: trained {len(todo)} runs in {fmt_time(time.perf_counter() - t0)}")
+        log(f"suite {cfg.suite}: trained {plural(len(todo), 'run')} in {fmt_time(time.perf_counter() - t0)}")
     return runs
 
 

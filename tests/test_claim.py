@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import threading
+
+import pytest
 
 from helpers.processes import dead_pid
 
@@ -75,3 +78,27 @@ def test_a_launcher_whose_job_took_over_its_claim_hands_it_on(tmp_path):
     assert claim.update(tmp_path, job) and claim.read_claim(tmp_path).job == "77_3"
     assert not claim.update(tmp_path, claim.me("job", job="78_0"))  # another token cannot rewrite it
     assert "SLURM job 77_3" in claim.read_claim(tmp_path).describe()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"token": "x", "host"',  # truncated
+        '{"token": "x", "host": "h", "pid": "abc", "pid_start": null, "job": null, "by": "compare", "time": "yesterday"}',
+        "[1, 2, 3]",
+    ],
+    ids=["broken JSON", "mistyped fields", "not an object"],
+)
+def test_a_damaged_claim_is_named_and_taken_over_like_a_stale_one(tmp_path, text):
+    # it used to make compare loop forever (broken JSON read as "released, try again") or crash with a TypeError
+    claim_path(tmp_path).write_text(text)
+    holder = claim.read_claim(tmp_path)
+    assert holder.damaged and "damaged" in holder.describe() and not claim.Liveness().alive(holder)
+    me, result = claim.me("compare"), []
+    worker = threading.Thread(target=lambda: result.append(claim.claim(tmp_path, me)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "claim() did not return on a damaged claim"
+    assert result == [None] and claim.read_claim(tmp_path).token == me.token  # taken over
+    rival = claim.me("compare")
+    assert claim.claim(tmp_path, rival) == claim.read_claim(tmp_path)  # and now held, by a live owner

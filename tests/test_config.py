@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from helpers.cli import ROOT, SMOKE, lossbench_cli
@@ -185,6 +186,15 @@ def test_cli_errors_speak_to_the_user():
     assert "Traceback" not in r.stderr
     r = lossbench_cli("compare", "--config", str(SMOKE), "--jobs", "-2", "--out", "/nonexistent/never")
     assert r.returncode == 2 and "--jobs: expected 'auto', a number of runs at once ≥ 1, or -1" in r.stderr  # it used to hang forever
+
+
+@pytest.mark.slow  # starts a lossbench process
+def test_losses_piped_into_a_reader_that_leaves_early_says_nothing_more():
+    for reader in ("head -n 1", "true"):  # true leaves before anything is written: the write meets a closed pipe
+        r = subprocess.run(f"{sys.executable} -m lossbench.cli losses | {reader}", shell=True, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert len(r.stdout.splitlines()) == (1 if reader.startswith("head") else 0)
+        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
 
 
 @pytest.mark.slow  # starts lossbench processes

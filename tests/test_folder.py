@@ -90,8 +90,12 @@ def test_data_config_mistakes_are_one_sentence(tmp_path, sets, message):
 def test_class_names_come_from_classes_txt_or_the_error_says_where(tmp_path):
     with pytest.raises(ConfigError, match=r"needs data.class_names, data.palette or .*classes.txt"):
         _cfg(tmp_path)
-    (tmp_path / "classes.txt").write_text("background\n\nlesion\n")
+    (tmp_path / "classes.txt").write_text("background\nlesion\n\n")  # trailing blank lines end the file
     assert _cfg(tmp_path).data.class_names == ["background", "lesion"]
+    # a blank line inside used to be dropped silently, shifting every class id after it
+    (tmp_path / "classes.txt").write_text("background\n\nlesion\n")
+    with pytest.raises(ConfigError, match=r"classes.txt line 2 is empty: write one class name per line"):
+        _cfg(tmp_path)
 
 
 # --- the folder dataset, scanned and cached ---------------------------------------------------------

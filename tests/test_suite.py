@@ -103,6 +103,7 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     assert "`dice`" in text.split("## Failed")[0] and "`tversky`" in text.split("## Failed")[0]
     again = compare(out, report, "--no-wandb", cache=data_cache)
     assert again.returncode == 0 and "1 to train" in again.stdout and "record of ce seed 0 is damaged" in again.stdout
+    assert "trained 1 run in" in again.stdout  # not "1 runs"
     assert records(out)[("ce", 0)]["status"] == "ok"
     assert "## Damaged run records" not in (report / "README.md").read_text()
 

@@ -1,0 +1,30 @@
+"""Files lossbench writes: whole or not at all, and readable as the user's umask says."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from lossbench import claim
+from lossbench.io import write_json_atomic, write_text_atomic
+from lossbench.record import Evidence, claim_path, evidence_path, write_evidence
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_result_files_respect_the_umask(tmp_path, mask, mode):
+    # they were created 0600 whatever the umask, so colleagues sharing --out could not read them
+    old = os.umask(mask)
+    try:
+        write_text_atomic(tmp_path / "README.md", "report\n")
+        write_json_atomic(tmp_path / "metrics.json", {"status": "ok"})
+        counts = np.zeros((2, 3, 3), np.int64)
+        write_evidence(tmp_path, Evidence(counts, np.zeros((3, 3), np.int64), np.zeros((2, 4), np.int64)))
+        claim.claim(tmp_path, claim.me("compare"))
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "README.md", tmp_path / "metrics.json", evidence_path(tmp_path), claim_path(tmp_path)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
