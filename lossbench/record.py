@@ -255,10 +255,42 @@ class Evidence:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Evidence:
+        """The evidence in ``arrays``; a ``ValueError`` saying what is wrong when they are not what a run writes."""
+        _check_evidence(arrays)
         index = arrays.get("panel_index", np.zeros(0, np.int64))
         panel = [PanelImage(arrays[f"panel_image_{k}"], arrays[f"panel_target_{k}"], arrays[f"panel_pred_{k}"])
                  for k in range(len(index))]  # fmt: skip
         return cls(arrays["counts"], arrays["confmat"], arrays["objects"], arrays.get("boundary"), index, panel)
+
+
+def _check_evidence(a: dict[str, np.ndarray]) -> None:
+    """Shapes, dtypes and values of :data:`EVIDENCE_ARRAYS` (a file edited or written by something else is refused)."""
+    for key in ("counts", "confmat", "objects"):
+        if key not in a:
+            raise ValueError(f"it has no {key!r} array")
+    counts, confmat, objects = a["counts"], a["confmat"], a["objects"]
+    if counts.ndim != 3 or counts.shape[2] != 3:
+        raise ValueError(f"counts is {list(counts.shape)}, expected [images, classes, 3]")
+    n, c = counts.shape[:2]
+    shapes = {"confmat": (confmat, (c, c)), "objects": (objects, (n, 4))}
+    if "boundary" in a:
+        shapes["boundary"] = (a["boundary"], (n, c, 2))
+    for key, (arr, want) in shapes.items():
+        if arr.shape != want:
+            raise ValueError(f"{key} is {list(arr.shape)}, expected {list(want)} for {n} test images and {c} classes")
+    for key in ("counts", "confmat", "objects"):
+        if not np.issubdtype(a[key].dtype, np.integer) or (a[key] < 0).any():
+            raise ValueError(f"{key} must hold non-negative integer counts, found {a[key].dtype}")
+    if "boundary" in a and np.isinf(a["boundary"]).any():
+        raise ValueError("boundary holds infinite distances")
+
+
+class DamagedEvidence(ValueError):
+    """An ``evidence.npz`` that is not what a run writes (truncated, edited, wrong shapes or types)."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path} is damaged ({why})")
+        self.path, self.why = path, why
 
 
 def write_evidence(run_dir: Path, evidence: Evidence) -> None:
@@ -268,14 +300,17 @@ def write_evidence(run_dir: Path, evidence: Evidence) -> None:
 
 
 def read_evidence(run_dir: Path) -> Evidence | None:
-    """The run's evidence, or ``None`` when it has none (older runs) or the file is damaged."""
+    """The run's evidence, or ``None`` when it has none (older runs); a damaged file raises :class:`DamagedEvidence`."""
     import zipfile
 
-    try:
-        with np.load(evidence_path(run_dir)) as f:
-            return Evidence.from_arrays({k: f[k] for k in f.files})
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    path = evidence_path(run_dir)
+    if not path.exists():
         return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return Evidence.from_arrays({k: f[k] for k in f.files})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise DamagedEvidence(path, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
 
 
 def write_record(run_dir: Path, record: RunRecord) -> None:
@@ -326,10 +361,14 @@ def run_dirs(out: Path) -> Iterator[Path]:
         yield path.parent
 
 
-def planned_run_dirs(out: Path) -> Iterator[Path]:
-    """Run folders under ``out`` that hold a config (a launcher has set them up: queued, or further), sorted."""
-    for path in sorted(Path(out).glob(f"*/*/{CONFIG_FILE}")):
-        yield path.parent
+def planned_run_dirs(out: Path) -> list[Path]:
+    """Run folders under ``out`` that a launcher has touched — a config, a record or a claim in them (queued,
+    claimed, or further) — sorted, each once (a folder linked under a second name is the same run)."""
+    found: dict[Path, Path] = {}
+    for name in (CONFIG_FILE, RECORD_FILE, CLAIM_FILE):
+        for path in sorted(Path(out).glob(f"*/*/{name}")):
+            found.setdefault(path.parent.resolve(), path.parent)
+    return sorted(found.values())
 
 
 def scan_runs(out: Path) -> Scan:

@@ -16,12 +16,13 @@ damaged    its record cannot be read: the next ``compare`` trains it again
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench import claim
-from lossbench.config import load_run_config
+from lossbench.config import ConfigError, load_run_config
 from lossbench.record import (
     DAMAGED,
     FAILED,
@@ -30,6 +31,7 @@ from lossbench.record import (
     OK,
     RUNNING,
     DamagedRecord,
+    RunRecord,
     config_path,
     planned_run_dirs,
     read_record,
@@ -42,7 +44,7 @@ STATES = ("queued", "running", "finished", "failed", "interrupted", "stalled", "
 class RunState:
     label: str
     seed: int
-    budget: int
+    budget: int | None
     state: str
     detail: str  # progress, result or error
     owner: str  # who holds its claim, if anyone
@@ -50,14 +52,28 @@ class RunState:
     run_dir: Path
 
 
+def _identity(run_dir: Path, rec: RunRecord | None) -> tuple[str, int, int | None, str]:
+    """``(label, seed, budget, problem)`` of a run: from its ``config.yaml``, else from its record, else from its
+    folder's name (``<label>/seed<seed>-<hash>``); ``problem`` says why the config could not be used."""
+    try:
+        cfg = load_run_config(config_path(run_dir))
+        return cfg.loss.label, cfg.seed, cfg.trainer.max_epochs, ""
+    except ConfigError as e:
+        problem = "no config.yaml" if not config_path(run_dir).exists() else f"config.yaml cannot be read ({e})"
+    if rec is not None:
+        return rec.label, rec.seed, rec.budget, problem
+    seed = re.match(r"seed(\d+)-", run_dir.name)
+    return run_dir.parent.name, int(seed.group(1)) if seed else -1, None, problem
+
+
 def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
-    cfg = load_run_config(config_path(run_dir))
     why = ""
     try:
         rec = read_record(run_dir)
         status = rec.status if rec else MISSING
     except DamagedRecord as e:
         rec, status, why = None, DAMAGED, e.why
+    label, seed, budget, problem = _identity(run_dir, rec)
     holder = claim.read_claim(run_dir)
     alive = holder is not None and liveness.alive(holder)
     detail = ""
@@ -68,7 +84,7 @@ def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
     elif status == RUNNING and alive:
         prog = rec.progress
         state = "running"
-        epoch, of, miou = (prog.epoch, prog.max_epochs, prog.val_miou) if prog else (0, cfg.trainer.max_epochs, None)
+        epoch, of, miou = (prog.epoch, prog.max_epochs, prog.val_miou) if prog else (0, budget or "?", None)
         detail = f"epoch {epoch}/{of}" + (f", val mIoU {miou:.3f}" if miou is not None else "")
     elif status == RUNNING:
         state, detail = "stalled", "its owner is gone; the next compare resumes it"
@@ -80,8 +96,11 @@ def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
         state = "queued" if alive else "unclaimed"
     if holder is not None and holder.damaged:
         detail = (detail + "; " if detail else "") + "its claim.json is damaged: the next compare takes it over"
+    if problem and status != OK and not alive:  # a live owner is about to write the config it claimed the run for
+        state = "damaged" if state == "unclaimed" else state
+        detail = (detail + "; " if detail else "") + problem
     owner = holder.describe() if holder is not None and alive else ""
-    return RunState(cfg.loss.label, cfg.seed, cfg.trainer.max_epochs, state, detail, owner, rec.attempts if rec else 0, run_dir)
+    return RunState(label, seed, budget, state, detail, owner, rec.attempts if rec else 0, run_dir)
 
 
 def folder_status(out: Path) -> list[RunState]:
@@ -94,9 +113,9 @@ def format_status(states: list[RunState]) -> str:
     if not states:
         return "no runs in this folder yet"
     counts = Counter(s.state for s in states)
-    several_budgets = len({s.budget for s in states}) > 1
+    several_budgets = len({s.budget for s in states if s.budget is not None}) > 1
     rows = []
-    for s in sorted(states, key=lambda s: (s.label, s.seed, s.budget)):
+    for s in sorted(states, key=lambda s: (s.label, s.seed, s.budget or 0)):
         name = f"{s.label} seed {s.seed}" + (f" ({s.budget} epochs)" if several_budgets else "")
         rows.append((name, s.state, s.detail, s.owner, str(s.attempts)))
     header = ("run", "state", "detail", "owner", "attempts")

@@ -133,6 +133,9 @@ def run_suite(
     kind = launcher or cfg.launcher.kind
     if kind not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {kind!r}; expected {', '.join(LAUNCHERS)}")
+    if kind == "slurm" and shutil.which("sbatch") is None:  # before anything is claimed or submitted
+        raise ConfigError("--launcher slurm needs SLURM's sbatch on the PATH, and this machine has none: run compare on "
+                          "the cluster's login node, or use --launcher local (or submitit-local to try the job path here)")  # fmt: skip
     placement = None
     if kind == "local":
         placement = _placement(cfg, jobs)  # a config that asks for GPUs it cannot have fails before any work

@@ -135,6 +135,8 @@ def test_a_mixed_folder_is_read_once_into_the_cache_as_it_is(tmp_path):
         ("empty", r"split 'val' is empty: no image files"),
         ("channels", r"image .*train02.png has 1 channel\(s\) but .*train00.png has 3"),
         ("no mask", r"image .*train01.tif has no mask"),
+        # a float TIFF with NaN pixels used to pass, and every run then failed as "loss 'ce' became nan"
+        ("nan", r"image .*train01.tif has a non-finite pixel \(nan\) at \(0, 3, 4\) \(channel, row, column\), 2 in all"),
     ],
 )
 def test_bad_input_is_one_sentence_naming_the_file_before_training(tmp_path, damage, message):
@@ -152,6 +154,13 @@ def test_bad_input_is_one_sentence_naming_the_file_before_training(tmp_path, dam
             p.unlink()
     elif damage == "channels":
         Image.fromarray(np.zeros((90, 120), np.uint8)).save(d / "train" / "images" / "train02.png")
+    elif damage == "nan":
+        import tifffile
+
+        image = np.ones((3, 90, 120), np.float32)
+        image[0, 3, 4] = np.nan
+        image[1, 50, 60] = np.inf
+        tifffile.imwrite(d / "train" / "images" / "train01.tif", image, photometric="minisblack", planarconfig="separate")
     else:
         (d / "train" / "masks" / "train01.png").unlink()
     with pytest.raises(ValueError, match=message):

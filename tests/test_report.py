@@ -8,6 +8,7 @@ known without training a model.
 from __future__ import annotations
 
 import math
+import re
 from itertools import combinations
 from pathlib import Path
 
@@ -265,3 +266,41 @@ def test_a_hundred_bootstrap_replicates_and_five_separated_losses_are_not_all_ti
     (b,) = analyse(collect_runs(tmp_path)).budgets
     assert b.replicates == 100 and b.miou.best == "ce"
     assert [k for k, tied in b.miou.tied.items() if tied] == ["ce"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ("truncate", "File is not a zip file|not a zip|truncat|EOF|cannot"),
+        ("short axis", r"counts is \[24, 3, 2\], expected \[images, classes, 3\]"),
+        ("float counts", "counts must hold non-negative integer counts, found float64"),
+    ],
+)
+def test_damaged_evidence_is_named_and_costs_only_its_own_loss_the_intervals(tmp_path, damage, why):
+    # a truncated evidence.npz removed the intervals of every loss; a short last axis raised an IndexError;
+    # float counts with a NaN were cast silently and changed an interval
+    cfg = suite(tmp_path, "[ce, dice, focal]")
+    for seed in (0, 1, 2):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.9, seed))
+        write_run(tmp_path, cfg, "focal", seed, predictions(0.6, seed))
+        bad = write_run(tmp_path, cfg, "dice", seed, predictions(0.8, seed))
+    path = bad / "evidence.npz"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        if damage == "short axis":
+            arrays["counts"] = arrays["counts"][..., :2]
+        else:
+            arrays["counts"] = arrays["counts"].astype(np.float64)
+            arrays["counts"][0, 0, 0] = np.nan
+        np.savez(path, **arrays)
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.no_evidence == ["dice"] and [e.path for e in b.damaged_evidence] == [path]
+    assert re.search(why, b.damaged_evidence[0].why), b.damaged_evidence[0].why
+    assert f"Damaged evidence, its loss shown without intervals: `{path}`" in readme
+    t = b.table.set_index("loss")
+    assert not math.isnan(t.at["ce", "miou_lo"]) and not math.isnan(t.at["focal", "miou_lo"])  # the others keep theirs
+    assert math.isnan(t.at["dice", "miou_lo"])

@@ -48,3 +48,38 @@ def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_f
     assert "finished" in lines["focal seed 0"] and "test mIoU 0.432" in lines["focal seed 0"]
     assert "failed" in lines["lovasz_softmax seed 0"] and "loss is nan" in lines["lovasz_softmax seed 0"]
     assert "5 runs: 1 queued, 1 running, 1 finished, 1 failed, 1 stalled" in out
+
+
+def test_status_lists_every_run_whatever_is_damaged_missing_or_linked(tmp_path, capsys):
+    # one truncated config.yaml failed the whole listing; a deleted one hid a finished run; a run claimed but
+    # without a record was invisible; a run folder linked under a second name was listed twice
+    from helpers.cli import SMOKE
+
+    from lossbench.cli import main
+    from lossbench.config import load_config
+    from lossbench.identity import run_config
+    from lossbench.record import OK, RunRecord, config_path, run_dir_for, write_record, write_run_config
+
+    cfg = load_config(SMOKE, ["losses=[ce, dice, tversky, focal]"])
+    dirs = {}
+    for entry in cfg.losses:
+        rc = run_config(cfg, entry, 0)
+        dirs[entry.label] = run_dir_for(tmp_path, rc)
+        write_run_config(dirs[entry.label], rc)
+    config_path(dirs["ce"]).write_text("suite: smoke\nloss: {name: c")  # truncated
+    done = RunRecord.start(run_config(cfg, cfg.losses[1], 0), attempts=1)
+    done.status, done.test = OK, {"miou": 0.5}
+    write_record(dirs["dice"], done)
+    config_path(dirs["dice"]).unlink()  # finished, then its config deleted
+    config_path(dirs["tversky"]).unlink()
+    claim.claim(dirs["tversky"], claim.me("compare"))  # claimed by a live launcher, config not written yet
+    (tmp_path / "focal" / "alias").symlink_to(dirs["focal"].name)  # the same run under a second name
+
+    assert main(["status", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split("  ")[0]: line for line in out.splitlines() if " seed 0" in line}
+    assert "damaged" in lines["ce seed 0"] and "config.yaml cannot be read" in lines["ce seed 0"]
+    assert "finished" in lines["dice seed 0"] and "test mIoU 0.500" in lines["dice seed 0"]
+    assert "queued" in lines["tversky seed 0"]
+    assert "unclaimed" in lines["focal seed 0"]
+    assert "4 runs:" in out  # focal once

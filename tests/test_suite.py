@@ -429,6 +429,16 @@ def test_failing_plugin_losses_are_recorded_and_the_suite_goes_on(tmp_path, data
     assert "0 to train" in again.stdout and "2 failed before" in again.stdout
 
 
+def test_slurm_without_sbatch_is_one_sentence_before_anything_is_claimed(tmp_path, data_cache):
+    # it was a raw traceback (submitit: 'Could not detect "srun"') with a claim left behind
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "rep"),
+                      "--launcher", "slurm", "--no-wandb", "--set", f"data.cache_dir={data_cache}", env={"PATH": str(bare)})  # fmt: skip
+    assert r.returncode == 2 and "--launcher slurm needs SLURM's sbatch on the PATH" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.rglob("claim.json")) and not (tmp_path / "runs").exists()
+
+
 def test_compare_rejects_an_unknown_loss_before_training(tmp_path):
     r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(tmp_path), "--losses", "dice,tverski")
     assert r.returncode == 2 and "unknown loss 'tverski'; known losses (closest first): tversky" in r.stderr

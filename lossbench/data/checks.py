@@ -52,6 +52,17 @@ def check_mask(mask: np.ndarray, what: str, num_classes: int, ignore_index: int 
         )
 
 
+def check_finite(image: np.ndarray, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` if a float image has a NaN or infinite pixel (it would make every
+    run's loss NaN, and the error would blame the loss)."""
+    if np.issubdtype(np.asarray(image).dtype, np.floating):
+        bad = ~np.isfinite(image)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise ValueError(f"{what} has a non-finite pixel ({image[tuple(where)]}) at {tuple(int(i) for i in where)} "
+                             f"(channel, row, column), {int(bad.sum())} in all: images must hold finite values")  # fmt: skip
+
+
 def check_channels(channels: int, what: str, first: int, first_what: str) -> None:
     """Raise a ``ValueError`` if image ``what`` has another channel count than the first image of its split."""
     if channels != first:

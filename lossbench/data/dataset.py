@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lossbench.config import DataConfig
-from lossbench.data.checks import SplitStats, check_channels, check_mask
+from lossbench.data.checks import SplitStats, check_channels, check_finite, check_mask
 
 
 def python_factory(data_cfg: DataConfig) -> dict[str, Any]:
@@ -69,6 +69,7 @@ def scan_dataset(dataset: Dataset, split: str, num_classes: int, ignore_index: i
             channels = image.shape[0]
         check_channels(image.shape[0], f"the image of {where}", channels, f"the image of item 0 of the {split} split")
         check_mask(mask.numpy(), f"the mask of {where}", num_classes, ignore_index)
+        check_finite(image.numpy(), f"the image of {where}")
         stats.add(image.numpy(), mask.numpy())
     return stats, channels
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lossbench.data.checks import SplitStats, cache_path, check_channels, check_mask, check_split_channels
+from lossbench.data.checks import SplitStats, cache_path, check_channels, check_finite, check_mask, check_split_channels
 from lossbench.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
 from lossbench.io import atomic_file, write_json_atomic
 
-_CACHE_VERSION = 1  # bump when decoding changes, so caches are rebuilt
+_CACHE_VERSION = 2  # bump when decoding or checking changes, so caches are rebuilt (2: non-finite pixels)
 
 
 @dataclass
@@ -144,6 +144,7 @@ def _build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, 
     with atomic_file(folder / f"{split}.images.bin", "wb") as images_out, atomic_file(folder / f"{split}.masks.bin", "wb") as masks_out:
         for k, (img_path, mask_path) in enumerate(zip(files.images, files.masks)):
             image = decode_image_array(img_path)
+            check_finite(image, f"image {img_path}")
             mask = read_mask(mask_path, palette)
             if image.shape[1:] != mask.shape:
                 raise ValueError(

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench.config import ReportConfig, SuiteConfig
-from lossbench.record import RunRecord, read_evidence
+from lossbench.record import DamagedEvidence, RunRecord, read_evidence
 import lossbench.report.stats as stats
 from lossbench.report.gather import Runs, focus_of, results_frame
 
@@ -56,6 +56,7 @@ class Budget:
     scores: dict[str, stats.LossScores] = field(default_factory=dict)  # mean IoU of each loss, per seed
     rising: dict[str, float] = field(default_factory=dict)  # losses still rising at the end: the rise
     not_learned: list[tuple[str, float, str]] = field(default_factory=list)  # (class, best mean IoU, its loss)
+    damaged_evidence: list[DamagedEvidence] = field(default_factory=list)  # evidence files that cannot be used
 
     @property
     def level(self) -> str:
@@ -68,11 +69,16 @@ class Budget:
         return int(n.min()), int(n.max())
 
 
-def _evidence_counts(records: list[RunRecord]) -> np.ndarray | None:
-    """``[S, N, C, 3]`` counts of one loss's runs (its own seeds), or ``None`` when a run has no evidence."""
+def _evidence_counts(records: list[RunRecord], damaged: list[DamagedEvidence]) -> np.ndarray | None:
+    """``[S, N, C, 3]`` counts of one loss's runs (its own seeds), or ``None`` when a run has no evidence or a
+    damaged one (added to ``damaged``): then only this loss is shown without intervals."""
     arrays = []
     for rec in sorted(records, key=lambda r: r.seed):
-        ev = read_evidence(rec.run_dir) if rec.run_dir is not None else None
+        try:
+            ev = read_evidence(rec.run_dir) if rec.run_dir is not None else None
+        except DamagedEvidence as e:
+            damaged.append(e)
+            return None
         if ev is None:
             return None
         arrays.append(ev.counts)
@@ -131,9 +137,9 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     rep = cfg.report if cfg is not None else ReportConfig()
     n_boot, alpha = rep.bootstrap, rep.alpha
 
-    counts, no_evidence = {}, []
+    counts, no_evidence, damaged = {}, [], []
     for label in labels:
-        c = _evidence_counts([r for r in ok if r.label == label])
+        c = _evidence_counts([r for r in ok if r.label == label], damaged)
         if c is None:
             no_evidence.append(label)
         else:
@@ -166,7 +172,7 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
         _flag_unstable(table)
     rising = {label: rise for label in labels if (rise := still_rising([r for r in ok if r.label == label])) is not None}
     return Budget(budget, table, cmp_m, cmp_f, n_boot, alpha, images, seeds, sorted(no_evidence), score_m, rising,
-                  _not_learned(ok, classes))  # fmt: skip
+                  _not_learned(ok, classes), damaged)  # fmt: skip
 
 
 def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, sf: stats.LossScores,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lossbench.record import RunRecord, read_evidence
+from lossbench.record import DamagedEvidence, RunRecord, read_evidence
 from lossbench.report.analyse import Analysis, Budget
 
 PLOTS = {
@@ -151,7 +151,10 @@ def _plot_predictions(d: PlotData, path: Path) -> None:
     panels = {}
     for loss in d.order:  # the first seed of each loss
         runs = sorted((r for r in d.records if r.ok and r.label == loss and r.run_dir is not None), key=lambda r: r.seed)
-        ev = read_evidence(runs[0].run_dir) if runs else None
+        try:
+            ev = read_evidence(runs[0].run_dir) if runs else None
+        except DamagedEvidence:  # named in the verdict
+            ev = None
         if ev is not None and ev.panel:
             panels[loss] = ev
     if not panels:

@@ -228,6 +228,8 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         out.append("- Flags: " + "; ".join(f"`{k}` {v}" for k, v in flagged) + ".")
     if b.no_evidence:
         out.append(f"- Shown without intervals (runs without `evidence.npz`, or tested on other images): {', '.join(b.no_evidence)}.")
+    for e in b.damaged_evidence:
+        out.append(f"- Damaged evidence, its loss shown without intervals: `{e.path}` ({e.why}).")
     return out
 
 
