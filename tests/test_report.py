@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -304,3 +305,25 @@ def test_damaged_evidence_is_named_and_costs_only_its_own_loss_the_intervals(tmp
     t = b.table.set_index("loss")
     assert not math.isnan(t.at["ce", "miou_lo"]) and not math.isnan(t.at["focal", "miou_lo"])  # the others keep theirs
     assert math.isnan(t.at["dice", "miou_lo"])
+
+
+def test_class_names_cannot_break_the_reports_markdown(tmp_path, monkeypatch):
+    # class names went into the Markdown unescaped: `|` added a table column, <script> was written raw,
+    # backticks broke code spans
+    hostile = ["back|ground", "<script>alert(1)</script>", "tick`s"]
+    monkeypatch.setattr(sys.modules[__name__], "CLASSES", hostile)
+    cfg = suite(tmp_path, "[ce, dice]", "[0, 1, 2]")
+    for seed in (0, 1, 2):
+        for label in ("ce", "dice"):
+            run_dir = write_run(tmp_path, cfg, label, seed, predictions(0.9, seed, never=2))
+            rec = read_record(run_dir)
+            rec.focus = hostile[2]
+            write_record(run_dir, rec)
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    without_code = re.sub(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)", "", readme)
+    assert "<script>" not in without_code and "&lt;script&gt;" in readme  # shown, never run
+    assert "``tick`s``" in readme  # a code span that holds the backtick
+    for block in readme.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        if rows:  # every row of every table has as many cells as its header
+            assert len({len(re.findall(r"(?<!\\)\|", line)) for line in rows}) == 1, rows[0]

@@ -20,6 +20,7 @@ import pandas as pd
 from lossbench.config import ReportConfig, SuiteConfig
 from lossbench.record import DamagedEvidence, RunRecord, read_evidence
 import lossbench.report.stats as stats
+from lossbench.report.markdown import code
 from lossbench.report.gather import Runs, focus_of, results_frame
 
 LEADERBOARD_COLUMNS = ["budget", "loss", "seeds", "level", "miou", "miou_lo", "miou_hi", "miou_p_best", "miou_rank_lo",
@@ -253,7 +254,7 @@ def flag_text(row: Any) -> str:
     """The flags of one leaderboard row as text (kept in the table's ``flags`` column)."""
     flags = []
     if row["degenerate"]:
-        found = ", ".join(f"`{c}` IoU {iou:.3f} on seed {seed}" for c, iou, seed in row["degenerate"])
+        found = ", ".join(f"{code(c)} IoU {iou:.3f} on seed {seed}" for c, iou, seed in row["degenerate"])
         flags.append(f"degenerate ({found}: below {LEARNED_IOU:g}, not learned)")
     if row.get("unstable"):
         flags.append("unstable (seed spread > spread across losses)")

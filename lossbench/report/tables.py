@@ -16,6 +16,7 @@ from lossbench.record import RunRecord
 import lossbench.report.stats as stats
 from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget
 from lossbench.report.gather import Runs
+from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
 
 
@@ -41,12 +42,6 @@ def _ci(value: float, lo: float, hi: float) -> str:
 
 def _fmt(value: float, spec: str = ".2f") -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _tie_mark(comparison: stats.Comparison | None, loss: str) -> str:
@@ -85,11 +80,11 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
             f"{_fmt(r['objects_recall'])} / {_fmt(r['objects_fp_per_image'])} / {_fmt(r['objects_f1'])}",
             r["flags"] or "—", r["seeds"], f"{r['wall_s']:.0f}",
         ])  # fmt: skip
-    what = "mean IoU" if sort_by == "miou" else f"{focus} IoU"
-    header = ["#", "loss", "tie group", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"`{focus}` IoU [95 % CI]",
-              f"{what}: vs best [95 % CI], Holm p", f"`{focus}` objects: found / false per image / F1", "flags", "seeds",
+    what = "mean IoU" if sort_by == "miou" else f"{text(focus)} IoU"
+    header = ["#", "loss", "tie group", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"{code(focus)} IoU [95 % CI]",
+              f"{what}: vs best [95 % CI], Holm p", f"{code(focus)} objects: found / false per image / F1", "flags", "seeds",
               "s/run"]  # fmt: skip
-    return md_table(header, rows)
+    return table(header, rows)
 
 
 def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str], lower_is_better: bool = False,
@@ -111,7 +106,7 @@ def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[
             n = counts.get((loss, c), math.nan)
             cells.append(_cell(mean, std, crown) + (f" (n {n:.0f})" if not math.isnan(n) else ""))
         rows.append([f"`{loss}`", *cells])
-    return md_table(["loss", *classes], rows)
+    return table(["loss", *(text(c) for c in classes)], rows)
 
 
 def boundary_md(df: pd.DataFrame, records: list[RunRecord], classes: list[str], order: list[str], title: str,
@@ -146,8 +141,8 @@ def _plain_words_md(b: Budget) -> list[str]:
     seeds allow, and how many seeds the observed differences would need."""
     out = []
     for c, best, loss in b.not_learned:
-        out.append(f"- **No loss learned `{c}`**: the best test IoU on it is {best:.3f} (`{loss}`), below {LEARNED_IOU:g}. "
-                   f"A ranking on `{c}` means nothing yet: train longer, or change the data or the model.")  # fmt: skip
+        out.append(f"- **No loss learned {code(c)}**: the best test IoU on it is {best:.3f} (`{loss}`), below {LEARNED_IOU:g}. "
+                   f"A ranking on {code(c)} means nothing yet: train longer, or change the data or the model.")  # fmt: skip
     if b.rising:
         rising = ", ".join(f"`{k}` (+{v:.3f})" for k, v in sorted(b.rising.items(), key=lambda kv: -kv[1]))
         out.append(f"- **Still improving when training stopped**: the validation mean IoU of {rising} rose by more than "
@@ -199,7 +194,7 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
     t = b.table.set_index("loss")
     out = _plain_words_md(b)
     seed_level = b.level == stats.SEED
-    for name, cmp_, col in (("mean IoU", b.miou, "miou"), (f"`{focus}` IoU", b.focus, "focus_iou")):
+    for name, cmp_, col in (("mean IoU", b.miou, "miou"), (f"{code(focus)} IoU", b.focus, "focus_iou")):
         if cmp_ is None:
             continue
         if cmp_.best is None:
@@ -229,7 +224,7 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
     if b.no_evidence:
         out.append(f"- Shown without intervals (runs without `evidence.npz`, or tested on other images): {', '.join(b.no_evidence)}.")
     for e in b.damaged_evidence:
-        out.append(f"- Damaged evidence, its loss shown without intervals: `{e.path}` ({e.why}).")
+        out.append(f"- Damaged evidence, its loss shown without intervals: {code(e.path)} ({text(e.why)}).")
     return out
 
 
@@ -274,18 +269,18 @@ def config_md(cfg: SuiteConfig | None, records: list[RunRecord], focus: str | No
     freqs = next((r.class_frequencies for r in records if r.class_frequencies), None)
     classes = next((r.classes for r in records if r.classes), None)
     seeds = sorted({r.seed for r in records})
-    lines = [f"- suite `{cfg.suite}`; seeds {seeds}; focus class `{focus}`" + (" (the rarest)" if not cfg.report.focus else "")]
+    lines = [f"- suite `{cfg.suite}`; seeds {seeds}; focus class {code(focus)}" + (" (the rarest)" if not cfg.report.focus else "")]
     if d.kind == "synthetic":
         lines.append(
             f"- data: synthetic, {d.image_size}×{d.image_size}, {d.num_train} train / {d.num_val} val / "
             f"{d.num_test} test images, imbalance {d.imbalance}, noise {d.noise}, data seed {d.seed}"
         )
     else:
-        lines.append(f"- data: {d.kind} `{d.path or d.target}`, ignore index {d.ignore_index}, resize {d.resize}, crop {d.crop}, "
+        lines.append(f"- data: {d.kind} {code(d.path or d.target)}, ignore index {d.ignore_index}, resize {d.resize}, crop {d.crop}, "
                      f"augment {d.augment.model_dump() if d.augment else None}, normalize {d.normalize}")  # fmt: skip
     if freqs and classes:
         total = sum(freqs) or 1
-        lines.append("- training pixels per class: " + ", ".join(f"{c} {100 * f / total:.2f} %" for c, f in zip(classes, freqs)))
+        lines.append("- training pixels per class: " + ", ".join(f"{text(c)} {100 * f / total:.2f} %" for c, f in zip(classes, freqs)))
     kwargs = f" {m.kwargs}" if m.kwargs else ""
     weights = f"pretrained encoder ({m.encoder_weights})" if m.encoder_weights else "no pretrained weights"
     lines.append(f"- model: smp `{m.arch}`, encoder `{m.encoder}`{kwargs}, {weights}")
@@ -302,7 +297,7 @@ def header_md(suite: str, out: Path) -> list[str]:
     return [
         f"# lossbench report: `{suite}`",
         "",
-        f"Generated by `lossbench report` from the runs in `{out}`; do not edit by hand. Every number is a "
+        f"Generated by `lossbench report` from the runs in {code(out)}; do not edit by hand. Every number is a "
         "test-split metric pooled over all test pixels (IoU of each class at each mask's own resolution), with its "
         "95 % interval in brackets. Losses are not ranked by a bold number: a loss is *best* when it has the "
         "highest estimate and *tied* when its difference to the best is not significant — read the tie group, "
@@ -323,7 +318,7 @@ def budget_md(b: Budget, focus: str | None, several: bool) -> list[str]:
         ]
     parts += [f"### Leaderboard by mean IoU{title}", "", leaderboard_md(b, "miou", focus), ""]
     if focus:
-        parts += [f"### Leaderboard by `{focus}` IoU (the focus class){title}", "", leaderboard_md(b, "focus_iou", focus), ""]
+        parts += [f"### Leaderboard by {code(focus)} IoU (the focus class){title}", "", leaderboard_md(b, "focus_iou", focus), ""]
     parts += [_method_md(b), ""] if b.images else []
     return parts
 
@@ -331,15 +326,15 @@ def budget_md(b: Budget, focus: str | None, several: bool) -> list[str]:
 def problems_md(found: Runs, out: Path) -> list[str]:
     not_ok = sorted((r for r in found.current if not r.ok), key=lambda r: (r.label, r.seed, r.budget or 0))
     parts = ["## Failed and unfinished runs", ""]
-    rows = [[f"`{r.label}`", r.seed, r.budget, r.status, (r.error or "still running, or killed")[:300]] for r in not_ok]
+    rows = [[f"`{r.label}`", r.seed, r.budget, r.status, text((r.error or "still running, or killed")[:300])] for r in not_ok]
     rows += [[f"`{label}`", seed, budget, "missing", "not trained yet"] for label, seed, budget in found.missing]
-    parts.append(md_table(["loss", "seed", "epochs", "status", "error"], rows) if rows else "None.")
+    parts.append(table(["loss", "seed", "epochs", "status", "error"], rows) if rows else "None.")
     if found.damaged:
         parts += ["", "## Damaged run records", "", "These `metrics.json` files cannot be read; their runs are left out "
                   "and the next `lossbench compare` trains them again:", ""]  # fmt: skip
-        parts += [f"- `{d.path}`: {d.why}" for d in found.damaged]
+        parts += [f"- {code(d.path)}: {text(d.why)}" for d in found.damaged]
     if found.stale:
-        parts += ["", f"{len(found.stale)} run(s) under `{out}` were trained with another config and are left out."]
+        parts += ["", f"{len(found.stale)} run(s) under {code(out)} were trained with another config and are left out."]
     return parts
 
 
@@ -364,7 +359,7 @@ def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Pa
         parts += ["## Plots", ""]
         parts += [f"![{t}]({n})\n" for n, t in PLOTS.items() if n not in ("intervals.png", "miou_vs_focus.png", "predictions.png")]
     parts += problems_md(found, out)
-    parts += ["", "## Suite", "", config_md(found.cfg, found.current, focus), "", "Regenerate: `lossbench report --out "
-              f"{out} --report {report}`; data: `results.csv` (one row per loss, seed, budget and class), "
+    parts += ["", "## Suite", "", config_md(found.cfg, found.current, focus), "", "Regenerate: "
+              f"{code(f'lossbench report --out {out} --report {report}')}; data: `results.csv` (one row per loss, seed, budget and class), "
               "`leaderboard.csv` (one row per budget and loss).", ""]  # fmt: skip
     return "\n".join(parts)
