@@ -136,6 +136,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     write_report(out, report, log_to_wandb=not args.no_wandb)
     print(f"report: {report / 'README.md'}")
+    from lossbench.report.summary import offline_note
+
+    note = offline_note(cfg, out)
+    if note:
+        print(note)
     not_ok = [run for run in runs if read_status(run.run_dir) != OK]
     if not_ok:
         print(f"lossbench: {len(not_ok)} of {len(runs)} runs did not finish ok: {', '.join(map(str, not_ok))}", file=sys.stderr)

@@ -208,6 +208,7 @@ def _forked_run(run_dir: str, env: dict[str, str], log: str, launcher: int) -> N
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    _own_wandb_media_dir()
     sys.argv = ["lossbench", "train", "--run-dir", run_dir, "--no-progress"]
     from lossbench.run import run_process
 
@@ -218,6 +219,19 @@ def _forked_run(run_dir: str, env: dict[str, str], log: str, launcher: int) -> N
         sys.stderr.flush()
         atexit._run_exitfuncs()  # what leaving the interpreter runs (W&B's teardown among them)
     sys.exit(code)
+
+
+def _own_wandb_media_dir() -> None:
+    """Give this forked run its own W&B media folder. W&B makes one temporary folder when it is imported — in
+    the fork server, once — and removes it when a process exits: the first run to finish removed it for every
+    later run, whose prediction images then failed to log (``FileNotFoundError``)."""
+    import tempfile
+
+    try:
+        from wandb.sdk.data_types import _private
+    except ImportError:  # a W&B without that folder: nothing shared
+        return
+    _private.MEDIA_TMP.name = tempfile.mkdtemp(suffix="wandb-media")  # every module holds this one object
 
 
 class ForkedRun:

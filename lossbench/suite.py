@@ -355,6 +355,8 @@ class _Pool:
             rec = _writing(self.out, lambda: record_crash(run, how_ended(proc.returncode), rec))
         claim.release(run.run_dir, self.owner.token)
         self.progress.ended(state.watched, rec, left)
+        for line in wandb_problems(run.run_dir):  # W&B is a sink, but a failing one is said where the user looks
+            self.log(f"       {run}: {line}")
 
     def _stop_all(self) -> None:
         for proc in self.active:
@@ -436,6 +438,15 @@ class _Cluster:
                 rec = _writing(self.out, lambda: record_crash(run, f"of job {self.jobs[run.run_dir]} ended without recording why", rec))
             claim.release(run.run_dir, self.owner.token)
             self.progress.ended(state, rec, len(self.mine) + len(self.elsewhere.runs), f" (job {self.jobs[run.run_dir]})")
+
+
+def wandb_problems(run_dir: Path) -> list[str]:
+    """The lines a run process wrote to its ``train.log`` when W&B failed it (the run itself went on)."""
+    try:
+        lines = log_path(run_dir).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.startswith(("lossbench: W&B", "lossbench: the prediction images were not logged"))]
 
 
 def _record_or_none(run_dir: Path) -> RunRecord | None:

@@ -327,3 +327,14 @@ def test_class_names_cannot_break_the_reports_markdown(tmp_path, monkeypatch):
         rows = [line for line in block.splitlines() if line.startswith("|")]
         if rows:  # every row of every table has as many cells as its header
             assert len({len(re.findall(r"(?<!\\)\|", line)) for line in rows}) == 1, rows[0]
+
+
+def test_each_report_logs_its_own_wandb_summary_run(tmp_path):
+    # the summary reused the id <suite>-summary: after two compares `wandb sync` found two offline runs with one id
+    cfg = suite(tmp_path, "[ce]", "[0]")
+    write_run(tmp_path, cfg, "ce", 0, predictions(0.9, 0))
+    write_report(tmp_path, tmp_path / "report")
+    write_report(tmp_path, tmp_path / "report")
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.split("-", 4)[-1] for r in runs}) == 2, [r.name for r in runs]
+

@@ -14,7 +14,7 @@ import pytest
 from helpers.cli import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
 
 from lossbench.report import RESULT_COLUMNS
-from helpers.wandb_offline import logged_values
+from helpers.wandb_offline import logged_values, offline_run_files
 
 
 def compare(out, report, *extra, cache):
@@ -41,6 +41,11 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     assert log.startswith("epoch 1/2: train loss") and "dice seed 0: test mIoU" in log
     for noise in ("Tip", "litmodels", "GPU available", "Warning", "weights_only", "anonymous"):
         assert noise not in log, (noise, log)
+    assert f"wandb sync {out}/*/*/wandb/offline-run-* {out}/wandb/offline-run-*" in r.stdout  # where the offline runs are
+    for run_dir in sorted(out.glob("*/seed0-*")):  # every forked run logs its prediction images, not only the first
+        assert "were not logged" not in (run_dir / "train.log").read_text(), run_dir
+        (wandb_file,) = offline_run_files(run_dir)
+        assert logged_values(wandb_file)["test/predictions/count"] == 4, run_dir
 
     runs = records(out)
     assert set(runs) == {("ce", 0), ("dice", 0), ("tversky", 0)}
@@ -365,6 +370,12 @@ def test_report_goes_on_when_wandb_cannot_log(tmp_path, data_cache):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "the W&B summary was not logged" in r.stderr and "Traceback" not in r.stderr
     assert (report / "README.md").exists()
+    # a run whose W&B cannot start goes on, and compare says so on the console (it was in train.log only)
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(out), "--report", str(report), "--losses", "ce",
+                      "--seeds", "1", "--no-wandb", "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=1",
+                      env={"WANDB_MODE": "not-a-mode"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ce seed 1: lossbench: W&B could not start" in r.stdout
 
 
 PLUGIN = '''

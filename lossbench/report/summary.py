@@ -4,6 +4,8 @@ of the suite's group. W&B is a sink: the report is complete without it."""
 from __future__ import annotations
 
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,14 @@ import pandas as pd
 from lossbench.config import SuiteConfig
 from lossbench.report.plots import PLOTS
 from lossbench.wandb_sink import wandb_mode
+
+
+def offline_note(cfg: SuiteConfig, out: Path) -> str | None:
+    """Where the suite's offline W&B runs are and the line that uploads them; ``None`` when W&B is not offline."""
+    if wandb_mode(cfg.wandb.mode) != "offline":
+        return None
+    return (f"W&B is offline: the runs are in {out}/*/*/wandb and the summary in {out}/wandb; upload them with\n"
+            f"  wandb sync {out}/*/*/wandb/offline-run-* {out}/wandb/offline-run-*")
 
 
 def log_summary_to_wandb(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path, report: Path) -> None:
@@ -39,8 +49,8 @@ def _log_summary(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path
         entity=w.entity,
         group=cfg.suite,
         name=f"{cfg.suite} · summary",
-        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg.suite}-summary"),
-        resume="allow",
+        # one W&B run per report: a fixed id made `wandb sync` find two offline summaries with one id after two compares
+        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg.suite[:32]}-summary-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"),
         job_type="report",
         tags=[*w.tags, f"suite:{cfg.suite}", "summary"],
         dir=str(out),
