@@ -369,3 +369,30 @@ def test_the_readme_dataset_example_works_as_written(tmp_path, monkeypatch):
     bundle = load_data(cfg.data)
     assert bundle.class_names == ["background", "object"] and len(bundle.train) == 64 and bundle.in_channels == 3
     assert 0 < bundle.class_frequencies[1] < sum(bundle.class_frequencies)
+
+
+def test_an_exif_orientation_is_applied_as_viewers_do(tmp_path):
+    # a phone JPEG stored landscape with "rotate 90° to show": its mask, drawn on the shown (portrait) image,
+    # was rejected as a size mismatch — and a square one would have been silently misaligned
+    from PIL import ImageOps
+
+    write_mixed_folder(tmp_path / "d")
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:10, :] = 250  # a bright band along the top of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    path = tmp_path / "d" / "train" / "images" / "train00.jpg"
+    (tmp_path / "d" / "train" / "images" / "train00.png").unlink()
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    with Image.open(path) as im:
+        shown = np.array(ImageOps.exif_transpose(im))
+    assert shown.shape == (60, 40, 3)  # portrait as shown
+    mask = np.zeros((60, 40), np.uint8)
+    mask[:, 30:] = 1  # the band, now at the right as shown
+    Image.fromarray(mask).save(tmp_path / "d" / "train" / "masks" / "train00.png")
+    bundle = load_data(_cfg(tmp_path / "d", "data.ignore_index=255").data)
+    image, target = bundle.train[0]
+    assert tuple(image.shape) == (3, 60, 40) and tuple(target.shape) == (60, 40)
+    pixels = image.numpy().astype(np.float64) * (255.0 if image.is_floating_point() else 1.0)  # the split may be stored as float
+    assert np.abs(pixels.transpose(1, 2, 0) - shown).max() <= 2  # the pixels as shown
+    assert pixels[:, :, 30:].mean() > 200 and pixels[:, :, :10].mean() < 60  # the band lies on the mask

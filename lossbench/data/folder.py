@@ -30,7 +30,7 @@ from lossbench.data.checks import SplitStats, cache_path, check_channels, check_
 from lossbench.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
 from lossbench.io import atomic_file, write_json_atomic
 
-_CACHE_VERSION = 2  # bump when decoding or checking changes, so caches are rebuilt (2: non-finite pixels)
+_CACHE_VERSION = 3  # bump when decoding or checking changes, so caches are rebuilt (2: non-finite pixels, 3: EXIF)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Images become ``float32 [C, H, W]`` with their dynamic range kept: 8-bit values 
 16-bit by 65535 (not clipped to 8 bits), float values are kept as they are. PNG and JPEG are
 decoded by ``torchvision.io`` (which reads 16-bit PNG, where PIL drops to 8 bits), TIFF by
 ``tifffile`` (any number of bands, float samples), BMP and palette images by PIL. An alpha channel
-is dropped.
+is dropped. An EXIF orientation (phone cameras write one instead of rotating the pixels) is applied
+to images and masks alike, as image viewers do, so a mask drawn on the image as it is shown fits it.
 
 Masks become ``[H, W]`` integer class ids: single-channel PNG/TIFF values (8- or 16-bit), palette
 ('P') PNGs read as their indices, or RGB colour masks translated through a palette
@@ -31,7 +32,10 @@ def _unreadable(path: Path, e: BaseException) -> ValueError:
 def _pil_array(path: Path, mode: str | None = None) -> np.ndarray:
     from PIL import Image
 
+    from PIL import ImageOps
+
     with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)  # as viewers show it (EXIF orientation)
         if mode == "image" and im.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1"):
             im = im.convert("L" if im.mode in ("LA", "1") else "RGB")
         arr = np.array(im)
@@ -87,7 +91,7 @@ def _decode_png_jpeg(path: Path) -> np.ndarray:
 
     if _is_palette_png(path):
         return _channels_last_to_first(_pil_array(path, "image"), path)  # colours, not indices
-    tensor = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+    tensor = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
     if tensor.dtype == torch.uint16:
         return tensor.to(torch.int32).numpy().astype(np.uint16)
     return tensor.numpy()
