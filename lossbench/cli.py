@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lossbench",
         description="Train the same segmentation model once per loss on imbalanced data, and compare.",
     )
+    parser.add_argument("--version", action="version", version=f"lossbench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train and test one (loss, seed) run")
@@ -66,10 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --launcher slurm: return once the jobs are submitted (no report); "
                         "the same compare again waits for them and reports")  # fmt: skip
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again, from scratch")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (the file with --set applied and every default filled in) and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, read the data and build every loss, list the runs to train, and stop")  # fmt: skip
     p.add_argument("--no-wandb", action="store_true", help="do not log the summary table to W&B")
 
     p = sub.add_parser("status", help="show every run of a runs folder: queued, running, finished, failed")
-    p.add_argument("--out", required=True, help="the runs folder of a suite (compare's --out)")
+    p.add_argument("--config", default=None, help="the suite config: --out defaults to runs/<suite>")
+    _overrides(p)
+    p.add_argument("--out", default=None, help="the runs folder of a suite (compare's --out)")
 
     p = sub.add_parser("report", help="write the comparison report from the runs in --out")
     p.add_argument("--config", default=None, help="the suite config: --out and --report default to runs/<suite> and reports/<suite>")
@@ -128,9 +135,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.suite import run_suite
 
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        from lossbench.config import dump_yaml
+
+        print(dump_yaml(cfg), end="")
+        return 0
     out = Path(args.out or Path("runs") / cfg.suite)
     report = Path(args.report or Path("reports") / cfg.suite)
     losses, seeds = _split_list(args.losses), _split_list(args.seeds, int)
+    if args.dry_run:
+        return _dry_run(cfg, out, losses, seeds)
     runs = run_suite(cfg, out, losses, seeds, args.jobs, args.retry_failed, args.launcher, args.detach)
     if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in runs):
         return 0
@@ -146,6 +160,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"lossbench: {len(not_ok)} of {len(runs)} runs did not finish ok: {', '.join(map(str, not_ok))}", file=sys.stderr)
         return 1
     return 0
+
+
+def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None) -> int:
+    """``compare --dry-run``: every check compare makes before training (config, data, losses), then the runs it
+    would train; nothing is written under ``out``."""
+    from lossbench.plan import plan_runs
+    from lossbench.plugins import load_plugins
+    from lossbench.record import OK, read_status
+    from lossbench.suite import prepare
+
+    load_plugins(cfg.plugins)
+    num_classes = prepare(cfg)
+    runs = plan_runs(cfg, out, losses, seeds, num_classes)
+    todo = [run for run in runs if read_status(run.run_dir) != OK]
+    print(f"dry run: the config, the data ({num_classes} classes) and {len({r.label for r in runs})} losses check out; "
+          f"{len(runs) - len(todo)} of {len(runs)} runs are done, these {len(todo)} would train into {out}:")  # fmt: skip
+    for run in todo:
+        print(f"  {run}")
+    return 0
+
+
+def _version() -> str:
+    from lossbench import __version__
+
+    return __version__
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -167,7 +206,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from lossbench.status import folder_status, format_status
 
-    out = Path(args.out)
+    out = args.out
+    if args.config:
+        from lossbench.config import load_config
+
+        out = out or Path("runs") / load_config(args.config, args.overrides).suite
+    if not out:
+        raise ConfigError("status needs --out, or --config to name the suite whose runs/<suite> it reads")
+    out = Path(out)
     if not out.is_dir():
         raise ConfigError(f"--out {out} is not a folder")
     print(format_status(folder_status(out)))

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from helpers.cli import ROOT, SMOKE, lossbench_cli
 
-from lossbench.config import ConfigError, LossEntry, load_config, parse_overrides
+from lossbench.config import ConfigError, LossEntry, dump_yaml, load_config, parse_overrides
 from lossbench.identity import run_config
 from lossbench.plan import resolve_losses
 from lossbench.plugins import load_plugins
@@ -262,3 +263,23 @@ def test_every_shipped_config_loads_and_its_losses_pass_the_check(path):
     cfg = load_config(path, ["data.class_names=[sky, building, road, car]"] if folder else [])
     classes = len(cfg.data.class_names) if cfg.data.class_names else 4
     assert resolve_losses(cfg, num_classes=classes)  # built and called once each, as compare does first
+
+
+@pytest.mark.slow  # starts lossbench processes
+def test_version_print_config_dry_run_and_status_by_config(tmp_path, data_cache):
+    r = lossbench_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == "lossbench 0.1.0"
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--print-config", "--set", "optim.lr=0.01", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    printed = yaml.safe_load(r.stdout)
+    assert printed["optim"]["lr"] == 0.01 and printed["report"]["bootstrap"] == 2000  # --set applied, defaults filled
+    assert printed == yaml.safe_load(dump_yaml(load_config(SMOKE, ["optim.lr=0.01"])))
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--dry-run", "--set", f"data.cache_dir={data_cache}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "0 of 3 runs are done, these 3 would train into runs/smoke" in r.stdout and "  dice seed 0" in r.stdout
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--dry-run", "--losses", "dcie", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown loss 'dcie'" in r.stderr  # the checks compare makes, before training
+    (tmp_path / "runs" / "smoke").mkdir(parents=True)
+    r = lossbench_cli("status", "--config", str(SMOKE), cwd=tmp_path)
+    assert r.returncode == 0 and "no runs in this folder yet" in r.stdout
