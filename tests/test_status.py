@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import os
 
+from helpers.cli import SMOKE
 from helpers.processes import dead_pid
 
 from lossbench import claim
+from lossbench.cli import main
+from lossbench.config import load_config
+from lossbench.identity import run_config
+from lossbench.record import FAILED, OK, RUNNING, Progress, RunRecord, config_path, run_dir_for, write_record, write_run_config
 
 
-def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_folder(tmp_path, capsys):
-    from helpers.cli import SMOKE
-
-    from lossbench.cli import main
-    from lossbench.config import load_config
-    from lossbench.identity import run_config
-    from lossbench.record import FAILED, OK, RUNNING, Progress, RunRecord, run_dir_for, write_record, write_run_config
-
-    cfg = load_config(SMOKE, ["losses=[ce, dice, tversky, focal, lovasz_softmax]"])
+def set_up(out, losses: str):
+    """A suite of ``losses`` (seed 0) whose runs a launcher has set up under ``out``: its config and run folders."""
+    cfg = load_config(SMOKE, [f"losses={losses}"])
     dirs = {}
     for entry in cfg.losses:
         rc = run_config(cfg, entry, 0)
-        dirs[entry.label] = run_dir_for(tmp_path, rc)
+        dirs[entry.label] = run_dir_for(out, rc)
         write_run_config(dirs[entry.label], rc)
+    return cfg, dirs
+
+
+def status_lines(out, capsys) -> tuple[dict[str, str], str]:
+    """``lossbench status --out out``: its line for each run, and the whole output."""
+    assert main(["status", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    return {line.split("  ")[0]: line for line in text.splitlines() if " seed 0" in line}, text
+
+
+def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_folder(tmp_path, capsys):
+    cfg, dirs = set_up(tmp_path, "[ce, dice, tversky, focal, lovasz_softmax]")
 
     def record(label: str, status: str, **fields) -> None:
         rec = RunRecord.start(run_config(cfg, next(e for e in cfg.losses if e.label == label), 0), attempts=1)
@@ -39,9 +50,7 @@ def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_f
     record("focal", OK, test={"miou": 0.4321})
     record("lovasz_softmax", FAILED, error="FloatingPointError: loss is nan")
 
-    assert main(["status", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    lines = {line.split("  ")[0]: line for line in out.splitlines() if " seed 0" in line}
+    lines, out = status_lines(tmp_path, capsys)
     assert "queued" in lines["ce seed 0"] and f"pid {os.getpid()}" in lines["ce seed 0"]
     assert "running" in lines["dice seed 0"] and "epoch 3/10, val mIoU 0.500" in lines["dice seed 0"]
     assert "stalled" in lines["tversky seed 0"] and "next compare resumes it" in lines["tversky seed 0"]
@@ -53,19 +62,7 @@ def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_f
 def test_status_lists_every_run_whatever_is_damaged_missing_or_linked(tmp_path, capsys):
     # one truncated config.yaml failed the whole listing; a deleted one hid a finished run; a run claimed but
     # without a record was invisible; a run folder linked under a second name was listed twice
-    from helpers.cli import SMOKE
-
-    from lossbench.cli import main
-    from lossbench.config import load_config
-    from lossbench.identity import run_config
-    from lossbench.record import OK, RunRecord, config_path, run_dir_for, write_record, write_run_config
-
-    cfg = load_config(SMOKE, ["losses=[ce, dice, tversky, focal]"])
-    dirs = {}
-    for entry in cfg.losses:
-        rc = run_config(cfg, entry, 0)
-        dirs[entry.label] = run_dir_for(tmp_path, rc)
-        write_run_config(dirs[entry.label], rc)
+    cfg, dirs = set_up(tmp_path, "[ce, dice, tversky, focal]")
     config_path(dirs["ce"]).write_text("suite: smoke\nloss: {name: c")  # truncated
     done = RunRecord.start(run_config(cfg, cfg.losses[1], 0), attempts=1)
     done.status, done.test = OK, {"miou": 0.5}
@@ -75,9 +72,7 @@ def test_status_lists_every_run_whatever_is_damaged_missing_or_linked(tmp_path, 
     claim.claim(dirs["tversky"], claim.me("compare"))  # claimed by a live launcher, config not written yet
     (tmp_path / "focal" / "alias").symlink_to(dirs["focal"].name)  # the same run under a second name
 
-    assert main(["status", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    lines = {line.split("  ")[0]: line for line in out.splitlines() if " seed 0" in line}
+    lines, out = status_lines(tmp_path, capsys)
     assert "damaged" in lines["ce seed 0"] and "config.yaml cannot be read" in lines["ce seed 0"]
     assert "finished" in lines["dice seed 0"] and "test mIoU 0.500" in lines["dice seed 0"]
     assert "queued" in lines["tversky seed 0"]
