@@ -144,7 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = Path(args.report or Path("reports") / cfg.suite)
     losses, seeds = _split_list(args.losses), _split_list(args.seeds, int)
     if args.dry_run:
-        return _dry_run(cfg, out, losses, seeds)
+        return _dry_run(cfg, out, losses, seeds, args.retry_failed)
     runs = run_suite(cfg, out, losses, seeds, args.jobs, args.retry_failed, args.launcher, args.detach)
     if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in runs):
         return 0
@@ -162,20 +162,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None) -> int:
-    """``compare --dry-run``: every check compare makes before training (config, data, losses), then the runs it
-    would train; nothing is written under ``out``."""
-    from lossbench.plan import plan_runs
-    from lossbench.plugins import load_plugins
+def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, retry_failed: bool) -> int:
+    """``compare --dry-run``: every check compare makes before training, then the runs it would train
+    (:func:`lossbench.suite.runs_to_train`, which only reads); nothing is written under ``out``."""
     from lossbench.record import OK, read_status
-    from lossbench.suite import prepare
+    from lossbench.suite import checked_plan, runs_to_train
 
-    load_plugins(cfg.plugins)
-    num_classes = prepare(cfg)
-    runs = plan_runs(cfg, out, losses, seeds, num_classes)
-    todo = [run for run in runs if read_status(run.run_dir) != OK]
-    print(f"dry run: the config, the data ({num_classes} classes) and {len({r.label for r in runs})} losses check out; "
-          f"{len(runs) - len(todo)} of {len(runs)} runs are done, these {len(todo)} would train into {out}:")  # fmt: skip
+    runs = checked_plan(cfg, out, losses, seeds)
+    todo, _ = runs_to_train(runs, retry_failed, print)
+    done = sum(read_status(run.run_dir) == OK for run in runs)
+    print(f"dry run: the config, the data and {len({r.label for r in runs})} losses check out; "
+          f"{done} of {len(runs)} runs are done, these {len(todo)} would train into {out}:")  # fmt: skip
     for run in todo:
         print(f"  {run}")
     return 0

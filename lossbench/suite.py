@@ -94,15 +94,16 @@ def _writing(out: Path, what: Callable[[], object]) -> object:
         ) from None
 
 
-def runs_to_train(runs: list[PlannedRun], retry_failed: bool, log: Callable[[str], None]) -> list[PlannedRun]:
-    """The runs that are not finished: missing, running/interrupted (resumed), damaged, and failed if retried."""
+def runs_to_train(runs: list[PlannedRun], retry_failed: bool, log: Callable[[str], None]) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    """The runs that are not finished — missing, running/interrupted (resumed), damaged, and failed if
+    ``retry_failed`` — and, of those, the failed ones. It only reads (``compare --dry-run`` asks it too)."""
     statuses = [read_status(run.run_dir) for run in runs]  # one read of each record
-    todo = []
+    todo, retried = [], []
     for run, status in zip(runs, statuses):
         if status == OK or (status == FAILED and not retry_failed):
             continue
-        if status == FAILED:  # a retry starts over: the failure may be in the checkpoint
-            shutil.rmtree(checkpoint_dir(run.run_dir), ignore_errors=True)
+        if status == FAILED:
+            retried.append(run)
         if status == DAMAGED:
             log(f"note: the record of {run} is damaged; training it again")
         todo.append(run)
@@ -111,7 +112,17 @@ def runs_to_train(runs: list[PlannedRun], retry_failed: bool, log: Callable[[str
         f"{plural(len(runs), 'run')} — {statuses.count(OK)} already done, {kept} failed before "
         f"(kept; --retry-failed reruns them), {len(todo)} to train"
     )
-    return todo
+    return todo, retried
+
+
+def checked_plan(cfg: SuiteConfig, out: Path, losses: list[str] | None = None, seeds: list[int] | None = None,
+                 log: Callable[[str], None] = _say) -> list[PlannedRun]:  # fmt: skip
+    """Every check ``compare`` makes before it trains — plugins loaded, the data read once (its cache built, a
+    problem with any file raised now), each loss built and called — and then the suite's runs."""
+    from lossbench.plugins import load_plugins
+
+    load_plugins(cfg.plugins)
+    return plan_runs(cfg, out, losses, seeds, prepare(cfg, log))
 
 
 def run_suite(
@@ -139,11 +150,12 @@ def run_suite(
     placement = None
     if kind == "local":
         placement = _placement(cfg, jobs)  # a config that asks for GPUs it cannot have fails before any work
-    num_classes = prepare(cfg, log)
-    runs = plan_runs(cfg, out, losses, seeds, num_classes)
+    runs = checked_plan(cfg, out, losses, seeds, log)
     _writing(out, lambda: (out.mkdir(parents=True, exist_ok=True), write_text_atomic(suite_path(out), dump_yaml(cfg))))
     log(f"suite {cfg.suite} -> {out}")
-    todo = runs_to_train(runs, retry_failed, log)
+    todo, retried = runs_to_train(runs, retry_failed, log)
+    for run in retried:  # a retry starts over: the failure may be in the checkpoint
+        shutil.rmtree(checkpoint_dir(run.run_dir), ignore_errors=True)
     if todo:
         t0 = time.perf_counter()
         if placement is not None:
