@@ -1,6 +1,7 @@
 """The config schema: typed sections, YAML loading, ``--set`` overrides, the resolved run config, its hash.
 
-A suite config is a YAML file under ``experiments/``. :func:`load_config` reads it, applies
+A suite config is a YAML file (the examples are ``experiments/``, shipped as ``lossbench/suites``
+and found by name: ``--config default``). :func:`load_config` reads it, applies
 ``--set key=value`` overrides and validates the whole of it against :class:`SuiteConfig` before
 anything runs: an unknown key (with the closest valid one), a wrong type, a value out of range, a
 duplicate loss label or a trainer key ``lightning.Trainer`` does not take is one sentence naming the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -575,6 +577,28 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+SUITES_DIR = Path(__file__).parent / "suites"
+"""The example suites (``experiments/`` in the repository; shipped in the wheel): ``--config default``."""
+
+
+def packaged_suites() -> list[str]:
+    """The names of the example suites that ``--config NAME`` finds wherever lossbench is installed."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """The config file ``path`` names: the file itself, else (a bare name such as ``default``) the
+    packaged example suite of that name; otherwise a :class:`ConfigError` saying where it looked."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and not p.suffix and (SUITES_DIR / f"{p.name}.yaml").is_file():
+        return SUITES_DIR / f"{p.name}.yaml"
+    where = f" (resolved to {Path(os.path.abspath(p))})" if not p.is_absolute() else ""
+    raise ConfigError(f"config file {str(path)!r} does not exist{where}; the packaged example suites are "
+                      f"named {', '.join(packaged_suites())} (e.g. --config default)")  # fmt: skip
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a :class:`ConfigError`."""
     p = Path(path)
@@ -591,15 +615,53 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def anchor_paths(raw: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """``raw`` with its relative file paths — ``data.path`` and the ``.py`` entries of ``plugins`` —
+    read from the folder ``base`` (a config file's folder, or the working directory for ``--set``);
+    also ``{resolved: as written}`` for the messages. Other keys (``data.cache_dir``, like ``--out``)
+    stay relative to the working directory."""
+    out, written = dict(raw), {}
+
+    def anchored(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        resolved = os.path.abspath(base / Path(value).expanduser())
+        written[resolved] = value
+        return resolved
+
+    if isinstance(out.get("data"), Mapping) and "path" in out["data"]:
+        out["data"] = {**out["data"], "path": anchored(out["data"]["path"])}
+    if isinstance(out.get("plugins"), list):
+        out["plugins"] = [anchored(p) if isinstance(p, str) and p.endswith(".py") else p for p in out["plugins"]]
+    return out, written
+
+
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> SuiteConfig:
-    """Read a suite config, apply ``--set`` overrides and validate it; the suite name defaults to the file's stem."""
-    raw = read_yaml_mapping(path) if path is not None else {}
+    """Read a suite config (a file, or a packaged example suite by name: :func:`find_config`), apply
+    ``--set`` overrides and validate it; the suite name defaults to the file's stem.
+
+    Relative paths written in the file are read from the file's folder, those given with ``--set``
+    from the working directory (:func:`anchor_paths`), as Hydra and mmsegmentation read theirs.
+    """
+    written: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = find_config(path)
+        raw, written = anchor_paths(read_yaml_mapping(path), path.parent)
     overrides = list(overrides)
-    raw = deep_merge(raw, parse_overrides(overrides))
+    given, written_set = anchor_paths(parse_overrides(overrides), Path.cwd())
+    raw = deep_merge(raw, given)
+    written.update(written_set)
     raw.setdefault("suite", Path(path).stem if path is not None else "adhoc")
     source = f"config {str(path)!r}" if path is not None else "config"
     if overrides:
         source += " with --set " + " ".join(overrides)
+    data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
+    folder = data.get("path")
+    if data.get("kind") == "folder" and isinstance(folder, str) and folder and not Path(folder).is_dir():
+        shown = written.get(folder, folder)
+        where = f" (resolved to {folder})" if shown != folder else ""
+        raise ConfigError(f"{source}: data.path {shown!r} does not exist{where}")
     return validate_config(raw, source)
 
 

@@ -1,7 +1,8 @@
 """Loading user losses: modules named under ``plugins:`` in a config, and the ``lossbench.losses`` entry points.
 
 A plugin is any module that applies ``@register_loss`` when imported: an importable module name
-(``my_pkg.losses``) or a path to a ``.py`` file (relative to the working directory).
+(``my_pkg.losses``) or a path to a ``.py`` file (written in a config file: relative to that file's
+folder, as :func:`lossbench.config.load_config` reads it; otherwise relative to the working directory).
 """
 
 from __future__ import annotations

@@ -256,11 +256,11 @@ def test_a_logged_in_user_logs_online_unless_told_otherwise(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_loads_and_its_losses_pass_the_check(path):
+def test_every_shipped_config_loads_and_its_losses_pass_the_check(path, tmp_path):
     from lossbench.plan import resolve_losses
 
-    folder = "kind: folder" in path.read_text()  # its data folder is the user's: name the classes instead
-    cfg = load_config(path, ["data.class_names=[sky, building, road, car]"] if folder else [])
+    folder = "kind: folder" in path.read_text()  # its data folder is the user's: point at one, name the classes
+    cfg = load_config(path, [f"data.path={tmp_path}", "data.class_names=[sky, building, road, car]"] if folder else [])
     classes = len(cfg.data.class_names) if cfg.data.class_names else 4
     assert resolve_losses(cfg, num_classes=classes)  # built and called once each, as compare does first
 
@@ -283,3 +283,44 @@ def test_version_print_config_dry_run_and_status_by_config(tmp_path, data_cache)
     (tmp_path / "runs" / "smoke").mkdir(parents=True)
     r = lossbench_cli("status", "--config", str(SMOKE), cwd=tmp_path)
     assert r.returncode == 0 and "no runs in this folder yet" in r.stdout
+
+
+def test_relative_paths_in_a_config_are_read_from_its_folder(tmp_path, monkeypatch):
+    """Issue 20, item 13: data.path and .py plugins written in a config file resolve against the
+    file's folder (as Hydra and mmsegmentation read theirs); --set values against the working
+    directory; a missing data.path names what was written and where it led."""
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "data" / "set").mkdir(parents=True)
+    (project / "configs" / "my_loss.py").write_text("")
+    config = project / "configs" / "mine.yaml"
+    config.write_text("data: {kind: folder, path: ../data/set, class_names: [a, b]}\nplugins: [my_loss.py, json]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory is not the config's folder
+    cfg = load_config(config)
+    assert cfg.data.path == str(project / "data" / "set")
+    assert cfg.plugins == [str(project / "configs" / "my_loss.py"), "json"]  # module names stay names
+    assert cfg.data.cache_dir == "data"  # where work goes stays relative to the working directory, like --out
+    (elsewhere / "other").mkdir()
+    assert load_config(config, ["data.path=other"]).data.path == str(elsewhere / "other")  # --set: the working directory
+    config.write_text("data: {kind: folder, path: ../data/sett, class_names: [a, b]}\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml.*: data.path '../data/sett' does not exist \(resolved to "
+                                          + str(project / "data" / "sett") + r"\)$"):  # fmt: skip
+        load_config(config)
+    with pytest.raises(ConfigError, match=r"data.path '/no/such/set' does not exist$"):
+        load_config(config, ["data.path=/no/such/set"])
+
+
+def test_the_example_suites_are_package_data_found_by_name(tmp_path, monkeypatch):
+    """Issue 20, item 12: the example suites ship inside the package (lossbench/suites is experiments/),
+    and --config NAME finds one from any folder."""
+    from lossbench.config import SUITES_DIR, packaged_suites
+
+    assert sorted(p.name for p in SUITES_DIR.glob("*.yaml")) == sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))
+    assert {"default", "smoke", "folder"} <= set(packaged_suites())
+    monkeypatch.chdir(tmp_path)
+    assert load_config("smoke").suite == "smoke"
+    with pytest.raises(ConfigError, match=r"config file 'smok' does not exist \(resolved to .*smok\); the packaged "
+                                          r"example suites are named default, .*smoke"):  # fmt: skip
+        load_config("smok")
