@@ -1,5 +1,5 @@
-"""The ``lossbench`` command: ``train`` one run, ``compare`` a suite, ``report`` results, ``status`` of a
-runs folder, list ``losses``."""
+"""The ``lossbench`` command: ``init`` a config for your data, ``train`` one run, ``compare`` a suite,
+``report`` results, ``status`` of a runs folder, list ``losses``."""
 
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="the runs folder of a suite")
     p.add_argument("--report", default=None, help="where to write README.md, results.csv and plots")
     p.add_argument("--no-wandb", action="store_true", help="do not log the summary table to W&B")
+
+    p = sub.add_parser("init", help="write a commented suite config for your own data folder (classes, sizes, a measured time)")
+    p.add_argument("--data", required=True, help="your data folder: train/ val/ test/, each with images/ and masks/")
+    p.add_argument("--config", default=None, help="the config file to write (default ./<data folder name>.yaml)")
+    p.add_argument("--minutes", type=float, default=None, help="choose the epochs so the suite takes about this long on this machine")
+    p.add_argument("--no-estimate", action="store_true", help="skip the few timed training steps (no time estimate)")
+    p.add_argument("--force", action="store_true", help="replace the config file if it exists")
 
     p = sub.add_parser("losses", help="list the registered losses and their parameters")
     p.add_argument("--config", default=None, help="also list the losses of this suite config's plugins")
@@ -217,6 +224,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from lossbench.init import write_config
+
+    print(f"lossbench init: reading {args.data} …", flush=True)
+    path, note = write_config(args.data, args.config, args.minutes, args.force, not args.no_estimate)
+    print(f"wrote {path}: {note}")
+    print(f"next: lossbench compare --config {path} --dry-run   (checks everything, trains nothing); then without --dry-run")
+    return 0
+
+
 def cmd_losses(args: argparse.Namespace) -> int:
     from lossbench.losses import get_loss_spec, list_losses
     from lossbench.plugins import load_plugins
@@ -239,7 +256,8 @@ def cmd_losses(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "losses": cmd_losses}
+    handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "init": cmd_init,
+                "losses": cmd_losses}  # fmt: skip
     from lossbench.run import exit_status
     from lossbench.suite import SuiteError
 
