@@ -64,6 +64,14 @@ class DamagedRecord(ValueError):
         self.path, self.why = path, why
 
 
+def fmt_time(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``: a duration in progress lines."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 @dataclass
 class Progress:
     """Where a running attempt is: the record's ``progress``, what progress lines and ``lossbench status`` show."""
@@ -71,12 +79,41 @@ class Progress:
     epoch: int  # epochs done
     max_epochs: int
     val_miou: float | None  # after the latest epoch (None: undefined)
+    step: int | None = None  # training batches done in the epoch under way (None: between epochs)
+    steps: int | None = None  # training batches in an epoch
+    rate: float | None = None  # training batches a second in the epoch under way
+    epoch_s: float | None = None  # seconds the epochs done took, on average (training and validation)
 
     @classmethod
     def from_json(cls, data: Any) -> Progress | None:
         if not isinstance(data, dict):
             return None
-        return cls(int(data.get("epoch") or 0), int(data.get("max_epochs") or 0), data.get("val_miou"))
+
+        def number(key: str, kind: type) -> Any:
+            value = data.get(key)
+            return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        return cls(int(data.get("epoch") or 0), int(data.get("max_epochs") or 0), data.get("val_miou"),
+                   number("step", int), number("steps", int), number("rate", float), number("epoch_s", float))  # fmt: skip
+
+    def describe(self) -> str:
+        """``epoch 3/8, step 40/63 (3.1 it/s), val mIoU 0.412`` inside an epoch (the third, under way;
+        the validation of the second), ``epoch 2/8, val mIoU 0.412`` between epochs: for people."""
+        if self.step is None:
+            text = f"epoch {self.epoch}/{self.max_epochs}"  # epochs done
+        else:  # the epoch under way
+            text = f"epoch {self.epoch + 1}/{self.max_epochs}, step {self.step}/{self.steps or '?'}"
+            text += f" ({self.rate:.1f} it/s)" if self.rate else ""
+        if self.val_miou is not None:
+            text += f", val mIoU {self.val_miou:.3f}"
+        return text
+
+    def seconds_left(self) -> float | None:
+        """The attempt's remaining time, from its epochs so far (``None`` before the first ends)."""
+        if not self.epoch_s:
+            return None
+        under_way = min(self.step / self.steps, 1.0) if self.step and self.steps else 0.0
+        return max(self.epoch_s * (self.max_epochs - self.epoch - under_way), 0.0)
 
 
 @dataclass

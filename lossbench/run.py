@@ -40,6 +40,7 @@ from lossbench.record import (
     checkpoint_dir,
     clear_rank_errors,
     config_path,
+    fmt_time,
     last_checkpoint,
     read_record,
     take_rank_error,
@@ -135,17 +136,49 @@ class FailureRecorder(Callback):
 
 
 class ProgressRecord(Callback):
-    """After each epoch: one line on stdout (``train.log`` under ``compare``) and the record's ``progress``."""
+    """Where the run is, in the record's ``progress`` and as lines on stdout (``train.log`` under ``compare``):
+    after each epoch, and inside an epoch every ``trainer.log_every_n_steps`` batches or
+    :data:`NOTE_EVERY_S` seconds, whichever comes first (step, batches a second, the epoch's ETA)."""
 
     def __init__(self, run_dir: Path, record: RunRecord):
         self.run_dir, self.record = run_dir, record
+        self.fit_start = self.epoch_start = self.last_note = 0.0
+        self.first_epoch = 0
+
+    @rank_zero_only
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_start, self.first_epoch = time.monotonic(), trainer.current_epoch
+
+    @rank_zero_only
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_start = self.last_note = time.monotonic()
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step, now = batch_idx + 1, time.monotonic()
+        steps = trainer.num_training_batches if math.isfinite(trainer.num_training_batches) else None
+        first = step == 1 and trainer.current_epoch == self.first_epoch  # status shows the run has started
+        due = step % max(trainer.log_every_n_steps, 1) == 0 or now - self.last_note >= NOTE_EVERY_S
+        if not (first or due) or step == steps:
+            return  # the epoch's end says the rest
+        self.last_note = now
+        rate = step / max(now - self.epoch_start, 1e-9)
+        done = self.record.progress
+        self.record.progress = Progress(trainer.current_epoch, trainer.max_epochs, done.val_miou if done else None,
+                                        step, steps, rate, done.epoch_s if done else None)  # fmt: skip
+        write_record(self.run_dir, self.record)
+        eta = f", epoch ETA {fmt_time((steps - step) / rate)}" if steps else ""
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {step}/{steps or '?'} ({rate:.2f} it/s{eta})", flush=True)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not pl_module.history:
             return
         last = pl_module.history[-1]
-        self.record.progress = Progress(last["epoch"], trainer.max_epochs, last["val_miou"])
+        epochs = max(last["epoch"] - self.first_epoch, 1)
+        epoch_s = (time.monotonic() - self.fit_start) / epochs
+        steps = trainer.num_training_batches if math.isfinite(trainer.num_training_batches) else None
+        self.record.progress = Progress(last["epoch"], trainer.max_epochs, last["val_miou"], None, steps, None, epoch_s)
         write_record(self.run_dir, self.record)
         miou = last["val_miou"]
         print(
@@ -153,6 +186,10 @@ class ProgressRecord(Callback):
             f"val loss {last['val_loss']:.4f}, val mIoU {'—' if miou is None or math.isnan(miou) else f'{miou:.4f}'}",
             flush=True,
         )
+
+
+NOTE_EVERY_S = 30.0
+"""Inside a long epoch, a progress line at least this often (seconds)."""
 
 
 def _is_interrupt(exc: BaseException) -> bool:

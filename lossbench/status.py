@@ -33,6 +33,7 @@ from lossbench.record import (
     DamagedRecord,
     RunRecord,
     config_path,
+    fmt_time,
     planned_run_dirs,
     read_record,
 )
@@ -82,10 +83,11 @@ def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
     elif status == FAILED:
         state, detail = "failed", (rec.error or "")[:120]
     elif status == RUNNING and alive:
-        prog = rec.progress
         state = "running"
-        epoch, of, miou = (prog.epoch, prog.max_epochs, prog.val_miou) if prog else (0, budget or "?", None)
-        detail = f"epoch {epoch}/{of}" + (f", val mIoU {miou:.3f}" if miou is not None else "")
+        detail = rec.progress.describe() if rec.progress else f"starting, epoch 0/{budget or '?'}"
+        left = rec.progress.seconds_left() if rec.progress else None
+        if left is not None:
+            detail += f", about {fmt_time(left)} left"
     elif status == RUNNING:
         state, detail = "stalled", "its owner is gone; the next compare resumes it"
     elif status == INTERRUPTED:

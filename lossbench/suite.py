@@ -16,7 +16,9 @@
 * A run is claimed before it trains (:mod:`lossbench.claim`): two launchers on one runs folder —
   two ``compare`` processes, or a ``compare`` and a SLURM array — train every run once; a launcher
   waits for the runs another one holds, and takes a run over only when its owner is gone.
-* While runs train, a line per epoch shows each one's progress and latest validation mIoU.
+* While runs train, a line per epoch shows each one's progress, latest validation mIoU and the suite's
+  ETA; inside a long epoch a line a minute shows its step (the run's ``train.log`` has one every
+  ``trainer.log_every_n_steps`` batches).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from lossbench.record import (
     OK,
     RUNNING,
     DamagedRecord,
+    Progress,
     RunRecord,
     checkpoint_dir,
+    fmt_time,
     last_checkpoint,
     log_path,
     read_record,
@@ -66,13 +70,6 @@ def plural(n: int, word: str) -> str:
 
 def _say(message: str) -> None:
     print(message, flush=True)  # progress must show even when stdout is a file or a pipe
-
-
-def fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class _Terminate(Exception):
@@ -121,6 +118,7 @@ def checked_plan(cfg: SuiteConfig, out: Path, losses: list[str] | None = None, s
     problem with any file raised now), each loss built and called — and then the suite's runs."""
     from lossbench.plugins import load_plugins
 
+    log(f"suite {cfg.suite}: checking the data and the losses before anything trains …")
     load_plugins(cfg.plugins)
     return plan_runs(cfg, out, losses, seeds, prepare(cfg, log))
 
@@ -203,16 +201,23 @@ class _Watched:
     started: float
     epoch: int = 0
     seen: int = 0  # mtime of the record when last read
+    progress: Progress | None = None  # as last read
+    noted: float = 0.0  # when the console last showed this run inside an epoch
+
+
+CONSOLE_EVERY_S = 60.0
+"""Inside a long epoch, compare shows a run's step at most this often (seconds); its train.log has more."""
 
 
 class _Progress:
-    """The lines that show runs training: one per epoch with its validation mIoU, one when a run ends."""
+    """The lines that show runs training: one per epoch with its validation mIoU and the suite's ETA,
+    one every :data:`CONSOLE_EVERY_S` inside a long epoch, one when a run ends."""
 
     def __init__(self, total: int, at_once: int, log: Callable[[str], None]):
         self.total, self.at_once, self.log = total, at_once, log
         self.durations: list[float] = []
 
-    def epochs(self, watched: list[_Watched]) -> None:
+    def epochs(self, watched: list[_Watched], queued: list[PlannedRun] = ()) -> None:
         for state in watched:
             try:
                 mtime = record_path(state.run.run_dir).stat().st_mtime_ns
@@ -223,13 +228,30 @@ class _Progress:
             except (OSError, DamagedRecord):
                 continue
             prog = rec.progress if rec and rec.status == RUNNING else None
-            if prog and prog.epoch > state.epoch:
-                state.epoch = prog.epoch
-                miou_text = "—" if prog.val_miou is None else f"{prog.val_miou:.3f}"
-                self.log(
-                    f"    {state.run}: epoch {prog.epoch}/{prog.max_epochs}, val mIoU {miou_text} "
-                    f"({fmt_time(time.perf_counter() - state.started)})"
-                )
+            if prog is None:
+                continue
+            state.progress = prog
+            now = time.perf_counter()
+            if prog.epoch > state.epoch:
+                state.epoch, state.noted = prog.epoch, now
+                eta = self.suite_eta(watched, queued)
+                ended = Progress(prog.epoch, prog.max_epochs, prog.val_miou)  # the epoch that ended, whatever came since
+                self.log(f"    {state.run}: {ended.describe()} ({fmt_time(now - state.started)})"
+                         + (f" · suite ETA {fmt_time(eta)}" if eta is not None else ""))  # fmt: skip
+            elif prog.step is not None and now - state.noted >= CONSOLE_EVERY_S:
+                state.noted = now
+                self.log(f"    {state.run}: {prog.describe()} ({fmt_time(now - state.started)})")
+
+    def suite_eta(self, watched: list[_Watched], queued: list[PlannedRun]) -> float | None:
+        """Seconds until the runs training and queued here are done, from the epochs timed so far
+        (before any run has ended; afterwards :meth:`ended` also has whole runs to go by)."""
+        timed = [w.progress.epoch_s for w in watched if w.progress is not None and w.progress.epoch_s]
+        if not timed:
+            return None
+        per_epoch = sum(timed) / len(timed)
+        left = sum(w.progress.seconds_left() if w.progress and w.progress.epoch_s else per_epoch * w.run.budget for w in watched)
+        left += sum(per_epoch * run.budget for run in queued)
+        return left / max(min(self.at_once, len(watched) + len(queued)), 1)
 
     def ended(self, state: _Watched, rec: RunRecord | None, left: int, where: str = "") -> None:
         elapsed = time.perf_counter() - state.started
@@ -314,7 +336,7 @@ class _Pool:
                 while pending and len(self.active) < self.placement.at_once:
                     self._claim_and_start(pending.pop(0), env)
                 time.sleep(0.25)
-                self.progress.epochs([a.watched for a in self.active.values()])
+                self.progress.epochs([a.watched for a in self.active.values()], pending)
                 for proc in [p for p in self.active if p.poll() is not None]:
                     self._finish(proc, left=len(pending) + len(self.active) - 1 + len(self.elsewhere.runs))
                 pending[:0] = self.elsewhere.look(self.progress, len(pending) + len(self.active))
@@ -351,11 +373,12 @@ class _Pool:
         run_env = env if slot is None else {**env, "CUDA_VISIBLE_DEVICES": ",".join(slot)}
         resumed = last_checkpoint(run.run_dir).exists()
         fork = forkable(run.run_cfg.trainer, self.placement)
-        proc = self.processes.start(run.run_dir, run_env, fork)
-        self.active[proc] = _Active(_Watched(run, time.perf_counter()), slot)
         self.started += 1
         where = f" on GPU {','.join(slot)}" if slot else ""
-        self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}")
+        first = " (the first start imports torch and Lightning once: a few seconds)" if self.started == 1 and fork else ""
+        self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}{first}")
+        proc = self.processes.start(run.run_dir, run_env, fork)
+        self.active[proc] = _Active(_Watched(run, time.perf_counter()), slot)
 
     def _finish(self, proc: Any, left: int) -> None:
         state = self.active.pop(proc)

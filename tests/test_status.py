@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict
 
+import pytest
 from helpers.cli import SMOKE
 from helpers.processes import dead_pid
 
@@ -43,7 +46,7 @@ def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_f
         write_record(dirs[label], rec)
 
     claim.claim(dirs["ce"], claim.me("compare"))  # claimed by a live launcher, not started: queued
-    record("dice", RUNNING, progress=Progress(3, 10, 0.5))
+    record("dice", RUNNING, progress=Progress(3, 10, 0.5, step=40, steps=63, rate=3.14, epoch_s=60.0))
     claim.claim(dirs["dice"], claim.held_by(claim.me("job"), job=None))  # this process: alive
     record("tversky", RUNNING, progress=Progress(1, 10, None))
     claim.claim(dirs["tversky"], claim.me("compare", pid=dead_pid()))  # its owner died: stalled
@@ -52,7 +55,9 @@ def test_status_reads_queued_running_stalled_finished_and_failed_runs_from_the_f
 
     lines, out = status_lines(tmp_path, capsys)
     assert "queued" in lines["ce seed 0"] and f"pid {os.getpid()}" in lines["ce seed 0"]
-    assert "running" in lines["dice seed 0"] and "epoch 3/10, val mIoU 0.500" in lines["dice seed 0"]
+    # inside its fourth epoch: the step, the rate, the last validation and the time left (60 s × 6.37 epochs)
+    assert "running" in lines["dice seed 0"]
+    assert "epoch 4/10, step 40/63 (3.1 it/s), val mIoU 0.500, about 6m22s left" in lines["dice seed 0"]
     assert "stalled" in lines["tversky seed 0"] and "next compare resumes it" in lines["tversky seed 0"]
     assert "finished" in lines["focal seed 0"] and "test mIoU 0.432" in lines["focal seed 0"]
     assert "failed" in lines["lovasz_softmax seed 0"] and "loss is nan" in lines["lovasz_softmax seed 0"]
@@ -78,3 +83,13 @@ def test_status_lists_every_run_whatever_is_damaged_missing_or_linked(tmp_path, 
     assert "queued" in lines["tversky seed 0"]
     assert "unclaimed" in lines["focal seed 0"]
     assert "4 runs:" in out  # focal once
+
+
+def test_progress_reads_back_what_a_run_writes_and_tolerates_old_or_odd_records():
+    prog = Progress(2, 8, 0.41, step=10, steps=40, rate=2.5, epoch_s=100.0)
+    assert Progress.from_json(json.loads(json.dumps(asdict(prog)))) == prog
+    assert Progress.from_json({"epoch": 2, "max_epochs": 8, "val_miou": None}) == Progress(2, 8, None)  # a record from before steps
+    assert Progress.from_json({"epoch": 1, "max_epochs": 8, "val_miou": None, "step": "x", "rate": True}).step is None
+    assert prog.seconds_left() == pytest.approx(100.0 * (8 - 2 - 0.25))
+    assert Progress(0, 8, None, step=3, steps=40).seconds_left() is None  # no epoch timed yet: no guess
+    assert Progress(8, 8, 0.5).describe() == "epoch 8/8, val mIoU 0.500"

@@ -37,8 +37,11 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
     assert r.returncode == 0, r.stderr[-3000:]
     assert "3 to train" in r.stdout and "ETA" in r.stdout and "[3/3]" in r.stdout
     assert "dice seed 0: epoch 1/2, val mIoU" in r.stdout and "dice seed 0: epoch 2/2, val mIoU" in r.stdout
+    assert "· suite ETA " in r.stdout  # from the epochs timed, before any run has ended
+    assert r.stdout.startswith("suite smoke: checking the data and the losses before anything trains …")
     log = next(out.glob("dice/*/train.log")).read_text()
-    assert log.startswith("epoch 1/2: train loss") and "dice seed 0: test mIoU" in log
+    assert log.startswith("epoch 1/2: step 1/4 (")  # inside the epoch (smoke: trainer.log_every_n_steps 1)
+    assert "epoch 1/2: train loss" in log and "epoch 2/2: step 3/4 (" in log and "dice seed 0: test mIoU" in log
     for noise in ("Tip", "litmodels", "GPU available", "Warning", "weights_only", "anonymous"):
         assert noise not in log, (noise, log)
     assert f"wandb sync {out}/*/*/wandb/offline-run-* {out}/wandb/offline-run-*" in r.stdout  # where the offline runs are
