@@ -136,6 +136,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench.launch import own_scratch
+
+    own_scratch()  # before anything makes a temporary file: a killed compare leaves one folder, which the next removes
     from lossbench.config import load_config
     from lossbench.record import FAILED, OK, read_status
     from lossbench.report import write_report

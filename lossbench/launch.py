@@ -130,6 +130,87 @@ class Slots:
 PRELOAD = ["lossbench.run", "lossbench.module", "lossbench.data", "lossbench.metrics", "lossbench.wandb_sink"]
 
 
+SCRATCH_PREFIX = "lossbench-"
+
+
+def own_scratch() -> Path:
+    """Give this launcher, and every process it starts, a temporary folder of their own (``TMPDIR``):
+    what they leave there — W&B's ``tmp*wandb-*``, the runs' own temporary files — is removed with it.
+
+    A launcher that exits removes its own (after stopping the fork server, whose W&B folder is in it);
+    one that cannot (``kill -9``, a lost node) leaves it, and the next launcher on this host removes
+    every such folder whose owner (pid and start time, named in the folder) is gone, with the owner's
+    multiprocessing folder (``pymp-*``, which stays beside it: the fork server's socket address must
+    be short, and a scratch folder's path can be too long for one).
+    """
+    import shutil
+    import tempfile
+    from multiprocessing import util
+
+    base = Path(tempfile.gettempdir())
+    host = _host_key()
+    for old in base.glob(f"{SCRATCH_PREFIX}*"):
+        parts = old.name.split("-")
+        if len(parts) == 5 and parts[3] == host and parts[1].isdigit() and parts[2].isdigit():
+            if not claim.pid_alive(int(parts[1]), int(parts[2]) or None):
+                _remove_left_behind(old, base, shutil.rmtree)
+    multiprocessing_dir = Path(util.get_temp_dir())  # made now, in the short base folder
+    started = claim.process_start(os.getpid()) or 0
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-{started}-{host}-", dir=base))
+    (path / SCRATCH_PYMP).write_text(str(multiprocessing_dir))
+    os.environ["TMPDIR"] = str(path)
+    tempfile.tempdir = None  # read TMPDIR again
+    util.Finalize(None, _remove_scratch, args=(path, shutil.rmtree), exitpriority=-200)  # after multiprocessing's own (-100)
+    return path
+
+
+SCRATCH_PYMP = "pymp-folder"  # in a scratch folder: the path of its launcher's multiprocessing folder
+
+
+def _remove_left_behind(scratch: Path, base: Path, rmtree: Callable[..., None]) -> None:
+    """Remove a gone launcher's scratch folder and the ``pymp-*`` folder it names (only one directly in ``base``)."""
+    try:
+        named = Path((scratch / SCRATCH_PYMP).read_text().strip())
+    except OSError:
+        named = None
+    if named is not None and named.parent == base and named.name.startswith("pymp-"):
+        rmtree(named, ignore_errors=True)
+    rmtree(scratch, ignore_errors=True)
+
+
+def _host_key() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _remove_scratch(path: Path, rmtree: Callable[..., None]) -> None:
+    _stop_fork_server()
+    rmtree(path, ignore_errors=True)
+
+
+def _stop_fork_server(wait_s: float = 10.0) -> None:
+    """Ask multiprocessing's fork server to exit (closing its "alive" pipe, as its own ``_stop`` does) and
+    wait for it a little, so it has removed what it made before its scratch folder goes."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    pid, fd = getattr(server, "_forkserver_pid", None), getattr(server, "_forkserver_alive_fd", None)
+    if pid is None or fd is None:
+        return
+    server._forkserver_pid = server._forkserver_alive_fd = None
+    os.close(fd)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.05)
+
+
 def die_with_parent() -> None:
     """In a run process: get SIGTERM when the process that started it dies, even by SIGKILL (Linux)."""
     try:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from helpers.processes import dead_pid
+from helpers.processes import HANG_S, dead_pid
 
 from lossbench import claim
 from lossbench.record import claim_path
@@ -66,8 +66,8 @@ def test_two_launchers_racing_for_one_stale_claim_take_it_over_once(tmp_path):
         for p in procs:
             p.start()
         for p in procs:
-            p.join(30)
-        won = [results.get(timeout=5) for _ in procs]
+            p.join(HANG_S)
+        won = [results.get(timeout=HANG_S) for _ in procs]  # hang guards: every racer puts its result before it exits
         assert sum(won) == 1, won
 
 
@@ -97,7 +97,7 @@ def test_a_damaged_claim_is_named_and_taken_over_like_a_stale_one(tmp_path, text
     me, result = claim.me("compare"), []
     worker = threading.Thread(target=lambda: result.append(claim.claim(tmp_path, me)), daemon=True)
     worker.start()
-    worker.join(timeout=60)
+    worker.join(timeout=HANG_S)  # a hang guard
     assert not worker.is_alive(), "claim() did not return on a damaged claim"
     assert result == [None] and claim.read_claim(tmp_path).token == me.token  # taken over
     rival = claim.me("compare")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from helpers.processes import HANG_S
 from helpers.cli import ROOT, SMOKE, lossbench_cli
 
 from lossbench.config import ConfigError, LossEntry, dump_yaml, load_config, parse_overrides
@@ -193,7 +194,7 @@ def test_cli_errors_speak_to_the_user():
 def test_losses_piped_into_a_reader_that_leaves_early_says_nothing_more():
     for reader in ("head -n 1", "true"):  # true leaves before anything is written: the write meets a closed pipe
         r = subprocess.run(f"{sys.executable} -m lossbench.cli losses | {reader}", shell=True, cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+                           capture_output=True, text=True, timeout=HANG_S)  # fmt: skip
         assert len(r.stdout.splitlines()) == (1 if reader.startswith("head") else 0)
         assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
 

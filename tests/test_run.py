@@ -139,7 +139,7 @@ def test_sigterm_leaves_the_run_interrupted_and_resumable(tmp_path, data_cache):
     assert m["status"] == "interrupted", m.get("error")
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
 
-    r = lossbench_cli(*args, timeout=400)
+    r = lossbench_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     _, m = _read_metrics(tmp_path)
     assert m["status"] == "ok" and m["attempts"] == 2 and m["resumed_after_epoch"] >= 1

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers.processes import HANG_S
 
 
 REPEATED_SIGTERM = """
@@ -32,6 +33,6 @@ def test_a_repeated_sigterm_does_not_cut_short_the_record_of_the_first(tmp_path)
     # A killed compare sent its run one parent-death SIGTERM per exiting thread; the second one,
     # arriving while the run wrote "interrupted", left its record saying "running".
     record = tmp_path / "record.txt"
-    r = subprocess.run([sys.executable, "-c", REPEATED_SIGTERM, str(record)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", REPEATED_SIGTERM, str(record)], capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-2000:]
     assert record.read_text() == "received signal SIGTERM"

@@ -9,11 +9,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 from helpers.cli import ROOT, SMOKE, lossbench_cli
+from helpers.processes import HANG_S, wait_for
 
 
 def _cluster_up() -> bool:
@@ -53,7 +53,7 @@ def test_a_detached_suite_on_slurm_is_shown_by_status_and_a_second_compare_submi
     assert status.returncode == 0 and "SLURM job" in status.stdout
     assert any(s in status.stdout for s in ("queued", "running")), status.stdout
 
-    second = lossbench_cli(*args, timeout=600)  # while the jobs are queued or running
+    second = lossbench_cli(*args)  # while the jobs are queued or running
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "submitted" not in second.stdout and second.stdout.count("being trained by SLURM job") == 2
     runs = records(out)
@@ -71,13 +71,11 @@ def test_a_preempted_slurm_job_is_requeued_by_slurm_and_resumes_from_its_checkpo
     proc = subprocess.Popen([sys.executable, "-m", "lossbench.cli", *compare_args(out, report, data_cache, "trainer.max_epochs=20")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        deadline = time.time() + 300
-        while not list(out.glob("dice/*/checkpoints/last.ckpt")) and time.time() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: list(out.glob("dice/*/checkpoints/last.ckpt")), proc, "a dice checkpoint")
         (claim_file,) = out.glob("dice/*/claim.json")
         job = json.loads(claim_file.read_text())["job"]
         subprocess.run(["scancel", "--signal=USR2", job], check=True)  # what SLURM sends before preempting it
-        output, _ = proc.communicate(timeout=600)
+        output, _ = proc.communicate(timeout=HANG_S)
     finally:
         proc.kill()
     assert proc.returncode == 0, output[-3000:]

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 from helpers.cli import ROOT, SMOKE, lossbench_cli, sigterm_once_checkpointed
+from helpers.processes import HANG_S, wait_for
 
 from lossbench.report import RESULT_COLUMNS
 from helpers.wandb_offline import logged_values, offline_run_files
@@ -147,31 +147,33 @@ def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp
         "--report", str(report), "--losses", "ce,dice", "--jobs", "1", "--no-wandb",
         "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=12",
     ]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # issue 20 (10): a temporary folder of the suite's own, so kill -9 leaves one folder that the next compare removes
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    log = tmp_path / "compare.log"
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:  # wait until ce is done and dice is part-way through
-            runs = records(out)
-            if runs.get(("ce", 0), {}).get("status") == "ok" and list(out.glob("dice/*/checkpoints/last.ckpt")):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the suite did not reach the middle of its second run")
+        wait_for(lambda: records(out).get(("ce", 0), {}).get("status") == "ok" and list(out.glob("dice/*/checkpoints/last.ckpt")),
+                 proc, "ce finished and dice checkpointed", log=log)  # fmt: skip
         processes = _descendants(proc.pid)  # the run process (forked from the fork server), its data workers, ...
         assert processes
     finally:
         proc.kill()  # the suite alone, without warning
         proc.wait()
-    deadline = time.time() + 30
-    while any(_alive(p) for p in processes) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not [p for p in processes if _alive(p)], "processes of the suite outlived it"
+    wait_for(lambda: not any(_alive(p) for p in processes), None, "every process of the suite gone", hang_s=120)
     killed = records(out)
     assert killed[("dice", 0)]["status"] == "interrupted"  # it heard its parent go, and said so
     ce_finished = killed[("ce", 0)]["finished_at"]
+    left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor"))  # torch's compile cache stays
+    # the suite's folder (W&B's tmp*wandb-* inside) and the multiprocessing folder it names: nothing else
+    assert len(left) == 2 and left[0].startswith("lossbench-") and left[1].startswith("pymp-"), left
+    assert (tmp / left[0] / "pymp-folder").read_text() == str(tmp / left[1])
 
-    r = lossbench_cli(*args[3:])
+    r = lossbench_cli(*args[3:], env={"TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert [p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor")] == []  # the dead suite's folder, and its own
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "1 already done" in r.stdout and "1 to train" in r.stdout and "resuming from its last checkpoint" in r.stdout
     final = records(out)
     assert final[("ce", 0)]["finished_at"] == ce_finished  # not retrained
@@ -203,7 +205,7 @@ def test_two_launchers_on_one_run_train_it_once(tmp_path, data_cache):
     procs = [subprocess.Popen([sys.executable, "-m", "lossbench.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
              for _ in range(2)]  # fmt: skip
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = [p.communicate(timeout=HANG_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-1500:] for o in outputs]
     ce = records(tmp_path)[("ce", 0)]
     assert ce["status"] == "ok" and ce["attempts"] == 1
@@ -219,7 +221,7 @@ def test_two_compares_on_one_folder_train_every_run_once_and_both_report_it_all(
     procs = [subprocess.Popen([*args, "--report", str(tmp_path / f"report{i}")], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
              for i in range(2)]  # fmt: skip
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    outputs = [p.communicate(timeout=HANG_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
     runs = records(out)
     assert set(runs) == {("ce", 0), ("dice", 0), ("tversky", 0)}
@@ -272,9 +274,7 @@ def test_submitit_jobs_train_the_suite_and_a_preempted_job_is_requeued_and_resum
             "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=16"]  # fmt: skip
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 240
-        while not list(out.glob("dice/*/checkpoints/last.ckpt")) and time.time() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: list(out.glob("dice/*/checkpoints/last.ckpt")), proc, "a dice checkpoint")
         (claim_file,) = out.glob("dice/*/claim.json")
         holder = json.loads(claim_file.read_text())
         assert holder["by"] == "job" and holder["job"] is None  # the local job's controller holds it
@@ -282,7 +282,7 @@ def test_submitit_jobs_train_the_suite_and_a_preempted_job_is_requeued_and_resum
         assert states["dice"] == "running", states
         (task,) = _children_of(holder["pid"])  # the job's task process under its controller
         os.kill(task, signal.SIGUSR2)  # what SLURM sends before a preemption or the time limit
-        output, _ = proc.communicate(timeout=300)
+        output, _ = proc.communicate(timeout=HANG_S)
     finally:
         proc.kill()
     assert proc.returncode == 0, output[-3000:]
@@ -317,11 +317,9 @@ def test_a_full_disk_stops_the_suite_with_one_sentence_and_keeps_finished_runs(t
                 "--report", str(tmp_path / "report"), "--jobs", "1", "--no-wandb",
                 "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=6"]  # fmt: skip
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 240
-        while time.time() < deadline and records(out).get(("ce", 0), {}).get("status") != "ok":
-            time.sleep(0.2)
+        wait_for(lambda: records(out).get(("ce", 0), {}).get("status") == "ok", proc, "ce finished")
         subprocess.run(["dd", "if=/dev/zero", f"of={out}/filler", "bs=1M"], capture_output=True)  # the disk fills up
-        stdout, stderr = proc.communicate(timeout=240)
+        stdout, stderr = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 1, stderr[-2000:]
         assert stderr.strip().splitlines()[-1].startswith(f"lossbench: error: cannot write under {out} (No space left on device")
         assert "Traceback" not in stderr and "finished runs are intact" in stderr
@@ -369,7 +367,7 @@ def test_report_goes_on_when_wandb_cannot_log(tmp_path, data_cache):
     assert r.returncode == 0, r.stderr[-2000:]
     env = {"WANDB_MODE": "online", "HOME": str(tmp_path), "NETRC": str(tmp_path / ".netrc"), "WANDB_API_KEY": "",
            "WANDB_BASE_URL": "http://127.0.0.1:9"}  # fmt: skip
-    r = lossbench_cli("report", "--out", str(out), "--report", str(report), env=env, timeout=120)
+    r = lossbench_cli("report", "--out", str(out), "--report", str(report), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "the W&B summary was not logged" in r.stderr and "Traceback" not in r.stderr
     assert (report / "README.md").exists()
