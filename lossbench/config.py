@@ -451,6 +451,62 @@ class LauncherConfig(_Section):
     setup: list[str] = Field(default_factory=list)  # shell lines each job runs first, e.g. "module load cuda"
 
 
+TUNABLE_SECTIONS = ("data", "model", "optim", "trainer")
+"""The sections whose keys ``tune.grid`` may vary: those that decide a run's result."""
+
+
+class TuneConfig(_Section):
+    """``tune:`` — a fair fight: each loss searched over the same settings with the same budget, the
+    point with the best validation score selected, and the verdict given on the test set at the
+    selected points, trained again on the suite's ``seeds`` (:mod:`lossbench.tune`)."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # shared axes: a config key → its values, e.g. {optim.lr: [0.001, 0.003, 0.01]}
+    params: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # each loss's own axes, by label: {focal: {gamma: [1, 2, 3]}}
+    trials: PosInt | None = None  # points per loss: null, every point of its grid; N, N points drawn at random (all, if it has fewer)
+    sample_seed: NonNegInt = 0  # the draw of trials (each loss's own, whatever the other losses)
+    seeds: list[Seed] = Field(default_factory=lambda: [0])  # the seeds the search trains; keep them apart from seeds: (see README)
+    select_on: str = "miou"  # miou, focus (report.focus) or a class name: its validation IoU at the last epoch, mean over tune.seeds
+    default_point: bool = True  # also train every loss at the suite's own settings on seeds: (the ranking without tuning)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            section = key.split(".")[0]
+            if section not in TUNABLE_SECTIONS or "." not in key:
+                raise ValueError(f"key {key!r} is not a run setting: use a key of {', '.join(TUNABLE_SECTIONS)} "
+                                 "(e.g. optim.lr); a loss's own parameters go under tune.params")  # fmt: skip
+            if key == "trainer.max_epochs":
+                raise ValueError("trainer.max_epochs is the training budget, not a setting to select: list the budgets "
+                                 "under budgets: (the search runs at each, and each is reported on its own)")  # fmt: skip
+            _check_axis(values, f"tune.grid[{key!r}]")
+        return grid
+
+    @field_validator("params")
+    @classmethod
+    def _param_axes(cls, params: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        for label, axes in params.items():
+            if not axes:
+                raise ValueError(f"tune.params.{label} lists no parameter; leave it out instead")
+            for name, values in axes.items():
+                _check_axis(values, f"tune.params.{label}.{name}")
+        return params
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("tune.seeds lists no seed; the search needs at least one")
+        reject_duplicates(seeds, "seed", "tune.seeds:")
+        return seeds
+
+
+def _check_axis(values: Any, where: str) -> None:
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{where} must be a non-empty list of values, got {values!r}")
+    reject_duplicates([repr(v) for v in values], "value", f"{where}:")
+
+
 class SuiteConfig(RunSections):
     """A whole suite: the runs' sections plus the losses and seeds to cross, and how many run at once."""
 
@@ -461,6 +517,29 @@ class SuiteConfig(RunSections):
     # trainer.devices), one at a time on the CPU; N — N at once (on GPUs, at most one per group); -1 — one per CPU core
     jobs: Annotated[int | Literal["auto"], BeforeValidator(check_jobs)] = "auto"
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+    tune: TuneConfig | None = None  # search each loss's settings, select on validation, report on test (see TuneConfig)
+
+    @model_validator(mode="after")
+    def _tune_fits(self) -> SuiteConfig:
+        if self.tune is None:
+            return self
+        labels = [e.label for e in self.losses]
+        for label in self.tune.params:
+            if labels and label not in labels:
+                raise ValueError(f"tune.params names {label!r}, which is not a loss label of this suite{_did_you_mean(label, labels)}")
+        base = self.model_dump(include=set(RunSections.model_fields))
+        for key, values in self.tune.grid.items():  # every value is checked now, before anything trains
+            for value in values:
+                try:
+                    RunSections.model_validate(with_settings(base, {key: value}))
+                except ValidationError as e:
+                    raise ValueError(f"tune.grid[{key!r}] value {value!r}: {explain(e, 'the config').args[0].removeprefix('the config: ')}") from None
+        names = SYNTHETIC_CLASSES if self.data.kind == "synthetic" else self.data.class_names
+        chosen = self.tune.select_on
+        if chosen not in ("miou", "focus") and names and chosen not in names:
+            raise ValueError(f"tune.select_on {chosen!r} is neither miou, focus nor a class of the data"
+                             f"{_did_you_mean(chosen, names)} (classes: {', '.join(names)})")  # fmt: skip
+        return self
 
     @field_validator("losses")
     @classmethod
@@ -555,6 +634,18 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         else:
             out[key] = value
     return out
+
+
+def with_settings(raw: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` with each dotted key of ``settings`` set to its value (``{"optim.lr": 0.01}``)."""
+    nested: dict[str, Any] = {}
+    for key, value in settings.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return deep_merge(raw, nested)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

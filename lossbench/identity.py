@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from lossbench.config import LossEntry, RunConfig, SuiteConfig, RunSections
+from lossbench.config import LossEntry, RunConfig, RunSections, SuiteConfig, with_settings
 
 _DATA_OFF: dict[str, Any] = {
     "resize": None, "crop": None, "augment": None, "palette": None, "target": None, "kwargs": {}, "normalize": "none",
@@ -23,12 +24,16 @@ _MODEL_OFF: dict[str, Any] = {"encoder_weights": None}
 _TRAINER_NOT_HASHED = {"strategy", "accelerator", "log_every_n_steps", "enable_progress_bar"}
 
 
-def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int, budget: int | None = None) -> RunConfig:
+def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int, budget: int | None = None,
+               settings: Mapping[str, Any] | None = None) -> RunConfig:  # fmt: skip
     """The resolved config of one run: the suite's run sections plus this loss and seed, trained for
-    ``budget`` epochs (``trainer.max_epochs``; default the suite's)."""
+    ``budget`` epochs (``trainer.max_epochs``; default the suite's), with ``settings`` — dotted config
+    keys and their values, a tuned suite's point — applied."""
     sections = cfg.model_dump(include=set(RunSections.model_fields))
     if budget is not None:
         sections["trainer"] = {**sections["trainer"], "max_epochs": budget}
+    if settings:
+        sections = with_settings(sections, settings)
     return RunConfig.model_validate({**sections, "loss": loss.model_dump(), "seed": seed})
 
 

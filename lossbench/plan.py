@@ -8,9 +8,12 @@ what it plans that has no record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -82,15 +85,68 @@ def resolve_seeds(cfg: SuiteConfig, wanted: list[int] | None = None) -> list[int
         raise explain(e, "--seeds") from None
 
 
+@dataclass(frozen=True)
+class Point:
+    """One setting of a loss in a tuned suite: the config keys (``tune.grid``) and the loss's own
+    parameters (``tune.params``) it sets. The empty point is the suite's own settings."""
+
+    settings: tuple[tuple[str, Any], ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> str:
+        """``lr=0.01, gamma=3`` (a config key by its last part), or ``defaults``."""
+        parts = [f"{k.rsplit('.', 1)[-1]}={_show(v)}" for k, v in self.settings] + [f"{k}={_show(v)}" for k, v in self.params]
+        return ", ".join(parts) or "defaults"
+
+    def values(self) -> dict[str, Any]:
+        """``{"optim.lr": 0.01, "gamma": 3}``: each axis and its value at this point."""
+        return {**dict(self.settings), **dict(self.params)}
+
+    def entry(self, base: LossEntry) -> LossEntry:
+        """The loss entry at this point (its label kept: every point of a loss is filed under it)."""
+        if not self.params:
+            return base
+        return LossEntry(name=base.name, params={**base.params, **dict(self.params)}, label=base.label)
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def loss_points(cfg: SuiteConfig, entry: LossEntry) -> list[Point]:
+    """The points a tuned suite searches for ``entry``: every combination of the shared axes
+    (``tune.grid``) and the loss's own (``tune.params[label]``), or — with ``tune.trials: N`` — N of
+    them drawn without replacement, seeded by ``tune.sample_seed`` and the loss label (so adding a
+    loss changes no other loss's draw); all of them when there are N or fewer."""
+    tune = cfg.tune
+    if tune is None:
+        return [Point()]
+    shared = list(tune.grid.items())
+    own = list(tune.params.get(entry.label, {}).items())
+    combos = list(itertools.product(*[values for _, values in shared + own]))
+    if tune.trials is not None and len(combos) > tune.trials:
+        rng = random.Random(f"{tune.sample_seed}/{entry.label}")
+        combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), tune.trials))]
+    keys = [k for k, _ in shared], [k for k, _ in own]
+    return [Point(tuple(zip(keys[0], c[: len(shared)])), tuple(zip(keys[1], c[len(shared) :]))) for c in combos]
+
+
+SEARCH, FINAL, DEFAULT, RUN = "search", "final", "default", "run"
+"""A planned run's role: a tuned suite's ``search`` point (on ``tune.seeds``), a loss's selected
+point on the suite's seeds (``final``), its suite's own settings on them (``default``); else ``run``."""
+
+
 @dataclass
 class PlannedRun:
-    """One (loss, seed, budget) of the suite: its entry, resolved config and folder."""
+    """One (loss, seed, budget) of the suite — in a tuned suite, at one point — with its resolved config and folder."""
 
     entry: LossEntry
     seed: int
     run_cfg: RunConfig
     run_dir: Path
     several_budgets: bool = False
+    point: Point | None = None  # a tuned suite's point
+    role: str = RUN
 
     @property
     def label(self) -> str:
@@ -101,7 +157,16 @@ class PlannedRun:
         return self.run_cfg.trainer.max_epochs
 
     def __str__(self) -> str:
-        return f"{self.label} seed {self.seed}" + (f" ({self.budget} epochs)" if self.several_budgets else "")
+        where = f" ({self.budget} epochs)" if self.several_budgets else ""
+        if self.point is not None and self.role == SEARCH:
+            where += f" [{self.point.describe()}]"
+        elif self.point is not None and self.role == FINAL:
+            where += f" [selected: {self.point.describe()}]"
+        return f"{self.label} seed {self.seed}{where}"
+
+
+Selection = Mapping[tuple[str, int], Point]
+"""The selected point of each (loss label, budget) of a tuned suite (:func:`lossbench.tune.select`)."""
 
 
 def plan_runs(
@@ -111,15 +176,46 @@ def plan_runs(
     seeds: list[int] | None = None,
     num_classes: int | None = None,
     check: bool = True,
+    selection: Selection | None = None,
 ) -> list[PlannedRun]:
     """Every (loss, seed, budget) run of the suite with its resolved config and folder, losses first,
-    then seeds, then budgets (plugins loaded first when ``check``: see :func:`resolve_losses`)."""
-    runs = []
+    then seeds, then budgets (plugins loaded first when ``check``: see :func:`resolve_losses`).
+
+    A tuned suite (``tune:``) plans each loss's search points on ``tune.seeds``, its suite settings
+    on ``seeds`` (unless ``tune.default_point`` is off) and, once ``selection`` says which point each
+    loss won, that point on ``seeds``; a run folder planned in two roles (a selected point that is the
+    default) is planned once, as ``final``.
+    """
     seeds = resolve_seeds(cfg, seeds)
     budgets = cfg.budget_list()
-    for entry in resolve_losses(cfg, losses, check=check, num_classes=num_classes):
-        for seed in seeds:
-            for budget in budgets:
-                rc = run_config(cfg, entry, seed, budget)
-                runs.append(PlannedRun(entry, seed, rc, run_dir_for(out, rc), len(budgets) > 1))
-    return runs
+    entries = resolve_losses(cfg, losses, check=check, num_classes=num_classes)
+    several = len(budgets) > 1
+    if cfg.tune is None:
+        return [_planned(cfg, out, entry, seed, budget, several) for entry in entries for seed in seeds for budget in budgets]
+    runs: list[PlannedRun] = []
+    for entry in entries:
+        points = loss_points(cfg, entry)
+        variants = [p.entry(entry) for p in points if p.params]
+        if check and variants:  # each parameter value is built and called before anything trains
+            resolve_losses(cfg.model_copy(update={"losses": variants}), check=True, num_classes=num_classes)
+        for budget in budgets:
+            for point in points:
+                runs += [_planned(cfg, out, entry, seed, budget, several, point, SEARCH) for seed in cfg.tune.seeds]
+            chosen = (selection or {}).get((entry.label, budget))
+            if chosen is not None:
+                runs += [_planned(cfg, out, entry, seed, budget, several, chosen, FINAL) for seed in seeds]
+            if cfg.tune.default_point:
+                runs += [_planned(cfg, out, entry, seed, budget, several, Point(), DEFAULT) for seed in seeds]
+    unique: dict[Path, PlannedRun] = {}
+    for run in runs:
+        if run.run_dir not in unique or run.role == FINAL:
+            unique[run.run_dir] = run
+    return list(unique.values())
+
+
+def _planned(cfg: SuiteConfig, out: Path, entry: LossEntry, seed: int, budget: int, several: bool,
+             point: Point | None = None, role: str = RUN) -> PlannedRun:  # fmt: skip
+    settings = dict(point.settings) if point else {}
+    loss = point.entry(entry) if point else entry
+    rc = run_config(cfg, loss, seed, budget, settings)
+    return PlannedRun(loss, seed, rc, run_dir_for(out, rc), several, point, role)

@@ -35,7 +35,7 @@ from typing import Any, Callable
 from lossbench import claim
 from lossbench.config import LAUNCHERS, ConfigError, SuiteConfig, check_jobs, dump_yaml
 from lossbench.io import write_text_atomic
-from lossbench.plan import PlannedRun, plan_runs
+from lossbench.plan import PlannedRun, plan_runs, resolve_seeds
 from lossbench.record import (
     DAMAGED,
     FAILED,
@@ -151,22 +151,44 @@ def run_suite(
     runs = checked_plan(cfg, out, losses, seeds, log)
     _writing(out, lambda: (out.mkdir(parents=True, exist_ok=True), write_text_atomic(suite_path(out), dump_yaml(cfg))))
     log(f"suite {cfg.suite} -> {out}")
+    if cfg.tune is not None:
+        log(f"tuned suite: each loss's search on seeds {cfg.tune.seeds}, selected on validation {cfg.tune.select_on}; "
+            f"the selected points then train on seeds {resolve_seeds(cfg, seeds)}")  # fmt: skip
+    if not _train(runs, cfg, out, kind, placement, retry_failed, detach, log):
+        return runs
+    if cfg.tune is None:
+        return runs
+    from lossbench.tune import describe_selection, search_results, select
+
+    searches = search_results(cfg, runs, _record_or_none)
+    log(f"selected on validation ({cfg.tune.select_on}, last epoch, mean over seeds {cfg.tune.seeds}):")
+    for line in describe_selection(searches, cfg.tune.select_on):
+        log(f"    {line}")
+    searched = {run.run_dir for run in runs}
+    runs = plan_runs(cfg, out, losses, seeds, check=False, selection=select(searches))
+    log("the selected points on the suite's seeds:")
+    _train([run for run in runs if run.run_dir not in searched], cfg, out, kind, placement, retry_failed, detach, log)
+    return runs
+
+
+def _train(runs: list[PlannedRun], cfg: SuiteConfig, out: Path, kind: str, placement: Any, retry_failed: bool,
+           detach: bool, log: Callable[[str], None]) -> bool:  # fmt: skip
+    """Train the unfinished ``runs``; False when detached with jobs still to run."""
     todo, retried = runs_to_train(runs, retry_failed, log)
     for run in retried:  # a retry starts over: the failure may be in the checkpoint
         shutil.rmtree(checkpoint_dir(run.run_dir), ignore_errors=True)
-    if todo:
-        t0 = time.perf_counter()
-        if placement is not None:
-            if placement.note:
-                log(f"note: {placement.note}")
-            log(placement.describe())
-            _Pool(todo, placement, out, log).run()
-        else:
-            done = _Cluster(todo, kind, cfg, out, log).run(detach)
-            if not done:
-                return runs
-        log(f"suite {cfg.suite}: trained {plural(len(todo), 'run')} in {fmt_time(time.perf_counter() - t0)}")
-    return runs
+    if not todo:
+        return True
+    t0 = time.perf_counter()
+    if placement is not None:
+        if placement.note:
+            log(f"note: {placement.note}")
+        log(placement.describe())
+        _Pool(todo, placement, out, log).run()
+    elif not _Cluster(todo, kind, cfg, out, log).run(detach):
+        return False
+    log(f"suite {cfg.suite}: trained {plural(len(todo), 'run')} in {fmt_time(time.perf_counter() - t0)}")
+    return True
 
 
 def _placement(cfg: SuiteConfig, jobs: int | str | None) -> Any:
@@ -375,8 +397,9 @@ class _Pool:
         fork = forkable(run.run_cfg.trainer, self.placement)
         self.started += 1
         where = f" on GPU {','.join(slot)}" if slot else ""
-        first = " (the first start imports torch and Lightning once: a few seconds)" if self.started == 1 and fork else ""
-        self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}{first}")
+        self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}")
+        if self.started == 1 and fork:
+            self.log("       (the first start imports torch and Lightning once: a few seconds)")
         proc = self.processes.start(run.run_dir, run_env, fork)
         self.active[proc] = _Active(_Watched(run, time.perf_counter()), slot)
 
