@@ -334,6 +334,8 @@ class _Pool:
     """Runs ``todo`` as ``lossbench train`` processes on this machine, as :class:`~lossbench.launch.Placement`
     says (GPU groups or CPU threads), claiming each run first; reports progress."""
 
+    server_started = False  # the fork server outlives a pool: a tuned suite's second pool reuses it
+
     def __init__(self, todo: list[PlannedRun], placement: Any, out: Path, log: Callable[[str], None]):
         from lossbench.launch import RunProcesses, Slots
 
@@ -398,7 +400,8 @@ class _Pool:
         self.started += 1
         where = f" on GPU {','.join(slot)}" if slot else ""
         self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}")
-        if self.started == 1 and fork:
+        if fork and not _Pool.server_started:
+            _Pool.server_started = True
             self.log("       (the first start imports torch and Lightning once: a few seconds)")
         proc = self.processes.start(run.run_dir, run_env, fork)
         self.active[proc] = _Active(_Watched(run, time.perf_counter()), slot)

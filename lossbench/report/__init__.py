@@ -16,6 +16,11 @@ suite in the folder's suite file (same resolved config hash), and writes into ``
 * ``leaderboard.csv``: one row per (budget, loss) with the intervals, ties and flags;
 * the plots of :data:`~lossbench.report.plots.PLOTS`; and, unless told not to, a summary run in W&B.
 
+A tuned suite (``tune:``) is reported at each loss's selected point — the verdict above is theirs —
+after a section on the fight (:mod:`lossbench.report.tuning`): the points searched, the point
+validation selected, the ranking at the suite's own settings beside the tuned one, and
+``sensitivity.png``.
+
 The stages, one module each: ``gather`` (the runs of the suite, the missing ones, the long table),
 ``analyse`` (per budget: estimates, intervals, ties, flags; the statistics are in ``stats``),
 ``tables`` (the Markdown), ``plots``, ``summary`` (W&B). The statistics are computed from each run's
@@ -30,8 +35,8 @@ from pathlib import Path
 
 from lossbench.io import write_text_atomic
 from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
-from lossbench.report.gather import RESULT_COLUMNS, collect_runs
-from lossbench.report.plots import PLOTS, plot_data, write_plots
+from lossbench.report.gather import RESULT_COLUMNS, Runs, collect_runs
+from lossbench.report.plots import PLOTS, plot_data, plot_sensitivity, write_plots
 from lossbench.report.summary import log_summary_to_wandb
 from lossbench.report.tables import readme_md
 
@@ -45,14 +50,19 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
     if not found.current and not found.damaged:
         raise ValueError(f"no runs under {out}: run `lossbench compare` first")
     analysis = analyse(found)
+    default = None
+    if found.tuning is not None:  # the ranking at the suite's own settings, beside the tuned one
+        default = analyse(Runs(found.tuning.default_records, [], [], [], found.cfg))
     report.mkdir(parents=True, exist_ok=True)
     write_text_atomic(report / "results.csv", analysis.results.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(report / "leaderboard.csv", analysis.leaderboard.to_csv(index=False, float_format="%.6g"))
     plotted = plot_data(analysis, found.current)
     if plotted is not None:
         write_plots(plotted, report)
+    if found.tuning is not None and found.tuning.searches:
+        plot_sensitivity(found.tuning.searches, found.cfg.tune.select_on, report / "sensitivity.png")
     readme = report / "README.md"
-    write_text_atomic(readme, readme_md(found, analysis, plotted, out, report))
+    write_text_atomic(readme, readme_md(found, analysis, plotted, out, report, default))
     if log_to_wandb and found.cfg is not None:
         log_summary_to_wandb(analysis.results, analysis.leaderboard, found.cfg, out, report)
     return readme

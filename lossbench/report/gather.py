@@ -10,19 +10,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from lossbench.config import LossEntry, SuiteConfig, read_yaml_mapping, validate_config
 from lossbench.identity import config_hash, run_config
 from lossbench.metrics import BOUNDARY_METRICS, METRICS, focus_class
-from lossbench.plan import plan_runs
+from lossbench.plan import DEFAULT, FINAL, SEARCH, plan_runs
 from lossbench.record import DamagedRecord, RunRecord, scan_runs, suite_path
+
+if TYPE_CHECKING:
+    from lossbench.tune import LossSearch
 
 OBJECT_COLUMNS = ["objects_recall", "objects_precision", "objects_f1", "objects_fp_per_image"]
 RESULT_COLUMNS = ["loss", "seed", "budget", "class", *METRICS, *BOUNDARY_METRICS, "boundary_images", *OBJECT_COLUMNS, "status",
                   "epochs", "wall_s"]  # fmt: skip
 """The columns of ``results.csv``: one row per (loss, seed, budget, class)."""
+
+
+@dataclass
+class Tuning:
+    """A tuned suite's search (each loss's points and the one selected) and its runs at the suite's own settings."""
+
+    searches: list[LossSearch]
+    search_records: list[RunRecord]
+    default_records: list[RunRecord]
+    unselected: list[LossSearch]  # losses with no selected point yet (search unfinished) or none at all
 
 
 @dataclass
@@ -34,6 +48,7 @@ class Runs:
     damaged: list[DamagedRecord]  # metrics.json files that cannot be read
     missing: list[tuple[str, int, int]]  # (label, seed, budget) of runs the suite lists that have no record
     cfg: SuiteConfig | None
+    tuning: Tuning | None = None  # a tuned suite's search and default point (``current``: its selected points)
 
     @property
     def budgets(self) -> list[int]:
@@ -60,6 +75,8 @@ def collect_runs(out: Path) -> Runs:
         for rec in scan.records:
             rec.budget = rec.budget or rec.epochs
         return Runs(scan.records, [], scan.damaged, [], None)
+    if cfg.tune is not None:
+        return _collect_tuned(cfg, scan, out)
     current, stale = [], []
     budgets = cfg.budget_list()
     for rec in scan.records:
@@ -76,6 +93,40 @@ def collect_runs(out: Path) -> Runs:
     missing = [(run.label, run.seed, run.budget) for run in planned
                if (run.label, run.seed, run.budget) not in have and run.run_dir not in damaged_dirs]  # fmt: skip
     return Runs(current, stale, scan.damaged, missing, cfg)
+
+
+def _collect_tuned(cfg: SuiteConfig, scan: Any, out: Path) -> Runs:
+    """A tuned suite's records: the selected points (what the verdict is about), the search and the
+    suite's own settings; the selection is made from the search records as ``compare`` makes it."""
+    from lossbench.tune import search_results, select
+
+    by_hash: dict[str, RunRecord] = {}
+    for rec in scan.records:
+        by_hash.setdefault(rec.config_hash, rec)
+    first = plan_runs(cfg, out, check=False) if cfg.losses else []
+    hashes = {run.run_dir: config_hash(run.run_cfg) for run in first}
+    searches = search_results(cfg, first, lambda run_dir: by_hash.get(hashes[run_dir]))
+    planned = plan_runs(cfg, out, check=False, selection=select(searches)) if cfg.losses else []
+    roles: dict[str, set[str]] = {}
+    budget_of: dict[str, int] = {}
+    for run in [*first, *planned]:
+        h = config_hash(run.run_cfg)
+        roles.setdefault(h, set()).add(run.role)
+        budget_of[h] = run.budget
+    groups: dict[str, list[RunRecord]] = {SEARCH: [], FINAL: [], DEFAULT: []}
+    stale = []
+    for rec in scan.records:
+        if rec.config_hash not in roles:
+            stale.append(rec)
+            continue
+        rec.budget = budget_of[rec.config_hash]
+        for role in roles[rec.config_hash]:
+            groups[role].append(rec)
+    damaged_dirs = {d.path.parent for d in scan.damaged}
+    missing = [(run.label + (f" [{run.point.describe()}]" if run.role != DEFAULT else ""), run.seed, run.budget) for run in planned
+               if config_hash(run.run_cfg) not in by_hash and run.run_dir not in damaged_dirs]  # fmt: skip
+    tuning = Tuning(searches, groups[SEARCH], groups[DEFAULT], [s for s in searches if s.selected is None])
+    return Runs(groups[FINAL], stale, scan.damaged, missing, cfg, tuning)
 
 
 def results_frame(records: list[RunRecord]) -> pd.DataFrame:

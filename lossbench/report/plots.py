@@ -277,3 +277,79 @@ def write_plots(d: PlotData, report: Path) -> None:
     matplotlib.rcParams["svg.hashsalt"] = "lossbench"
     for name, plot in _PLOTTERS.items():
         plot(d, report / name)
+
+
+def plot_sensitivity(searches: list[Any], select_on: str, path: Path) -> None:
+    """A tuned suite's search: one panel per setting searched, the validation score against its values,
+    one line per loss (for each value, the loss's best point with that value), the selected point starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = max(s.budget for s in searches)
+    searches = [s for s in searches if s.budget == budget]
+    def values_of(s: Any, point: Any) -> dict[str, Any]:  # a loss's own parameter is its own axis (tversky.alpha, combo.alpha)
+        return {**dict(point.settings), **{f"{s.label}.{k}": v for k, v in point.params}}
+
+    axes: list[str] = []
+    for s in searches:
+        for p in s.points:
+            axes += [k for k in values_of(s, p.point) if k not in axes]
+    if not axes:
+        return
+    cols = min(3, len(axes))
+    rows = math.ceil(len(axes) / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    colours = {s.label: plt.get_cmap("tab20")(i % 20) for i, s in enumerate(sorted(searches, key=lambda s: s.label))}
+    for ax, axis in zip(grid.flat, axes):
+        values = sorted({values_of(s, p.point)[axis] for s in searches for p in s.points if axis in values_of(s, p.point)},
+                        key=_order_key)  # fmt: skip
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        log = numeric and min(values) > 0 and max(values) / min(values) >= 10
+        xs = values if numeric else list(range(len(values)))
+        for s in sorted(searches, key=lambda s: s.label):
+            best = {}
+            for p in s.points:
+                v = values_of(s, p.point).get(axis, _MISSING)
+                if v is _MISSING or math.isnan(p.mean):
+                    continue
+                best[v] = max(best.get(v, -math.inf), p.mean)
+            if not best:
+                continue
+            pts = [(xs[values.index(v)], best[v]) for v in values if v in best]
+            ax.plot(*zip(*pts), "o-", color=colours[s.label], label=s.label, lw=1.3, ms=4)
+            if s.selected is not None and axis in values_of(s, s.selected):
+                x = xs[values.index(values_of(s, s.selected)[axis])]
+                ax.plot([x], [s.score_of(s.selected)], "*", color=colours[s.label], ms=13, mec="black", mew=0.6)
+        if log:
+            ax.set_xscale("log")
+        if numeric:
+            ax.set_xticks(values)
+            ax.set_xticklabels([f"{v:g}" for v in values])
+            ax.minorticks_off()
+        else:
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(v) for v in values])
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"validation {_STATISTIC.get(select_on, select_on + ' IoU')}")
+        ax.grid(alpha=0.3)
+    for ax in list(grid.flat)[len(axes) :]:
+        ax.axis("off")
+    legend: dict[str, Any] = {}
+    for ax in grid.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    ordered = sorted(legend)
+    fig.legend([legend[k] for k in ordered], ordered, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(f"Validation {_STATISTIC.get(select_on, select_on + ' IoU')} against each setting searched ({budget} epochs; ★ selected)")
+    fig.tight_layout(rect=(0, 0, 0.86, 0.95))
+    _save(fig, path)
+
+
+_MISSING = object()
+_STATISTIC = {"miou": "mean IoU", "focus": "focus-class IoU"}
+
+
+def _order_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))

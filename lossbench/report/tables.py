@@ -338,12 +338,19 @@ def problems_md(found: Runs, out: Path) -> list[str]:
     return parts
 
 
-def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Path, report: Path) -> str:
-    """The report's ``README.md``: per budget the verdict and leaderboards, then (at the last budget) the
-    pictures and per-class tables, the problems, and the suite."""
+def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Path, report: Path,
+              default: Analysis | None = None) -> str:  # fmt: skip
+    """The report's ``README.md``: a tuned suite's fight (with ``default``, the analysis at the suite's own
+    settings), per budget the verdict and leaderboards, then (at the last budget) the pictures and
+    per-class tables, the problems, and the suite."""
     suite = found.cfg.suite if found.cfg else out.name
     focus, classes = analysis.focus, analysis.classes
     parts = header_md(suite, out)
+    if found.tuning is not None and found.cfg is not None:
+        from lossbench.report.tuning import fight_md
+
+        parts += fight_md(found.cfg, found.tuning, analysis, default, analysis.several_budgets)
+        parts += ["The verdict and everything below are the selected points' runs on the suite's seeds.", ""]
     for b in analysis.budgets:
         parts += budget_md(b, focus, analysis.several_budgets)
     if plotted is not None:
