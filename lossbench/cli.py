@@ -165,7 +165,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     note = offline_note(cfg, out)
     if note:
         print(note)
-    not_ok = [run for run in runs if read_status(run.run_dir) != OK]
+    from lossbench.plan import SEARCH
+
+    statuses = {run.run_dir: read_status(run.run_dir) for run in runs}
+    diverged = [run for run in runs if run.role == SEARCH and statuses[run.run_dir] == FAILED]
+    if diverged:  # a setting a loss cannot train at is a finding of the search, not a failure of the suite
+        print(f"{len(diverged)} search point(s) failed and could not be selected: {', '.join(map(str, diverged))}")
+    not_ok = [run for run in runs if statuses[run.run_dir] != OK and run not in diverged]
     if not_ok:
         print(f"lossbench: {len(not_ok)} of {len(runs)} runs did not finish ok: {', '.join(map(str, not_ok))}", file=sys.stderr)
         return 1
@@ -185,6 +191,11 @@ def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, 
           f"{done} of {len(runs)} runs are done, these {len(todo)} would train into {out}:")  # fmt: skip
     for run in todo:
         print(f"  {run}")
+    if cfg.tune is not None:
+        from lossbench.plan import resolve_seeds
+
+        print(f"then each loss's selected point on seeds {resolve_seeds(cfg, seeds)}, once its search has finished "
+              "(at most one run per loss and seed; none where the selected point is the suite's own settings)")  # fmt: skip
     return 0
 
 

@@ -109,6 +109,22 @@ class Point:
         return LossEntry(name=base.name, params={**base.params, **dict(self.params)}, label=base.label)
 
 
+def point_of(cfg: SuiteConfig, run_cfg: RunConfig) -> Point | None:
+    """The point of a tuned suite that ``run_cfg`` trains (its values of the searched axes); ``None`` untuned."""
+    if cfg.tune is None:
+        return None
+    dumped = run_cfg.model_dump(mode="json")
+
+    def at(key: str) -> Any:
+        node: Any = dumped
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    own = cfg.tune.params.get(run_cfg.loss.label, {})
+    return Point(tuple((k, at(k)) for k in cfg.tune.grid), tuple((k, run_cfg.loss.params.get(k)) for k in own if k in run_cfg.loss.params))
+
+
 def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.config import RunConfig, dump_yaml
+from lossbench.config import RunConfig, SuiteConfig, dump_yaml, read_yaml_mapping, validate_config
 from lossbench.identity import config_hash
 from lossbench.io import atomic_file, read_json, write_json_atomic, write_text_atomic
 
@@ -239,6 +239,16 @@ def submitit_dir(out: Path) -> Path:
 
 def suite_path(out: Path) -> Path:
     return Path(out) / SUITE_FILE
+
+
+def load_suite(out: Path) -> SuiteConfig | None:
+    """The suite config in ``<out>/suite.yaml`` (as ``compare`` writes it, or a config file copied there)."""
+    path = suite_path(out)
+    if not path.exists():
+        return None
+    raw = read_yaml_mapping(path)
+    raw.setdefault("suite", Path(out).name)
+    return validate_config(raw, f"suite file {str(path)!r}")
 
 
 def evidence_path(run_dir: Path) -> Path:

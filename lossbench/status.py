@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench import claim
-from lossbench.config import ConfigError, load_run_config
+from lossbench.config import ConfigError, SuiteConfig, load_run_config
+from lossbench.plan import point_of
 from lossbench.record import (
     DAMAGED,
     FAILED,
@@ -34,6 +35,7 @@ from lossbench.record import (
     RunRecord,
     config_path,
     fmt_time,
+    load_suite,
     planned_run_dirs,
     read_record,
 )
@@ -51,30 +53,33 @@ class RunState:
     owner: str  # who holds its claim, if anyone
     attempts: int
     run_dir: Path
+    point: str = ""  # a tuned suite's point (lr=0.01, gamma=3)
 
 
-def _identity(run_dir: Path, rec: RunRecord | None) -> tuple[str, int, int | None, str]:
-    """``(label, seed, budget, problem)`` of a run: from its ``config.yaml``, else from its record, else from its
-    folder's name (``<label>/seed<seed>-<hash>``); ``problem`` says why the config could not be used."""
+def _identity(run_dir: Path, rec: RunRecord | None, suite: SuiteConfig | None = None) -> tuple[str, int, int | None, str, str]:
+    """``(label, seed, budget, problem, point)`` of a run: from its ``config.yaml``, else from its record, else
+    from its folder's name (``<label>/seed<seed>-<hash>``); ``problem`` says why the config could not be used;
+    ``point`` is the tuned ``suite``'s point the run trains."""
     try:
         cfg = load_run_config(config_path(run_dir))
-        return cfg.loss.label, cfg.seed, cfg.trainer.max_epochs, ""
+        point = point_of(suite, cfg) if suite is not None else None
+        return cfg.loss.label, cfg.seed, cfg.trainer.max_epochs, "", point.describe() if point else ""
     except ConfigError as e:
         problem = "no config.yaml" if not config_path(run_dir).exists() else f"config.yaml cannot be read ({e})"
     if rec is not None:
-        return rec.label, rec.seed, rec.budget, problem
+        return rec.label, rec.seed, rec.budget, problem, ""
     seed = re.match(r"seed(\d+)-", run_dir.name)
-    return run_dir.parent.name, int(seed.group(1)) if seed else -1, None, problem
+    return run_dir.parent.name, int(seed.group(1)) if seed else -1, None, problem, ""
 
 
-def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
+def run_state(run_dir: Path, liveness: claim.Liveness, suite: SuiteConfig | None = None) -> RunState:
     why = ""
     try:
         rec = read_record(run_dir)
         status = rec.status if rec else MISSING
     except DamagedRecord as e:
         rec, status, why = None, DAMAGED, e.why
-    label, seed, budget, problem = _identity(run_dir, rec)
+    label, seed, budget, problem, point = _identity(run_dir, rec, suite)
     holder = claim.read_claim(run_dir)
     alive = holder is not None and liveness.alive(holder)
     detail = ""
@@ -102,13 +107,17 @@ def run_state(run_dir: Path, liveness: claim.Liveness) -> RunState:
         state = "damaged" if state == "unclaimed" else state
         detail = (detail + "; " if detail else "") + problem
     owner = holder.describe() if holder is not None and alive else ""
-    return RunState(label, seed, budget, state, detail, owner, rec.attempts if rec else 0, run_dir)
+    return RunState(label, seed, budget, state, detail, owner, rec.attempts if rec else 0, run_dir, point)
 
 
 def folder_status(out: Path) -> list[RunState]:
     """The state of every run set up under ``out`` (one ``squeue`` call for all of them)."""
     liveness = claim.Liveness()
-    return [run_state(run_dir, liveness) for run_dir in planned_run_dirs(out)]
+    try:
+        suite = load_suite(out)
+    except ConfigError:
+        suite = None  # a damaged suite.yaml: the runs are still listed
+    return [run_state(run_dir, liveness, suite) for run_dir in planned_run_dirs(out)]
 
 
 def format_status(states: list[RunState]) -> str:
@@ -117,8 +126,8 @@ def format_status(states: list[RunState]) -> str:
     counts = Counter(s.state for s in states)
     several_budgets = len({s.budget for s in states if s.budget is not None}) > 1
     rows = []
-    for s in sorted(states, key=lambda s: (s.label, s.seed, s.budget or 0)):
-        name = f"{s.label} seed {s.seed}" + (f" ({s.budget} epochs)" if several_budgets else "")
+    for s in sorted(states, key=lambda s: (s.label, s.seed, s.budget or 0, s.point)):
+        name = f"{s.label} seed {s.seed}" + (f" ({s.budget} epochs)" if several_budgets else "") + (f" [{s.point}]" if s.point else "")
         rows.append((name, s.state, s.detail, s.owner, str(s.attempts)))
     header = ("run", "state", "detail", "owner", "attempts")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

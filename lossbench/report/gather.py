@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lossbench.config import LossEntry, SuiteConfig, read_yaml_mapping, validate_config
+from lossbench.config import LossEntry, SuiteConfig
 from lossbench.identity import config_hash, run_config
 from lossbench.metrics import BOUNDARY_METRICS, METRICS, focus_class
 from lossbench.plan import DEFAULT, FINAL, SEARCH, plan_runs
-from lossbench.record import DamagedRecord, RunRecord, scan_runs, suite_path
+from lossbench.record import DamagedRecord, RunRecord, load_suite, scan_runs
 
 if TYPE_CHECKING:
     from lossbench.tune import LossSearch
@@ -55,16 +55,6 @@ class Runs:
         if self.cfg is not None:
             return self.cfg.budget_list()
         return sorted({r.budget for r in self.current if r.budget is not None}) or [0]
-
-
-def load_suite(out: Path) -> SuiteConfig | None:
-    """The suite config in ``<out>/suite.yaml`` (as ``compare`` writes it, or a config file copied there)."""
-    path = suite_path(out)
-    if not path.exists():
-        return None
-    raw = read_yaml_mapping(path)
-    raw.setdefault("suite", Path(out).name)
-    return validate_config(raw, f"suite file {str(path)!r}")
 
 
 def collect_runs(out: Path) -> Runs:
