@@ -267,3 +267,13 @@ def test_each_report_logs_its_own_wandb_summary_run(tmp_path):
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and len({r.name.split("-", 4)[-1] for r in runs}) == 2, [r.name for r in runs]
 
+
+
+def test_a_loss_with_a_caveat_is_explained_before_the_ranks(tmp_path):
+    # issue 19: lovasz_hinge learned nothing by argmax while its training loss fell — the report says why
+    cfg = suite(tmp_path, "[ce, {name: lovasz_hinge, label: hinge}]", "[0]")
+    for label in ("ce", "hinge"):
+        write_run(tmp_path, cfg, label, 0, predictions(0.9, 0))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    notes = readme.split("**Before reading the ranks**:")[1].split("## Verdict")[0]
+    assert "`hinge` (lovasz_hinge): a binary loss" in notes and "use lovasz_softmax" in notes and "`ce`" not in notes

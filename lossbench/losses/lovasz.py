@@ -47,7 +47,15 @@ def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tup
             yield rows, flat == ids[s : s + step].view(-1, 1), valid, classes[s : s + step]
 
 
-@register_loss("lovasz_hinge", description="Lovász hinge on the logits (one-vs-rest per class for C ≥ 2)")
+@register_loss(
+    "lovasz_hinge",
+    description="Lovász hinge on the logits (one-vs-rest per class for C ≥ 2)",
+    caveat="a binary loss: for C ≥ 2 it trains each class's margin on its own, never against the other classes', so "
+    "read by argmax, as every multi-class prediction is, a dominant class whose margin stays positive everywhere "
+    "wins every pixel, even where a rare class's own margin is positive (on the default data at lr 0.003 the "
+    "background margin is positive on every test pixel; read per class, the blob margin would score IoU 0.48, by "
+    "argmax 0.00). For several classes use lovasz_softmax, its multi-class form.",
+)
 class LovaszHingeLoss(SegmentationLoss):
     """Binary Lovász hinge loss; for ``C >= 2`` one-vs-rest on each channel's logits, averaged over classes.
 

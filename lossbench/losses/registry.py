@@ -38,6 +38,8 @@ class LossSpec:
     description: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """Accepted parameters (besides ``num_classes``) and their defaults (``inspect.Parameter.empty`` if required)."""
+    caveat: str = ""
+    """What a user comparing this loss must know; the report says it when the loss is in a suite."""
 
     @property
     def params(self) -> list[str]:
@@ -49,8 +51,9 @@ class LossSpec:
         return "class_frequencies" in self.defaults
 
 
-def register_loss(name: str, *, description: str = "") -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding a loss to the registry under ``name``.
+def register_loss(name: str, *, description: str = "", caveat: str = "") -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding a loss to the registry under ``name``; ``caveat``: what a user comparing it
+    must know (the report says it whenever the loss is in a suite).
 
     Re-registering the same class (e.g. a plugin module imported twice) is a no-op; registering a
     different class under a taken name raises ``ValueError``.
@@ -79,6 +82,7 @@ def register_loss(name: str, *, description: str = "") -> Callable[[type[nn.Modu
             name=name,
             cls=cls,
             description=description or (doc[0] if doc else ""),
+            caveat=caveat,
             defaults=MappingProxyType(defaults),
         )
         return cls

@@ -338,6 +338,24 @@ def problems_md(found: Runs, out: Path) -> list[str]:
     return parts
 
 
+def caveats_md(records: list[RunRecord]) -> list[str]:
+    """What a reader must know about a loss of this suite before reading its rank (the registry's caveats)."""
+    from lossbench.losses import get_loss_spec
+
+    notes = {}
+    for rec in records:
+        try:
+            caveat = get_loss_spec(rec.loss).caveat
+        except (KeyError, ValueError):  # a plugin loss that is not loaded here
+            continue
+        if caveat:
+            notes.setdefault(rec.label, (rec.loss, caveat))
+    if not notes:
+        return []
+    lines = [f"- `{label}`" + (f" ({name})" if name != label else "") + f": {text(caveat)}" for label, (name, caveat) in sorted(notes.items())]
+    return ["**Before reading the ranks**:", "", *lines, ""]
+
+
 def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Path, report: Path,
               default: Analysis | None = None) -> str:  # fmt: skip
     """The report's ``README.md``: a tuned suite's fight (with ``default``, the analysis at the suite's own
@@ -351,6 +369,7 @@ def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Pa
 
         parts += fight_md(found.cfg, found.tuning, analysis, default, analysis.several_budgets)
         parts += ["The verdict and everything below are the selected points' runs on the suite's seeds.", ""]
+    parts += caveats_md(found.current)
     for b in analysis.budgets:
         parts += budget_md(b, focus, analysis.several_budgets)
     if plotted is not None:
