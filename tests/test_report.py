@@ -276,4 +276,4 @@ def test_a_loss_with_a_caveat_is_explained_before_the_ranks(tmp_path):
         write_run(tmp_path, cfg, label, 0, predictions(0.9, 0))
     readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
     notes = readme.split("**Before reading the ranks**:")[1].split("## Verdict")[0]
-    assert "`hinge` (lovasz_hinge): a binary loss" in notes and "use lovasz_softmax" in notes and "`ce`" not in notes
+    assert "`hinge` (lovasz_hinge): a binary loss" in notes and "use lovasz\\_softmax" in notes and "`ce`" not in notes
