@@ -18,7 +18,7 @@ ARGS   ?=
 export WANDB_SILENT ?= true
 FOLDERS = $(if $(OUT),--out $(OUT)) $(if $(REPORT),--report $(REPORT))
 
-.PHONY: install test test-slurm compare report probe bench clean
+.PHONY: install test test-slurm compare report probe tune bench clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ report: $(STAMP)
 probe: $(STAMP)
 	$(VENV)/bin/lossbench compare --config experiments/default.yaml --losses ce,dice,focal,generalized_dice,lovasz_softmax \
 		--set 'seeds=[0]' 'budgets=[8, 24]' --out runs/default-probe --report reports/default-probe $(ARGS)
+
+# A fair fight: every loss of the default suite searched over the learning rate and its own parameters
+# with the same budget, selected on validation, judged on test beside its default settings: reports/tuned/.
+tune: $(STAMP)
+	$(VENV)/bin/lossbench compare --config experiments/tuned.yaml $(FOLDERS) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m lossbench.bench --report reports/bench $(ARGS)

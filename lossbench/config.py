@@ -451,6 +451,41 @@ class LauncherConfig(_Section):
     setup: list[str] = Field(default_factory=list)  # shell lines each job runs first, e.g. "module load cuda"
 
 
+class Range(_Section):
+    """A tuned axis drawn from an interval instead of listed: ``{low: 0.0005, high: 0.02, log: true}``
+    (with ``tune.trials``; values are rounded to 3 significant digits, or to integers with ``integer``)."""
+
+    low: float
+    high: float
+    log: bool = False  # draw uniformly in log space (learning rates, weights)
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"a range needs low < high, got low {self.low:g}, high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}")
+        return self
+
+
+def _axis(value: Any) -> Any:
+    """A tuned axis: a list of values, or a mapping read as a :class:`Range` (its own errors, not the list's)."""
+    if isinstance(value, Mapping):
+        try:
+            return Range.model_validate(dict(value))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"a range {dict(value)}: {(where + ' ') if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of values or a range {{low, high, log}}, got {value!r}")
+    return value
+
+
+Axis = Annotated[list[Any] | Range, BeforeValidator(_axis)]
+
+
 TUNABLE_SECTIONS = ("data", "model", "optim", "trainer")
 """The sections whose keys ``tune.grid`` may vary: those that decide a run's result."""
 
@@ -460,9 +495,9 @@ class TuneConfig(_Section):
     point with the best validation score selected, and the verdict given on the test set at the
     selected points, trained again on the suite's ``seeds`` (:mod:`lossbench.tune`)."""
 
-    grid: dict[str, list[Any]] = Field(default_factory=dict)  # shared axes: a config key → its values, e.g. {optim.lr: [0.001, 0.003, 0.01]}
-    params: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # each loss's own axes, by label: {focal: {gamma: [1, 2, 3]}}
-    trials: PosInt | None = None  # points per loss: null, every point of its grid; N, N points drawn at random (all, if it has fewer)
+    grid: dict[str, Axis] = Field(default_factory=dict)  # shared axes: a config key → its values (or a Range), e.g. {optim.lr: [0.001, 0.003, 0.01]}
+    params: dict[str, dict[str, Axis]] = Field(default_factory=dict)  # each loss's own axes, by label: {focal: {gamma: [1, 2, 3]}}
+    trials: PosInt | None = None  # points per loss: null, every point of its grid; N, N points drawn at random (a grid of lists: all, if it has fewer)
     sample_seed: NonNegInt = 0  # the draw of trials (each loss's own, whatever the other losses)
     seeds: list[Seed] = Field(default_factory=lambda: [0])  # the seeds the search trains; keep them apart from seeds: (see README)
     select_on: str = "miou"  # miou, focus (report.focus) or a class name: its validation IoU at the last epoch, mean over tune.seeds
@@ -470,7 +505,7 @@ class TuneConfig(_Section):
 
     @field_validator("grid")
     @classmethod
-    def _grid_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _grid_keys(cls, grid: dict[str, Axis]) -> dict[str, Axis]:
         for key, values in grid.items():
             section = key.split(".")[0]
             if section not in TUNABLE_SECTIONS or "." not in key:
@@ -484,7 +519,7 @@ class TuneConfig(_Section):
 
     @field_validator("params")
     @classmethod
-    def _param_axes(cls, params: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+    def _param_axes(cls, params: dict[str, dict[str, Axis]]) -> dict[str, dict[str, Axis]]:
         for label, axes in params.items():
             if not axes:
                 raise ValueError(f"tune.params.{label} lists no parameter; leave it out instead")
@@ -502,6 +537,8 @@ class TuneConfig(_Section):
 
 
 def _check_axis(values: Any, where: str) -> None:
+    if isinstance(values, Range):
+        return
     if not isinstance(values, list) or not values:
         raise ValueError(f"{where} must be a non-empty list of values, got {values!r}")
     reject_duplicates([repr(v) for v in values], "value", f"{where}:")
@@ -527,8 +564,15 @@ class SuiteConfig(RunSections):
         for label in self.tune.params:
             if labels and label not in labels:
                 raise ValueError(f"tune.params names {label!r}, which is not a loss label of this suite{_did_you_mean(label, labels)}")
+        ranges = [k for k, v in self.tune.grid.items() if isinstance(v, Range)]
+        ranges += [f"{label}.{k}" for label, own in self.tune.params.items() for k, v in own.items() if isinstance(v, Range)]
+        if ranges and self.tune.trials is None:
+            raise ValueError(f"tune axis {ranges[0]} is a range: its values are drawn, so set tune.trials (points per loss)")
         base = self.model_dump(include=set(RunSections.model_fields))
-        for key, values in self.tune.grid.items():  # every value is checked now, before anything trains
+        for key, axis in self.tune.grid.items():  # every value is checked now, before anything trains
+            values = [axis.low, axis.high] if isinstance(axis, Range) else axis
+            if isinstance(axis, Range) and axis.integer:
+                values = [int(axis.low), int(axis.high)]
             for value in values:
                 try:
                     RunSections.model_validate(with_settings(base, {key: value}))

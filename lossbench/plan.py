@@ -9,6 +9,7 @@ what it plans that has no record.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lossbench.config import ConfigError, LossEntry, RunConfig, SuiteConfig, explain, reject_duplicates
+from lossbench.config import ConfigError, LossEntry, Range, RunConfig, SuiteConfig, explain, reject_duplicates
 from lossbench.identity import run_config
 from lossbench.record import run_dir_for
 
@@ -132,19 +133,39 @@ def _show(value: Any) -> str:
 def loss_points(cfg: SuiteConfig, entry: LossEntry) -> list[Point]:
     """The points a tuned suite searches for ``entry``: every combination of the shared axes
     (``tune.grid``) and the loss's own (``tune.params[label]``), or — with ``tune.trials: N`` — N of
-    them drawn without replacement, seeded by ``tune.sample_seed`` and the loss label (so adding a
-    loss changes no other loss's draw); all of them when there are N or fewer."""
+    them drawn without replacement (all of them when there are N or fewer); with a range among the
+    axes, N points of a Latin hypercube (each axis cut into N equal strata, one point in each, so every
+axis is covered evenly and every loss gets exactly N). Draws are seeded by
+    ``tune.sample_seed`` and the loss label, so adding a loss changes no other loss's draw."""
     tune = cfg.tune
     if tune is None:
         return [Point()]
     shared = list(tune.grid.items())
     own = list(tune.params.get(entry.label, {}).items())
-    combos = list(itertools.product(*[values for _, values in shared + own]))
-    if tune.trials is not None and len(combos) > tune.trials:
-        rng = random.Random(f"{tune.sample_seed}/{entry.label}")
-        combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), tune.trials))]
+    rng = random.Random(f"{tune.sample_seed}/{entry.label}")
+    axes = [axis for _, axis in shared + own]
+    if any(isinstance(axis, Range) for axis in axes):  # a Latin hypercube of trials points: each axis covered evenly
+        n = tune.trials or 1
+        strata = [rng.sample(range(n), n) for _ in axes]
+        combos = [tuple(_draw(axis, (strata[k][i] + rng.random()) / n) for k, axis in enumerate(axes)) for i in range(n)]
+    else:
+        combos = list(itertools.product(*[values for _, values in shared + own]))
+        if tune.trials is not None and len(combos) > tune.trials:
+            combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), tune.trials))]
     keys = [k for k, _ in shared], [k for k, _ in own]
     return [Point(tuple(zip(keys[0], c[: len(shared)])), tuple(zip(keys[1], c[len(shared) :]))) for c in combos]
+
+
+def _draw(axis: Any, position: float) -> Any:
+    """The value at ``position`` ∈ [0, 1) of an axis: a list's item, or a :class:`~lossbench.config.Range`'s
+    value (uniform, or uniform in log space; 3 significant digits, or an integer)."""
+    if not isinstance(axis, Range):
+        return axis[min(int(position * len(axis)), len(axis) - 1)]
+    if axis.log:
+        value = math.exp(math.log(axis.low) + position * (math.log(axis.high) - math.log(axis.low)))
+    else:
+        value = axis.low + position * (axis.high - axis.low)
+    return int(round(value)) if axis.integer else float(f"{value:.3g}")
 
 
 SEARCH, FINAL, DEFAULT, RUN = "search", "final", "default", "run"

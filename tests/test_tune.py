@@ -163,3 +163,20 @@ def test_a_tuned_smoke_suite_trains_every_point_once_selects_and_reports(tmp_pat
     again = lossbench_cli(*args)
     assert again.returncode == 0 and "trained" not in again.stdout  # a rerun trains nothing, in either phase
     assert again.stdout.count("already done") == 2 and (tmp_path / "report" / "README.md").read_text() == readme
+
+
+def test_a_range_is_drawn_as_a_latin_hypercube_giving_every_loss_the_same_number_of_points():
+    cfg = load_config(SMOKE, ["losses=[ce, tversky]", "tune={grid: {optim.lr: {low: 0.0001, high: 0.1, log: true}}, "
+                              "params: {tversky: {alpha: [0.3, 0.5, 0.7]}}, trials: 6}"])  # fmt: skip
+    for entry in cfg.losses:
+        points = loss_points(cfg, entry)
+        assert len(points) == 6  # the same budget for a loss with its own axes and one without
+        lrs = sorted(p.values()["optim.lr"] for p in points)
+        strata = [int((math.log10(lr) + 4) / 3 * 6) for lr in lrs]  # one point in each sixth of the log range
+        assert strata == list(range(6)), lrs
+    alphas = sorted(p.values()["alpha"] for p in loss_points(cfg, cfg.losses[1]))
+    assert alphas == [0.3, 0.3, 0.5, 0.5, 0.7, 0.7]  # a listed axis covered evenly too
+    with pytest.raises(ConfigError, match="optim.lr is a range: its values are drawn, so set tune.trials"):
+        load_config(SMOKE, ["tune={grid: {optim.lr: {low: 0.001, high: 0.01}}}"])
+    with pytest.raises(ConfigError, match="a log range needs low > 0"):
+        load_config(SMOKE, ["tune={grid: {optim.lr: {low: 0, high: 0.01, log: true}}, trials: 2}"])
