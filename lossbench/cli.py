@@ -225,10 +225,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from lossbench.status import folder_status, format_status
 
     out = args.out
-    if args.config:
+    if args.config and not out:
         from lossbench.config import load_config
 
-        out = out or Path("runs") / load_config(args.config, args.overrides).suite
+        out = Path("runs") / load_config(args.config, args.overrides).suite
+        if not out.is_dir():
+            print(f"no runs yet: {out} does not exist (lossbench compare --config {args.config} creates it)")
+            return 0
     if not out:
         raise ConfigError("status needs --out, or --config to name the suite whose runs/<suite> it reads")
     out = Path(out)

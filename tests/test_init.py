@@ -117,3 +117,18 @@ def test_a_wheel_installed_in_a_clean_venv_runs_init_then_compare_from_an_empty_
     assert (work / "reports" / "my_data" / "README.md").is_file() and len(list((work / "runs" / "my_data").glob("*/seed0-*"))) == 2
     r = subprocess.run([lossbench, "compare", "--config", "smoke", "--print-config"], cwd=work, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and yaml.safe_load(r.stdout)["suite"] == "smoke", r.stderr  # the example suites travel in the wheel
+
+
+@pytest.mark.slow  # runs the README's quick start (all but the training itself)
+def test_the_readme_quick_start_runs_as_written(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quick start: your own data")[1].split("```bash")[1].split("```")[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("lossbench ")]
+    assert [c[1] for c in commands] == ["init", "compare", "compare", "status"], commands
+    write_mixed_folder(tmp_path / "my_set")
+    for command in commands:
+        if command[1] == "compare" and "--dry-run" not in command:
+            continue  # the training itself: the wheel test above trains from an init-written config
+        r = lossbench_cli(*command[1:], cwd=tmp_path)
+        assert r.returncode == 0, (command, r.stdout[-2000:], r.stderr[-2000:])
+    assert (tmp_path / "my_set.yaml").is_file() and "lossbench compare --config my_set.yaml --dry-run" in readme

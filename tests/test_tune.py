@@ -180,3 +180,15 @@ def test_a_range_is_drawn_as_a_latin_hypercube_giving_every_loss_the_same_number
         load_config(SMOKE, ["tune={grid: {optim.lr: {low: 0.001, high: 0.01}}}"])
     with pytest.raises(ConfigError, match="a log range needs low > 0"):
         load_config(SMOKE, ["tune={grid: {optim.lr: {low: 0, high: 0.01, log: true}}, trials: 2}"])
+
+
+def test_the_report_of_a_search_under_way_shows_it_and_gives_no_verdict_yet(tmp_path):
+    cfg = _tuned_folder(tmp_path, ce_val={0.001: 0.8, 0.01: 0.6}, ce_test={0.001: 0.55, 0.01: 0.95})
+    (dice_best,) = [d for d in tmp_path.glob("dice/seed7-*") if read_record(d).history[-1]["val_miou"] == 0.6]
+    (dice_best / "metrics.json").unlink()  # dice's search is not finished
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "| `dice` | 2 | search unfinished |" in readme and "| `ce` | 2 | lr=0.001 |" in readme
+    assert "No verdict at the selected points yet" in readme
+    assert "| `dice [lr=0.01]` | 7 | 2 | missing |" in readme  # the unfinished search run, named in the problems
+    assert "| `ce [selected: lr=0.001]` | 0 | 2 | missing |" in readme
+    assert cfg.tune.seeds == [7]

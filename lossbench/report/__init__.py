@@ -47,7 +47,8 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
     """Write the report of the runs under ``out`` into ``report``; return the README path."""
     out, report = Path(out), Path(report)
     found = collect_runs(out)
-    if not found.current and not found.damaged:
+    searched = found.tuning is not None and (found.tuning.search_records or found.tuning.default_records)
+    if not found.current and not found.damaged and not searched:
         raise ValueError(f"no runs under {out}: run `lossbench compare` first")
     analysis = analyse(found)
     default = None

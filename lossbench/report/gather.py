@@ -113,7 +113,8 @@ def _collect_tuned(cfg: SuiteConfig, scan: Any, out: Path) -> Runs:
         for role in roles[rec.config_hash]:
             groups[role].append(rec)
     damaged_dirs = {d.path.parent for d in scan.damaged}
-    missing = [(run.label + (f" [{run.point.describe()}]" if run.role != DEFAULT else ""), run.seed, run.budget) for run in planned
+    shown = {SEARCH: " [{}]", FINAL: " [selected: {}]", DEFAULT: ""}
+    missing = [(run.label + shown[run.role].format(run.point.describe()), run.seed, run.budget) for run in planned
                if config_hash(run.run_cfg) not in by_hash and run.run_dir not in damaged_dirs]  # fmt: skip
     tuning = Tuning(searches, groups[SEARCH], groups[DEFAULT], [s for s in searches if s.selected is None])
     return Runs(groups[FINAL], stale, scan.damaged, missing, cfg, tuning)
