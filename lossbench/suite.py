@@ -260,7 +260,7 @@ class _Progress:
                 ended = Progress(prog.epoch, prog.max_epochs, prog.val_miou)  # the epoch that ended, whatever came since
                 self.log(f"    {state.run}: {ended.describe()} ({fmt_time(now - state.started)})"
                          + (f" · suite ETA {fmt_time(eta)}" if eta is not None else ""))  # fmt: skip
-            elif prog.step is not None and now - state.noted >= CONSOLE_EVERY_S:
+            elif prog.step is not None and now - max(state.noted, state.started) >= CONSOLE_EVERY_S:
                 state.noted = now
                 self.log(f"    {state.run}: {prog.describe()} ({fmt_time(now - state.started)})")
 
