@@ -324,13 +324,13 @@ def plot_sensitivity(searches: list[Any], select_on: str, path: Path) -> None:
                 ax.plot([x], [s.score_of(s.selected)], "*", color=colours[s.label], ms=13, mec="black", mew=0.6)
         if log:
             ax.set_xscale("log")
-        if numeric:
+        if not numeric:
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(v) for v in values])
+        elif len(values) <= 8:  # a few listed values: one tick each; drawn values keep the axis's own ticks
             ax.set_xticks(values)
             ax.set_xticklabels([f"{v:g}" for v in values])
             ax.minorticks_off()
-        else:
-            ax.set_xticks(xs)
-            ax.set_xticklabels([str(v) for v in values])
         ax.set_xlabel(axis)
         ax.set_ylabel(f"validation {_STATISTIC.get(select_on, select_on + ' IoU')}")
         ax.grid(alpha=0.3)

@@ -10,10 +10,11 @@ analysis on its default-point runs. Nothing here computes a statistic of the tes
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from scipy.stats import spearmanr
 
-from lossbench.config import SuiteConfig
+from lossbench.config import Range, SuiteConfig
 from lossbench.plan import Point
 from lossbench.report.analyse import Analysis, Budget
 from lossbench.report.gather import Tuning
@@ -50,14 +51,26 @@ def _names(losses: list[str]) -> str:
     return ", ".join(f"`{k}`" for k in losses) if losses else "none"
 
 
+def _axis_md(name: str, axis: Any) -> str:
+    if isinstance(axis, Range):
+        how = "log-uniformly" if axis.log else "uniformly"
+        return f"{name} drawn {how} from [{axis.low:g}, {axis.high:g}]" + (" (integers)" if axis.integer else "")
+    return f"{name} ∈ {{{', '.join(map(str, axis))}}}"
+
+
 def protocol_md(cfg: SuiteConfig, tuning: Tuning) -> list[str]:
     """How the fight was run: the axes, the points per loss, the selection rule, the seeds."""
     tune = cfg.tune
     assert tune is not None
-    axes = [f"`{k}` ∈ {{{', '.join(map(str, v))}}}" for k, v in tune.grid.items()]
-    axes += [f"`{label}` `{p}` ∈ {{{', '.join(map(str, v))}}}" for label, own in tune.params.items() for p, v in own.items()]
+    axes = [_axis_md(f"`{k}`", v) for k, v in tune.grid.items()]
+    axes += [_axis_md(f"`{label}` `{p}`", v) for label, own in tune.params.items() for p, v in own.items()]
     counts = sorted({len(s.points) for s in tuning.searches})
-    if tune.trials is not None:
+    drawn = any(isinstance(v, Range) for v in [*tune.grid.values(), *(v for own in tune.params.values() for v in own.values())])
+    if drawn:
+        budget = (f"each loss tried {tune.trials} points of a Latin hypercube (seed {tune.sample_seed}): every axis cut "
+                  f"into {tune.trials} equal strata with one point in each, so each loss covered the ranges evenly with "
+                  "the same budget")  # fmt: skip
+    elif tune.trials is not None:
         budget = (f"each loss tried {tune.trials} points drawn at random from its grid (seed {tune.sample_seed}) — the "
                   "same budget for every loss; a loss whose grid has fewer points tried all of them")  # fmt: skip
     else:
@@ -106,6 +119,7 @@ def _budget_fight_md(cfg: SuiteConfig, searches: list[LossSearch], b_t: Budget |
     tune = cfg.tune
     assert tune is not None
     ranks_t, ranks_d = _ranks(b_t), _ranks(b_d)
+    searched_default = any(p.point == Point() for s in searches for p in s.points)
     rows = []
     for s in searches:
         default_score = s.score_of(Point())
@@ -114,16 +128,18 @@ def _budget_fight_md(cfg: SuiteConfig, searches: list[LossSearch], b_t: Budget |
             len(s.points),
             s.selected.describe() if s.selected else ("search unfinished" if not s.finished else "none (every point failed)"),
             f"{s.score_of(s.selected):.3f}" if s.selected else "—",
-            "—" if math.isnan(default_score) else f"{default_score:.3f}",
+            *(["—" if math.isnan(default_score) else f"{default_score:.3f}"] if searched_default else []),
             _estimate(b_t, s.label) + (f" · {ranks_t[s.label]}" if s.label in ranks_t else ""),
             _estimate(b_d, s.label) + (f" · {ranks_d[s.label]}" if s.label in ranks_d else ""),
         ])  # fmt: skip
-    header = ["loss", "points", "selected point", f"val {tune.select_on} (selected)", f"val {tune.select_on} (defaults)",
+    header = ["loss", "points", "selected point", f"val {tune.select_on} (selected)",
+              *([f"val {tune.select_on} (defaults)"] if searched_default else []),
               "test mIoU, selected · rank", "test mIoU, defaults · rank"]  # fmt: skip
     parts = [table(header, rows), ""]
-    parts.append("*val (defaults)*: the validation score of the suite's own settings in the search, when the grid holds "
-                 "them (—: not searched). Test columns: mean over the suite's seeds with the 95 % interval, and the rank "
-                 "by mean IoU.")  # fmt: skip
+    parts.append(("*val (defaults)*: the validation score of the suite's own settings in the search (—: not among the "
+                  "loss's points). " if searched_default else "")
+                 + "*val*: the validation score, mean over the search seeds. Test columns: mean over the suite's seeds "
+                 "with the 95 % interval, and the rank by mean IoU; *defaults*: the suite's own settings.")  # fmt: skip
     parts.append("")
     best_t, tied_t = _group(b_t)
     best_d, tied_d = _group(b_d)
