@@ -8,7 +8,9 @@ label. RGB colour masks get a ``data.palette`` of the colours found.
 
 The time estimate is measured, not guessed: a few training steps and evaluation batches of the
 config's model at its input size, on this machine (its first GPU if it has one), scaled by the
-number of steps the suite will take. With ``--minutes`` the epochs are chosen to fit that time.
+number of steps the suite will take. With ``--minutes`` the epochs are chosen to fit that time, and
+when even one epoch does not fit, the input size is halved (measured again each time) down to a
+short side of :data:`MIN_SIDE`; the config says so.
 The config written is loaded back through :func:`lossbench.config.load_config` before ``init``
 returns, so it is valid by the same rules as any other.
 """
@@ -38,7 +40,8 @@ BATCH = 8
 MAX_SIDE = 512  # the suggested input size keeps the long side at most this (a multiple of 32)
 SAMPLE = 100  # masks read per split for sizes and class frequencies
 VOID = 255
-START_S = 10.0  # a run's start-up (process, imports, data, model): not measured by the timed steps
+START_S = 3.0  # a run's start-up (forked from a server that imported torch once; data, model): not measured by the timed steps
+MIN_SIDE = 64  # --minutes halves the input size to fit, down to this short side
 
 
 @dataclass
@@ -205,14 +208,20 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
     runs = len(LOSSES) * len(SEEDS)
     epochs, timing, note = EPOCHS, None, "no time estimate (--no-estimate)"
     if estimate:
-        timing = measure(found.channels, len(found.names) if not found.colours else len(found.colours), hw, BATCH)
+        classes = len(found.names) if not found.colours else len(found.colours)
+        first, shrunk = hw, ""
+        timing = measure(found.channels, classes, hw, BATCH)
+        while minutes is not None and suite_seconds(found, timing, 1, runs) > minutes * 60 and min(hw) >= 2 * MIN_SIDE:
+            hw = size = tuple(max(MIN_SIDE, round(n / 2 / 32) * 32) for n in hw)  # type: ignore[assignment]
+            shrunk = f"input size halved to {hw[0]}x{hw[1]} (from {first[0]}x{first[1]}) to fit --minutes; "
+            timing = measure(found.channels, classes, hw, BATCH)
         if minutes is not None:
             fixed = suite_seconds(found, timing, 0, runs)  # start-up and test: paid whatever the epochs
             epochs = max(1, int((minutes * 60 - fixed) // (suite_seconds(found, timing, 1, runs) - fixed)))
         seconds = suite_seconds(found, timing, epochs, runs)
         short = f"more than --minutes {minutes:g} even at one epoch: " if minutes is not None and seconds > minutes * 60 else ""
-        note = (f"{short}about {duration(seconds)} for {runs} runs of {epochs} epoch{'s' * (epochs != 1)}, one at a time (measured: "
-                f"{timing.step:.2f} s a training step of {BATCH} at {hw[0]}x{hw[1]}, {timing.device}; "
+        note = (f"{short}{shrunk}about {duration(seconds)} for {runs} runs of {epochs} epoch{'s' * (epochs != 1)}, one at a "
+                f"time (measured: {timing.step:.2f} s a training step of {BATCH} at {hw[0]}x{hw[1]}, {timing.device}; "
                 f"{START_S:.0f} s start-up a run)")  # fmt: skip
     elif minutes is not None:
         raise ConfigError("--minutes chooses the epochs from a measured time; leave out --no-estimate")

@@ -132,3 +132,12 @@ def test_the_readme_quick_start_runs_as_written(tmp_path):
         r = lossbench_cli(*command[1:], cwd=tmp_path)
         assert r.returncode == 0, (command, r.stdout[-2000:], r.stderr[-2000:])
     assert (tmp_path / "my_set.yaml").is_file() and "lossbench compare --config my_set.yaml --dry-run" in readme
+
+
+@pytest.mark.slow  # times training steps at three input sizes
+def test_init_halves_the_input_size_when_one_epoch_does_not_fit_the_minutes(tmp_path):
+    write_mixed_folder(tmp_path / "big", sizes=((300, 400), (290, 390)), n=(4, 2, 2))
+    path, note = write_config(tmp_path / "big", tmp_path / "big.yaml", minutes=0.01)  # fits nowhere: 21 start-ups alone
+    assert "input size halved to 64x96 (from 288x384) to fit --minutes" in note and "more than --minutes 0.01" in note
+    cfg = load_config(path)
+    assert cfg.data.resize == (64, 96) and cfg.trainer.max_epochs == 1
