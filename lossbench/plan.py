@@ -1,7 +1,9 @@
-"""Which runs a suite is made of: its losses, seeds and budgets, each run with its resolved config and folder.
+"""Which runs a suite is made of: its losses, seeds and budgets — and in a tuned suite each loss's
+points — each run with its resolved config and folder.
 
 :func:`resolve_losses` is the one place that turns ``losses:`` entries plus ``--losses`` into
-:class:`~lossbench.config.LossEntry` objects, and :func:`plan_runs` the one place that crosses them
+:class:`~lossbench.config.LossEntry` objects, :func:`loss_points` the one place that says which
+settings a tuned suite searches for a loss, and :func:`plan_runs` the one place that crosses them
 with the seeds and budgets: ``compare`` trains what it plans, and the report lists as *missing*
 what it plans that has no record.
 """
