@@ -26,6 +26,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lossbench.config import GPU_ACCELERATORS, ConfigError, RunConfig, load_run_config
 from lossbench.record import (
@@ -193,8 +194,6 @@ NOTE_EVERY_S = 30.0
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     # SystemExit: submitit's requeue on preemption or time limit exits the job from its signal handler
     return isinstance(exc, (KeyboardInterrupt, RunInterrupted, SIGTERMException, SystemExit))
 
@@ -304,8 +303,8 @@ def run_process(run_dir: str | Path, token: str | None, progress: bool = False, 
     except RunClaimed as e:  # another launcher trains it: nothing to do here
         print(f"lossbench: {e}")
         return 0
-    except RunInterrupted:
-        return exit_status(KeyboardInterrupt())  # SIGTERM: reported like Ctrl-C
+    except (RunInterrupted, SIGTERMException):  # SIGTERM, ours or Lightning's (a SystemExit whose code is 0): like Ctrl-C
+        return exit_status(KeyboardInterrupt())
     except BaseException as e:  # noqa: BLE001 — the run recorded it; say it in one line
         return exit_status(e)
     if record.ok:

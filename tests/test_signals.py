@@ -36,3 +36,18 @@ def test_a_repeated_sigterm_does_not_cut_short_the_record_of_the_first(tmp_path)
     r = subprocess.run([sys.executable, "-c", REPEATED_SIGTERM, str(record)], capture_output=True, text=True, timeout=HANG_S)
     assert r.returncode == 0, r.stderr[-2000:]
     assert record.read_text() == "received signal SIGTERM"
+
+
+def test_lightnings_own_sigterm_exception_ends_the_process_as_an_interrupt(tmp_path, monkeypatch, capsys):
+    # Lightning raises SIGTERMException (a SystemExit with code 0) when its own handler saw the SIGTERM first:
+    # the process exited 0, as if the run had finished, while its record said "interrupted"
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    import lossbench.run as run
+
+    def stopped(*args, **kwargs):
+        raise SIGTERMException()
+
+    monkeypatch.setattr(run, "train_run", stopped)
+    assert run.run_process(tmp_path, None, run_cfg=object()) == 130
+    assert "interrupted (resumable" in capsys.readouterr().err
