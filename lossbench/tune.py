@@ -16,7 +16,7 @@ the search keeps the selection's luck on its own seeds out of the reported numbe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,8 +131,3 @@ def describe_selection(searches: list[LossSearch], select_on: str) -> list[str]:
         else:
             lines.append(f"{s.label}: no point selected — every point has a failed run")
     return lines
-
-
-def selection_for(cfg: SuiteConfig, planned: list[PlannedRun], records: Mapping[Path, RunRecord | None]) -> Selection:
-    """The selection from records already read (``{run folder: record}``)."""
-    return select(search_results(cfg, planned, records.get))
