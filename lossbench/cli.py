@@ -136,15 +136,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench.config import load_config
     from lossbench.launch import own_scratch
 
-    own_scratch()  # before anything makes a temporary file: a killed compare leaves one folder, which the next removes
-    from lossbench.config import load_config
+    cfg = load_config(args.config, args.overrides)
+    if (args.launcher or cfg.launcher.kind) == "local":
+        # the runs are this process's children: give them a temporary folder that a killed compare leaves as one
+        # folder, which the next removes; jobs (SLURM, submitit) outlive a detached compare and keep their own TMPDIR
+        own_scratch()
     from lossbench.record import FAILED, OK, read_status
     from lossbench.report import write_report
     from lossbench.suite import run_suite
 
-    cfg = load_config(args.config, args.overrides)
     if args.print_config:
         from lossbench.config import dump_yaml
 

@@ -134,7 +134,8 @@ SCRATCH_PREFIX = "lossbench-"
 
 
 def own_scratch() -> Path:
-    """Give this launcher, and every process it starts, a temporary folder of their own (``TMPDIR``):
+    """Give this launcher, and every run process it starts (the local launcher's: jobs outlive a detached
+    ``compare`` and keep their own ``TMPDIR``), a temporary folder of their own (``TMPDIR``):
     what they leave there — W&B's ``tmp*wandb-*``, the runs' own temporary files — is removed with it.
 
     A launcher that exits removes its own (after stopping the fork server, whose W&B folder is in it);
@@ -154,7 +155,12 @@ def own_scratch() -> Path:
         if len(parts) == 5 and parts[3] == host and parts[1].isdigit() and parts[2].isdigit():
             if not claim.pid_alive(int(parts[1]), int(parts[2]) or None):
                 _remove_left_behind(old, base, shutil.rmtree)
-    multiprocessing_dir = Path(util.get_temp_dir())  # made now, in the short base folder
+    if len(str(base)) > SOCKET_BASE_MAX and Path("/tmp").is_dir():  # the fork server's socket path must stay short
+        tempfile.tempdir = "/tmp"
+    try:
+        multiprocessing_dir = Path(util.get_temp_dir())  # made now, outside the scratch folder
+    finally:
+        tempfile.tempdir = None
     started = claim.process_start(os.getpid()) or 0
     path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-{started}-{host}-", dir=base))
     (path / SCRATCH_PYMP).write_text(str(multiprocessing_dir))
@@ -165,15 +171,17 @@ def own_scratch() -> Path:
 
 
 SCRATCH_PYMP = "pymp-folder"  # in a scratch folder: the path of its launcher's multiprocessing folder
+SOCKET_BASE_MAX = 60  # a longer TMPDIR leaves no room for pymp-*/listener-* under the AF_UNIX limit (107 bytes)
 
 
 def _remove_left_behind(scratch: Path, base: Path, rmtree: Callable[..., None]) -> None:
-    """Remove a gone launcher's scratch folder and the ``pymp-*`` folder it names (only one directly in ``base``)."""
+    """Remove a gone launcher's scratch folder and the ``pymp-*`` folder it names (only one directly in ``base``,
+    or in ``/tmp`` where a long ``base`` sent it)."""
     try:
         named = Path((scratch / SCRATCH_PYMP).read_text().strip())
     except OSError:
         named = None
-    if named is not None and named.parent == base and named.name.startswith("pymp-"):
+    if named is not None and named.parent in (base, Path("/tmp")) and named.name.startswith("pymp-"):
         rmtree(named, ignore_errors=True)
     rmtree(scratch, ignore_errors=True)
 

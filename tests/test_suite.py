@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -139,7 +142,7 @@ def _alive(pid):
     return bool(state) and not state.startswith("Z")
 
 
-def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp_path, data_cache):
+def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp_path, data_cache, request):
     # issue 8 (faults): killing compare alone left its training child running beside the rerun
     out, report = tmp_path / "runs", tmp_path / "report"
     args = [
@@ -148,8 +151,8 @@ def test_a_killed_suite_takes_its_run_with_it_and_resumes_without_retraining(tmp
         "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=12",
     ]  # fmt: skip
     # issue 20 (10): a temporary folder of the suite's own, so kill -9 leaves one folder that the next compare removes
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="lb", dir="/tmp"))  # short: multiprocessing's socket path must fit in 107 bytes
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     env = {**os.environ, "TMPDIR": str(tmp)}
     log = tmp_path / "compare.log"
     proc = subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
