@@ -233,16 +233,20 @@ def _folder_class_names(d: DataConfig) -> list[str]:
     listing = Path(d.path) / "classes.txt"
     if not listing.is_file():
         raise ValueError(f"a folder dataset needs data.class_names, data.palette or {listing} (one class name per line)")
+    return read_class_list(listing)
+
+
+def read_class_list(listing: Path) -> list[str]:
+    """The class names of a ``classes.txt``: one per line, the class with mask value k on line k + 1."""
     lines = [line.strip() for line in listing.read_text().splitlines()]
     while lines and not lines[-1]:
         lines.pop()  # trailing blank lines end the file
     if "" in lines:
         raise ValueError(f"{listing} line {lines.index('') + 1} is empty: write one class name per line, the "
                          "class with mask value k on line k + 1")  # fmt: skip
-    names = lines
-    if len(names) < 2:
-        raise ValueError(f"{listing} names {len(names)} class(es); a dataset needs at least two")
-    return names
+    if len(lines) < 2:
+        raise ValueError(f"{listing} names {len(lines)} class(es); a dataset needs at least two")
+    return lines
 
 
 _MODEL_OWNED = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossbench.config import ConfigError, load_config
+from lossbench.config import ConfigError, load_config, read_class_list
 from lossbench.data.checks import SPLITS
 from lossbench.data.folder import SplitFiles
 from lossbench.data.images import decode_image_array, read_mask
@@ -98,11 +98,7 @@ def survey(root: str | Path) -> Survey:
         raise ConfigError(f"--data {str(root)!r} is not a folder (resolved to {root.resolve()})")
     files = {split: SplitFiles.find(root, split) for split in SPLITS}
     listing = root / "classes.txt"
-    names = None
-    if listing.is_file():
-        names = [n.strip() for n in listing.read_text().splitlines()]
-        while names and not names[-1]:
-            names.pop()
+    names = read_class_list(listing) if listing.is_file() else None  # read as training reads it
     found = Survey(root, {s: len(f.images) for s, f in files.items()}, decode_image_array(files["train"].images[0]).shape[0], [], names)
     for split, f in files.items():
         for i in np.unique(np.linspace(0, len(f.masks) - 1, min(SAMPLE, len(f.masks))).astype(int)):
@@ -187,6 +183,12 @@ def suite_seconds(found: Survey, timing: Timing, epochs: int, runs: int, batch: 
     return runs * (per_run + START_S)
 
 
+def epochs_to_fit(found: Survey, timing: Timing, minutes: float, runs: int) -> int:
+    """The most epochs (at least one) whose suite takes at most ``minutes``, by :func:`suite_seconds`."""
+    fixed = suite_seconds(found, timing, 0, runs)  # start-up and test: paid whatever the epochs
+    return max(1, int((minutes * 60 - fixed) // (suite_seconds(found, timing, 1, runs) - fixed)))
+
+
 def duration(seconds: float) -> str:
     minutes = seconds / 60
     if minutes < 90:
@@ -216,8 +218,7 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
             shrunk = f"input size halved to {hw[0]}x{hw[1]} (from {first[0]}x{first[1]}) to fit --minutes; "
             timing = measure(found.channels, classes, hw, BATCH)
         if minutes is not None:
-            fixed = suite_seconds(found, timing, 0, runs)  # start-up and test: paid whatever the epochs
-            epochs = max(1, int((minutes * 60 - fixed) // (suite_seconds(found, timing, 1, runs) - fixed)))
+            epochs = epochs_to_fit(found, timing, minutes, runs)
         seconds = suite_seconds(found, timing, epochs, runs)
         short = f"more than --minutes {minutes:g} even at one epoch: " if minutes is not None and seconds > minutes * 60 else ""
         note = (f"{short}{shrunk}about {duration(seconds)} for {runs} runs of {epochs} epoch{'s' * (epochs != 1)}, one at a "

@@ -94,13 +94,16 @@ def _collect_tuned(cfg: SuiteConfig, scan: Any, out: Path) -> Runs:
     for rec in scan.records:
         by_hash.setdefault(rec.config_hash, rec)
     first = plan_runs(cfg, out, check=False) if cfg.losses else []
-    hashes = {run.run_dir: config_hash(run.run_cfg) for run in first}
+    hashes = {run.run_dir: config_hash(run.run_cfg) for run in first}  # each run's hash, computed once
     searches = search_results(cfg, first, lambda run_dir: by_hash.get(hashes[run_dir]))
     planned = plan_runs(cfg, out, check=False, selection=select(searches)) if cfg.losses else []
+    for run in planned:
+        if run.run_dir not in hashes:
+            hashes[run.run_dir] = config_hash(run.run_cfg)
     roles: dict[str, set[str]] = {}
     budget_of: dict[str, int] = {}
     for run in [*first, *planned]:
-        h = config_hash(run.run_cfg)
+        h = hashes[run.run_dir]
         roles.setdefault(h, set()).add(run.role)
         budget_of[h] = run.budget
     groups: dict[str, list[RunRecord]] = {SEARCH: [], FINAL: [], DEFAULT: []}
@@ -115,7 +118,7 @@ def _collect_tuned(cfg: SuiteConfig, scan: Any, out: Path) -> Runs:
     damaged_dirs = {d.path.parent for d in scan.damaged}
     shown = {SEARCH: " [{}]", FINAL: " [selected: {}]", DEFAULT: ""}
     missing = [(run.label + shown[run.role].format(run.point.describe()), run.seed, run.budget) for run in planned
-               if config_hash(run.run_cfg) not in by_hash and run.run_dir not in damaged_dirs]  # fmt: skip
+               if hashes[run.run_dir] not in by_hash and run.run_dir not in damaged_dirs]  # fmt: skip
     tuning = Tuning(searches, groups[SEARCH], groups[DEFAULT], [s for s in searches if s.selected is None])
     return Runs(groups[FINAL], stale, scan.damaged, missing, cfg, tuning)
 

@@ -29,15 +29,15 @@ def _ranks(b: Budget | None) -> dict[str, int]:
     return {loss: i + 1 for i, loss in enumerate(order)}
 
 
-def _estimate(b: Budget | None, loss: str, column: str = "miou") -> str:
+def _estimate(b: Budget | None, loss: str) -> str:
+    """A loss's mean IoU with its interval, as the leaderboard shows it."""
     if b is None or loss not in set(b.table["loss"]):
         return "—"
     row = b.table.set_index("loss").loc[loss]
-    lo, hi = row.get(f"{column.removesuffix('_iou')}_lo", math.nan), row.get(f"{column.removesuffix('_iou')}_hi", math.nan)
-    value = row[column]
-    if math.isnan(value):
+    if math.isnan(row["miou"]):
         return "—"
-    return f"{value:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if not (math.isnan(lo) or math.isnan(hi)) else "")
+    interval = not (math.isnan(row["miou_lo"]) or math.isnan(row["miou_hi"]))
+    return f"{row['miou']:.3f}" + (f" [{row['miou_lo']:.3f}, {row['miou_hi']:.3f}]" if interval else "")
 
 
 def _group(b: Budget | None) -> tuple[str | None, list[str]]:
