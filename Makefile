@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; run 'make PYTHON=python3 ...' with a Python >= 3.10"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	-$(PY) -m pip install --quiet --upgrade pip  # optional: the bundled pip also works
-	$(PY) -m pip install -c constraints.txt -e ".[dev,bench]"
+	$(PY) -m pip install -c constraints.txt -e ".[dev,bench,volumes]"
 	touch $(STAMP)
 
 # Two pytest workers, each taking the next test when it is free (the slow tests mostly wait on one

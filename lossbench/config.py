@@ -131,11 +131,43 @@ class AugmentConfig(_Section):
 SYNTHETIC_CLASSES = ["background", "blob", "curve", "spot"]
 """The classes of the synthetic data (:func:`lossbench.data.synthetic_splits`)."""
 
+SYNTHETIC_VOLUME_CLASSES = ["background", "lesion", "vessel"]
+"""The classes of the synthetic volumes (:func:`lossbench.data.volumes.write_synthetic_volumes`)."""
+
+Spacing = tuple[PosFloat, PosFloat, PosFloat]
+"""``[depth, height, width]`` grid step of a volume, millimetres per voxel."""
+
+
+class VolumeConfig(_Section):
+    """``data.volumes:`` — how volumes (``data.kind: volumes`` or ``synthetic_volumes``) are read and sampled.
+
+    Volumes are reoriented to RAS (nibabel's closest canonical orientation, as MONAI's ``Orientation("RAS")``)
+    and held slice-first, ``[D, H, W]`` = superior, anterior, right; the spacing follows the axes.
+    """
+
+    intensity: Literal["none", "ct", "mri"] = "none"  # ct: clip to window, scale to [0, 1]; mri: z-score per volume
+    window: tuple[float, float] = (-1000.0, 1000.0)  # ct: the Hounsfield window [low, high]
+    spacing: Spacing | None = None  # .npy volumes (no header): [D, H, W] mm per voxel; default 1, 1, 1
+    patch: tuple[PosInt, PosInt, PosInt] = (32, 64, 64)  # model.dims 3: training patch and sliding window, [D, H, W]
+    samples_per_volume: PosInt = 4  # training slices (dims 2) or patches (dims 3) drawn from each volume per epoch
+    pos_fraction: Annotated[float, BeforeValidator(_no_bool), Field(ge=0, le=1)] = 0.5  # share of samples centred on a foreground class, each class present equally likely
+    overlap: Annotated[float, BeforeValidator(_no_bool), Field(ge=0, lt=1)] = 0.25  # model.dims 3: sliding-window overlap at evaluation
+    # synthetic_volumes only:
+    depth: PosInt = 32  # slices per synthetic volume (each slice is data.image_size²)
+    synthetic_spacing: Spacing = (2.5, 0.8, 0.8)  # mm per voxel of the synthetic volumes (anisotropic, as CT and MRI are)
+
+    @field_validator("window")
+    @classmethod
+    def _window_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] >= value[1]:
+            raise ValueError(f"expected [low, high] with low < high, got {list(value)}")
+        return value
+
 
 class DataConfig(_Section):
     """``data:`` — which dataset, how its images are sized, augmented, normalised, split and batched."""
 
-    kind: Literal["synthetic", "folder", "python"] = "synthetic"
+    kind: Literal["synthetic", "folder", "python", "volumes", "synthetic_volumes"] = "synthetic"
     seed: Seed = 0  # synthetic: generation seed, the same for every run of a suite
     image_size: PosInt = 64  # synthetic: images are image_size × image_size
     num_train: PosInt = 256  # synthetic: images per split
@@ -144,7 +176,7 @@ class DataConfig(_Section):
     imbalance: PosFloat = 1.0  # synthetic: > 1 makes the rare classes rarer, < 1 less rare
     noise: NonNegFloat = 0.08  # synthetic: std of the pixel noise
     cache_dir: str = "data"  # where generated data and decoded folder data are cached (not part of a run's identity)
-    path: str | None = None  # folder: root holding train/ val/ test/, each with images/ and masks/
+    path: str | None = None  # folder, volumes: root holding train/ val/ test/, each with images/ and masks/
     class_names: list[str] | None = None  # folder: one name per class id (default: <path>/classes.txt, or the palette's names)
     ignore_index: Int | None = None  # folder/python: mask value excluded from losses and metrics
     palette: dict[str, Colour] | None = None  # folder: RGB colour masks, {class name: [r, g, b]}; key 'ignore': the void colour
@@ -157,15 +189,28 @@ class DataConfig(_Section):
     batch_size: PosInt = 16  # training batch per process (per GPU under DDP)
     eval_batch_size: PosInt | None = None  # validation/test batch; default batch_size
     num_workers: NonNegInt | Literal["auto"] = "auto"  # DataLoader workers; auto: the run's CPU cores less one, at most 8
+    volumes: VolumeConfig | None = None  # volumes, synthetic_volumes: intensity, spacing, patches, sampling (README, "Volumes")
 
     @model_validator(mode="after")
     def _kind_needs(self) -> DataConfig:
-        if self.kind == "folder":
-            if not self.path:
-                raise ValueError("data.kind is 'folder' but data.path is not set")
-            self.class_names = _folder_class_names(self)
-        elif self.palette is not None:
+        if self.is_volumes:
+            if self.volumes is None:
+                self.volumes = VolumeConfig()
+            for key in ("resize", "crop", "augment"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"data.{key} is for 2-D images; volumes are read at their own spacing (data.kind is {self.kind!r})")
+            if self.normalize != "none":
+                raise ValueError(f"data.normalize {self.normalize!r} is for 2-D images; for volumes set data.volumes.intensity (ct or mri)")
+        elif self.volumes is not None:
+            raise ValueError(f"data.volumes describes volume data, but data.kind is {self.kind!r}")
+        if self.kind == "synthetic_volumes":
+            self.class_names = list(SYNTHETIC_VOLUME_CLASSES)
+        if self.palette is not None and self.kind != "folder":
             raise ValueError(f"data.palette reads colour masks of folder data, but data.kind is {self.kind!r}")
+        if self.kind in ("folder", "volumes"):
+            if not self.path:
+                raise ValueError(f"data.kind is {self.kind!r} but data.path is not set")
+            self.class_names = _folder_class_names(self)
         if self.kind == "python":
             if not self.target or ":" not in self.target:
                 raise ValueError(f"data.kind is 'python': data.target must be 'package.module:factory', got {self.target!r}")
@@ -174,6 +219,11 @@ class DataConfig(_Section):
                 raise ValueError(f"data.class_names needs at least two names, got {self.class_names}")
             reject_duplicates(self.class_names, "class name", "data.class_names:")
         return self
+
+    @property
+    def is_volumes(self) -> bool:
+        """Whether the data are 3-D volumes (``volumes`` or ``synthetic_volumes``)."""
+        return self.kind in ("volumes", "synthetic_volumes")
 
     @property
     def num_classes(self) -> int | None:
@@ -192,6 +242,8 @@ class DataConfig(_Section):
 
         Synthetic images of a multiple of 32 with no crop or rescale never do; data of any size may.
         """
+        if self.is_volumes:
+            return True  # slices and patches are padded to the model's multiple, volumes to a patch
         if self.kind != "synthetic" or self.crop is not None:
             return True
         if self.augment is not None and self.augment.scale is not None:
@@ -255,16 +307,29 @@ _MODEL_OWNED = {
     "arch": "set model.arch",
     "in_channels": "lossbench sets it from the data",
     "classes": "lossbench sets it from the data",
+    "out_channels": "lossbench sets it from the data",
+    "spatial_dims": "set model.dims",
 }
 
 
 class ModelConfig(_Section):
-    """``model:`` — the segmentation-models-pytorch model (``smp.create_model``)."""
+    """``model:`` — the segmentation-models-pytorch model (``smp.create_model``), or for volumes at
+    ``dims: 3`` a network of ``monai.networks.nets``."""
 
-    arch: str = "Unet"
-    encoder: str = "resnet18"
+    arch: str = "Unet"  # dims 2: an smp architecture; dims 3: a monai.networks.nets class (UNet, SegResNet, BasicUNet, ...)
+    encoder: str = "resnet18"  # dims 2 only
     encoder_weights: str | None = None  # e.g. imagenet: pretrained encoder (downloaded once, or from the cache); null: random
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # more smp.create_model arguments
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # more smp.create_model (or MONAI network) arguments
+    dims: Literal[2, 3] = 2  # volumes: 2 trains the 2-D model on slices, 3 a 3-D MONAI network on patches
+    context: NonNegInt = 0  # dims 2 on volumes: neighbouring slices on each side as extra channels ("2.5-D")
+
+    @model_validator(mode="after")
+    def _dims(self) -> ModelConfig:
+        if self.dims == 3 and self.context:
+            raise ValueError(f"model.context ({self.context}) adds neighbouring slices to a 2-D model; model.dims is 3")
+        if self.dims == 3 and self.encoder_weights is not None:
+            raise ValueError("model.encoder_weights loads a 2-D smp encoder; model.dims is 3 (a MONAI network, trained from scratch)")
+        return self
 
     @field_validator("kwargs")
     @classmethod
@@ -415,6 +480,9 @@ class RunSections(_Section):
             names = SYNTHETIC_CLASSES
         if focus is not None and names and focus not in names:
             raise ValueError(f"report.focus {focus!r} is not a class of the data{_did_you_mean(focus, names)} (classes: {', '.join(names)})")
+        if not self.data.is_volumes and (self.model.dims == 3 or self.model.context):
+            key = "model.dims is 3" if self.model.dims == 3 else f"model.context is {self.model.context}"
+            raise ValueError(f"{key}, which needs volumes (data.kind volumes or synthetic_volumes), but data.kind is {self.data.kind!r}")
         return self
 
 

@@ -16,8 +16,9 @@ from lossbench.config import LossEntry, RunConfig, RunSections, SuiteConfig, wit
 
 _DATA_OFF: dict[str, Any] = {
     "resize": None, "crop": None, "augment": None, "palette": None, "target": None, "kwargs": {}, "normalize": "none",
+    "volumes": None,
 }  # fmt: skip
-_MODEL_OFF: dict[str, Any] = {"encoder_weights": None}
+_MODEL_OFF: dict[str, Any] = {"encoder_weights": None, "dims": 2, "context": 0}
 """Keys that leave the hash when switched off, so runs made before the keys existed keep their folders."""
 
 # Trainer keys that change only logging or launching, not a run's result (left out of the run hash).

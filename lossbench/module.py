@@ -115,7 +115,16 @@ class LossbenchModule(L.LightningModule):
         lr, weight_decay: AdamW settings; the learning rate follows a per-step cosine schedule to 0.
         focus: the class whose objects the test counts (``report.focus``; default the rarest training class).
         object_iou: the IoU a predicted object needs with a ground-truth object to find it.
-        nsd_tolerance: the normalised surface Dice's tolerance, pixels.
+        nsd_tolerance: the normalised surface Dice's tolerance, pixels (millimetres on volumes).
+        dims: on volumes, 2 (the smp model on slices) or 3 (a MONAI network on patches); images: 2.
+        context: dims 2 on volumes, neighbouring slices on each side as extra channels.
+        patch, overlap: dims 3, the training patch (and sliding window) and the windows' overlap.
+        loss_spacing: volumes, the spacing handed to losses that take one (millimetres per voxel of
+            the training volumes, median per axis; the in-plane two at dims 2).
+
+    On volumes (``dims`` and a batch with ``"spacing"``) validation and test predict each volume whole
+    (:mod:`lossbench.volume_model`) and score it at its own spacing: HD95 and NSD in millimetres, objects as
+    26-connected components. With :attr:`predictions_dir` set, the test writes each volume's prediction there.
 
     The test keeps its evidence (:attr:`test_evidence`, a :class:`~lossbench.record.Evidence`): per
     test image and class the TP/FP/FN pixels and boundary scores, the focus-class object counts
@@ -138,16 +147,30 @@ class LossbenchModule(L.LightningModule):
         focus: str | None = None,
         object_iou: float = ReportConfig.model_fields["object_iou"].default,
         nsd_tolerance: float = ReportConfig.model_fields["nsd_tolerance"].default,
+        dims: int = 2,
+        context: int = 0,
+        patch: tuple[int, int, int] | None = None,
+        overlap: float = 0.25,
+        loss_spacing: list[float] | None = None,
+        volumes: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.loss_label = loss_label or loss_name
         num_classes = len(self.class_names)
-        self.model = build_model(model_cfg, in_channels, num_classes)
+        if dims == 3:
+            from lossbench.volume_model import build_volume_model
+
+            self.model = build_volume_model(model_cfg, in_channels, num_classes, tuple(patch))
+        else:
+            self.model = build_model(model_cfg, in_channels * (2 * context + 1), num_classes)
         params = dict(loss_params)
-        if get_loss_spec(loss_name).uses_class_frequencies and "class_frequencies" not in params:
+        spec = get_loss_spec(loss_name)
+        if spec.uses_class_frequencies and "class_frequencies" not in params:
             params["class_frequencies"] = list(class_frequencies)
+        if loss_spacing is not None and "spacing" in spec.defaults and params.get("spacing") is None:
+            params["spacing"] = list(loss_spacing)
         self.loss = build_loss(loss_name, num_classes=num_classes, ignore_index=ignore_index, **params)
         self.val_cm = confusion_matrix_metric(num_classes, ignore_index)
         self.test_cm = confusion_matrix_metric(num_classes, ignore_index)
@@ -159,6 +182,7 @@ class LossbenchModule(L.LightningModule):
         self.test_evidence: Evidence | None = None
         self.test_index: np.ndarray | None = None  # the test image of each evidence row
         self._test_rows: list[Tensor] = []
+        self.predictions_dir = None  # volumes: where the test writes each volume's prediction (lossbench.run sets it)
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
 
@@ -205,20 +229,45 @@ class LossbenchModule(L.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------
 
+    def predict_volume(self, volume: Tensor) -> Tensor:
+        """Logits ``[1, C, D, H, W]`` of a whole volume ``[1, C_in, D, H, W]`` (:mod:`lossbench.volume_model`)."""
+        from lossbench.volume_model import predict_patches, predict_slices
+
+        h = self.hparams
+        if h.dims == 3:
+            return predict_patches(self.model, volume, tuple(h.patch), h.overlap, batch=2)
+        return predict_slices(self.model, volume, h.context, input_multiple(self.model), batch=16)
+
+    def predict_pairs(self, batch: dict[str, Tensor]) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """The batch's logits (for the loss) and its ``(prediction, original mask)`` pairs (for the metrics)."""
+        if "spacing" in batch:
+            logits = self.predict_volume(batch["image"])
+            return logits, [(logits.argmax(1), batch["target"])]
+        logits = self(batch["image"])
+        return logits, list(original_resolution(logits, batch))
+
     def _eval_step(self, batch: dict[str, Tensor], cm, stage: str) -> None:
         x, y = batch["image"], batch["mask"]
-        logits = self(x)
-        loss = self.loss(logits, y)
+        logits, pairs = self.predict_pairs(batch)
+        if "spacing" in batch and self.hparams.dims == 2:  # a 2-D model's loss, on the volume's slices
+            loss = self.loss(logits[0].transpose(0, 1), y[0])
+        else:
+            loss = self.loss(logits, y)
         done = 0
-        for pred, target in original_resolution(logits, batch):
+        for pred, target in pairs:
             cm.update(pred, target)
             if stage == "test":
-                self._keep_evidence(pred, target, batch["index"][done : done + pred.shape[0]])
+                spacing = batch["spacing"][0].tolist() if "spacing" in batch else None
+                self._keep_evidence(pred, target, batch["index"][done : done + pred.shape[0]], spacing)
             done += pred.shape[0]
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
-    def _keep_evidence(self, pred: Tensor, target: Tensor, index: Tensor) -> None:
+    def _keep_evidence(self, pred: Tensor, target: Tensor, index: Tensor, spacing: list[float] | None = None) -> None:
         num_classes, ignore = len(self.class_names), self.hparams.ignore_index
+        if spacing is not None and self.predictions_dir is not None:
+            from lossbench.record import write_prediction
+
+            write_prediction(self.predictions_dir, int(index[0]), pred[0].cpu().numpy(), spacing)
         counts = per_image_counts(pred, target, num_classes, ignore).reshape(pred.shape[0], -1).cpu()
         objects = []
         for p, t in zip(pred.cpu().numpy(), target.cpu().numpy()):
@@ -227,7 +276,7 @@ class LossbenchModule(L.LightningModule):
             objects.append(object_counts(t, p, self.focus, self.hparams.object_iou))
         rows = torch.cat([index.cpu().view(-1, 1), counts, torch.tensor(objects, dtype=torch.int64).view(-1, 4)], 1)
         self._test_rows.append(rows.long())
-        boundary = [boundary_scores(p, t, num_classes, ignore, self.hparams.nsd_tolerance)
+        boundary = [boundary_scores(p, t, num_classes, ignore, self.hparams.nsd_tolerance, spacing)
                     for p, t in zip(pred.cpu().numpy(), target.cpu().numpy())]  # fmt: skip
         flat = torch.as_tensor(np.stack(boundary).reshape(len(boundary), -1))
         self._test_boundary.append(torch.cat([index.cpu().view(-1, 1).double(), flat], 1))
@@ -297,6 +346,7 @@ class LossbenchModule(L.LightningModule):
                     result["per_class"][name][m] = float(defined.mean()) if defined.size else math.nan
                 result["per_class"][name]["boundary_images"] = int((~np.isnan(boundary[:, i, 0])).sum())
         result["nsd_tolerance"] = self.hparams.nsd_tolerance
+        result["distance_unit"] = "mm" if self.hparams.get("volumes") else "px"
         self.test_cm.reset()
         self.log_dict(flat_scalars(result, "test"), sync_dist=False)
         self.test_result = result

@@ -60,6 +60,7 @@ def resolve_losses(
             num_classes=num_classes,
             ignore_index=cfg.data.loss_ignore_index(cfg.data.declared_ignore_index, num_classes),
             label=entry.label,
+            dims=3 if cfg.data.is_volumes and cfg.model.dims == 3 else 2,
         )
     return chosen
 

@@ -44,6 +44,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt
 ERRORS_DIR = "errors"
 EVIDENCE_FILE = "evidence.npz"
+PREDICTIONS_DIR = "predictions"  # volumes: predictions/<test index>.npz, each test volume's predicted labels
 CLAIM_FILE = "claim.json"
 SUBMITIT_DIR = ".submitit"
 
@@ -344,6 +345,24 @@ def write_evidence(run_dir: Path, evidence: Evidence) -> None:
     """Atomically write the run's ``evidence.npz`` (the report reads it; it never retrains)."""
     with atomic_file(evidence_path(run_dir), "wb") as fh:
         np.savez_compressed(fh, **evidence.arrays())
+
+
+def predictions_dir(run_dir: Path) -> Path:
+    return run_dir / PREDICTIONS_DIR
+
+
+def write_prediction(folder: Path, index: int, pred: np.ndarray, spacing: list[float]) -> None:
+    """Atomically write one test volume's predicted labels ``[D, H, W]`` and its spacing (mm) as ``<index>.npz``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / f"{index:05d}.npz", "wb") as fh:
+        np.savez_compressed(fh, pred=pred.astype(np.uint8 if pred.max(initial=0) < 256 else np.int32),
+                            spacing=np.asarray(spacing, np.float64))  # fmt: skip
+
+
+def read_prediction(run_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test volume ``index``'s predicted labels and spacing, as the test wrote them."""
+    with np.load(predictions_dir(run_dir) / f"{index:05d}.npz", allow_pickle=False) as f:
+        return f["pred"].astype(np.int64), f["spacing"]
 
 
 def read_evidence(run_dir: Path) -> Evidence | None:

@@ -43,6 +43,7 @@ from lossbench.record import (
     config_path,
     fmt_time,
     last_checkpoint,
+    predictions_dir,
     read_record,
     take_rank_error,
     write_evidence,
@@ -365,7 +366,9 @@ def _datamodule(run_cfg: RunConfig, bundle: Any, module: Any) -> Any:
     from lossbench.data import SegmentationDataModule
     from lossbench.module import input_multiple
 
-    return SegmentationDataModule(bundle, run_cfg.data, run_cfg.seed, multiple=input_multiple(module.model))
+    dims = run_cfg.model.dims
+    multiple = input_multiple(module.model) if dims == 2 else 1
+    return SegmentationDataModule(bundle, run_cfg.data, run_cfg.seed, multiple=multiple, dims=dims, context=run_cfg.model.context)
 
 
 def _module(run_cfg: RunConfig, bundle: Any) -> Any:
@@ -385,7 +388,18 @@ def _module(run_cfg: RunConfig, bundle: Any) -> Any:
         focus=run_cfg.report.focus,
         object_iou=run_cfg.report.object_iou,
         nsd_tolerance=run_cfg.report.nsd_tolerance,
+        **_volume_settings(run_cfg, bundle),
     )
+
+
+def _volume_settings(run_cfg: RunConfig, bundle: Any) -> dict[str, Any]:
+    """The module's volume arguments: the mode, the patch, and the spacing the distance-based losses measure in."""
+    if not bundle.is_volumes:
+        return {}
+    m, v = run_cfg.model, run_cfg.data.volumes
+    spacing = bundle.median_spacing
+    return {"dims": m.dims, "context": m.context, "patch": tuple(v.patch), "overlap": v.overlap, "volumes": True,
+            "loss_spacing": spacing if m.dims == 3 else spacing[1:]}  # fmt: skip
 
 
 def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, callbacks: list | None = None) -> Components:
@@ -436,6 +450,8 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     define_metrics(trainer.logger)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        if bundle.is_volumes:
+            module.predictions_dir = predictions_dir(run_dir)
         trainer.test(module, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
             evidence = module.test_evidence
@@ -487,7 +503,6 @@ def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage]]:
     import torch
 
     from lossbench.metrics import FN, TP
-    from lossbench.module import original_resolution
 
     counts, index = module.test_evidence.counts, module.test_index
     focus_pixels = counts[:, module.focus, TP] + counts[:, module.focus, FN]
@@ -495,14 +510,15 @@ def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage]]:
     images = []
     module.eval()
     for i in chosen.tolist():
-        batch = datamodule.collate([datamodule.test_set[i]])
+        batch = datamodule.eval_collate([datamodule.test_set[i]])
         with torch.inference_mode():
-            logits = module(batch["image"].to(module.device))
-        ((pred, target),) = list(original_resolution(logits, {k: v.to(module.device) for k, v in batch.items()}))
+            _, ((pred, target),) = module.predict_pairs({k: v.to(module.device) for k, v in batch.items()})
+        image, target, pred = datamodule.bundle.test[i][0], target[0].cpu().numpy(), pred[0].cpu().numpy()
+        if target.ndim == 3:  # a volume: its slice with the most focus-class voxels (ties: the first)
+            d = int(np.argmax((target == module.focus).sum((1, 2))))
+            image, target, pred = image[:, d], target[d], pred[d]
         images.append(PanelImage(
-            image=display_image(datamodule.bundle.test[i][0]),
-            target=target[0].cpu().numpy().astype(np.int32),
-            pred=pred[0].cpu().numpy().astype(np.int32),
+            image=display_image(image), target=target.astype(np.int32), pred=pred.astype(np.int32),
         ))  # fmt: skip
     return np.asarray(chosen, np.int64), images
 

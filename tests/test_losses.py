@@ -38,14 +38,29 @@ def make(name: str, c: int, **params):
     return build_loss(name, num_classes=c, **params)
 
 
+SPATIAL = {"depth": None}
+"""The depth of :func:`batch`'s volumes, or ``None`` for images: set per test by :func:`spatial_dims`."""
+
+
+@pytest.fixture(autouse=True, params=[2, 3], ids=["2d", "3d"])
+def spatial_dims(request):
+    """Every test of this file runs on images ``[B, C, H, W]`` and on volumes ``[B, C, D, H, W]`` (D = 4)."""
+    SPATIAL["depth"] = None if request.param == 2 else 4
+    yield request.param
+    SPATIAL["depth"] = None
+
+
 def batch(c: int, seed: int = 0, b: int = 2, h: int = 8, w: int = 8, ignore_frac: float = 0.2):
-    """Random logits and a target in which every label occurs, with some pixels ignored."""
+    """Random logits and a target in which every label occurs, with some pixels ignored
+    (volumes of depth ``SPATIAL["depth"]`` when the test runs at 3-D)."""
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(b, c, h, w, generator=g)
+    spatial = (h, w) if SPATIAL["depth"] is None else (SPATIAL["depth"], h, w)
+    logits = torch.randn(b, c, *spatial, generator=g)
     n_labels = max(c, 2)
-    target = torch.arange(b * h * w).remainder(n_labels).reshape(b, h, w)
-    target = target.flatten()[torch.randperm(b * h * w, generator=g)].reshape(b, h, w)
-    target[torch.rand(b, h, w, generator=g) < ignore_frac] = IGNORE
+    n = b * math.prod(spatial)
+    target = torch.arange(n).remainder(n_labels).reshape(b, *spatial)
+    target = target.flatten()[torch.randperm(n, generator=g)].reshape(b, *spatial)
+    target[torch.rand(b, *spatial, generator=g) < ignore_frac] = IGNORE
     return logits, target
 
 
@@ -183,7 +198,8 @@ def test_a_batch_of_zero_images_is_one_sentence(name, c):
 def test_one_minus_infinite_logit_keeps_the_loss_finite(name, c):
     # issue 8: one −∞ logit made combo NaN
     logits, target = batch(c, seed=6)
-    logits[0, 0, 0, 0] = -math.inf
+    logits[0, 0].view(-1)[0] = -math.inf  # one pixel (voxel), with a label the −∞ does not contradict:
+    target[0].view(-1)[0] = 0 if c == 1 else 1  # binary: p = 0 for the label 0; C5: class 0 gets p = 0, the label is 1
     value, grad = value_and_grad(make(name, c), logits, target)
     assert torch.isfinite(value) and torch.isfinite(grad).all()
 
@@ -192,7 +208,7 @@ def perfect_logits(target: torch.Tensor, c: int, margin: float = 12.0) -> torch.
     t = target.clamp(0, max(c, 2) - 1)
     if c == 1:
         return ((2 * t - 1) * margin).float().unsqueeze(1)
-    return F.one_hot(t, c).permute(0, 3, 1, 2).float() * 2 * margin - margin
+    return F.one_hot(t, c).movedim(-1, 1).float() * 2 * margin - margin
 
 
 @all_losses
@@ -209,7 +225,8 @@ def test_gradient_descent_on_the_logits_lowers_the_loss(name, c):
     logits, target = batch(c, seed=1)
     loss = make(name, c)
     x = logits.clone().requires_grad_(True)
-    opt = torch.optim.SGD([x], lr=0.5 if "lovasz" in name else 2.0)
+    # a mean over 4× the pixels gives each logit a 4× smaller gradient: the step grows with the volume's depth
+    opt = torch.optim.SGD([x], lr=(0.5 if "lovasz" in name else 2.0) * (SPATIAL["depth"] or 1))
     start = loss(x, target).item()
     for _ in range(20):
         opt.zero_grad()
@@ -349,7 +366,7 @@ def test_worked_dice_example_of_document_004_with_its_arithmetic_corrected():
 
 def _valid_flat(logits, target):
     c = logits.shape[1]
-    x = logits.permute(0, 2, 3, 1).reshape(-1, c)
+    x = logits.movedim(1, -1).reshape(-1, c)
     t = target.reshape(-1)
     keep = t != IGNORE
     return x[keep], t[keep]
@@ -535,12 +552,13 @@ def test_hand_written_gradients_equal_autograd_of_the_formula(ignore_frac):
     def combo_ref(z, beta=0.5):
         logp = torch.log_softmax(z, 1)
         log1mp = torch.log(-torch.expm1(logp.clamp_max(math.log1p(-1e-7))))
-        g = F.one_hot(labels, 5).permute(0, 3, 1, 2).float()
+        g = F.one_hot(labels, 5).movedim(-1, 1).float()
         wce = -(beta * g * logp + (1 - beta) * (1 - g) * log1mp).mean(1)
         p = torch.softmax(z, 1) * valid.unsqueeze(1)
         g = g * valid.unsqueeze(1)
-        tp = (p * g).sum((0, 2, 3))
-        dice = ((2 * tp + 1) / (p.sum((0, 2, 3)) + g.sum((0, 2, 3)) + 1)).mean()
+        dims = (0, *range(2, z.ndim))
+        tp = (p * g).sum(dims)
+        dice = ((2 * tp + 1) / (p.sum(dims) + g.sum(dims) + 1)).mean()
         return 0.5 * wce[valid].mean() + 0.5 * (1 - dice)
 
     combo = make("combo", 5)

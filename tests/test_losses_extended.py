@@ -19,19 +19,28 @@ from lossbench.losses.distance import _envelope, boundary_distances, squared_edt
 TOL = {"rel": 1e-5, "abs": 1e-6}
 
 
-def blobs(c: int, b: int = 3, h: int = 24, w: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and a target of rectangles (classes with real boundaries), one image without the rarest class."""
+def blobs(c: int, b: int = 3, h: int = 24, w: int = 20, seed: int = 0, d: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and a target of rectangles (boxes in volumes of depth ``d``: classes with real boundaries), one
+    image without the rarest class."""
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(b, c, h, w, generator=g)
-    target = torch.zeros(b, h, w, dtype=torch.long)
+    spatial = (h, w) if d is None else (d, h, w)
+    logits = torch.randn(b, c, *spatial, generator=g)
+    target = torch.zeros(b, *spatial, dtype=torch.long)
     n = max(c, 2)
     for i in range(b):
         for k in range(1, n):
             if i == b - 1 and k == n - 1:
                 continue  # absent from this image
             y, x = torch.randint(0, h - 6, (1,), generator=g).item(), torch.randint(0, w - 6, (1,), generator=g).item()
-            target[i, y : y + 3 + k, x : x + 4] = k
+            if d is None:
+                target[i, y : y + 3 + k, x : x + 4] = k
+            else:
+                z = torch.randint(0, d - 3, (1,), generator=g).item()
+                target[i, z : z + 2 + k % 2, y : y + 3 + k, x : x + 4] = k
     return logits, target
+
+
+dims = pytest.mark.parametrize("d", [None, 6], ids=["2d", "3d"])
 
 
 def grads(fn, logits):
@@ -44,7 +53,7 @@ def grads(fn, logits):
 def probs_and_onehot(logits, target):
     if logits.shape[1] == 1:
         return torch.sigmoid, target.unsqueeze(1).float()
-    return (lambda z: torch.softmax(z, 1)), F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+    return (lambda z: torch.softmax(z, 1)), F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
 
 
 def assert_same(ours_fn, ref_fn, logits):
@@ -61,8 +70,9 @@ both = pytest.mark.parametrize("c", [1, 4], ids=["binary", "C4"])
 
 
 @pytest.mark.parametrize("c", [1, 2], ids=["binary", "C2"])
-def test_unified_focal_equals_monais_asymmetric_unified_focal_loss(c):
-    logits, target = blobs(c)
+@dims
+def test_unified_focal_equals_monais_asymmetric_unified_focal_loss(c, d):
+    logits, target = blobs(c, d=d)
     act, onehot = probs_and_onehot(logits, target)
     ours = build_loss("unified_focal", num_classes=c)
     ref = AsymmetricUnifiedFocalLoss(weight=0.5, delta=0.6, gamma=0.5)  # takes probabilities
@@ -70,8 +80,9 @@ def test_unified_focal_equals_monais_asymmetric_unified_focal_loss(c):
 
 
 @both
-def test_hausdorff_dt_equals_monais_hausdorff_dt_loss(c):
-    logits, target = blobs(c)
+@dims
+def test_hausdorff_dt_equals_monais_hausdorff_dt_loss(c, d):
+    logits, target = blobs(c, d=d)
     act, onehot = probs_and_onehot(logits * 3, target)
     ours = build_loss("hausdorff_dt", num_classes=c)
     ref = HausdorffDTLoss(alpha=2.0, sigmoid=c == 1, softmax=c > 1)
@@ -79,8 +90,9 @@ def test_hausdorff_dt_equals_monais_hausdorff_dt_loss(c):
 
 
 @both
-def test_cldice_equals_monais_soft_dice_cldice_loss(c):
-    logits, target = blobs(c)
+@dims
+def test_cldice_equals_monais_soft_dice_cldice_loss(c, d):
+    logits, target = blobs(c, d=d)
     _, onehot = probs_and_onehot(logits, target)
     ours = build_loss("cldice", num_classes=c)
     ref = SoftDiceclDiceLoss(iter_=3, alpha=0.5, smooth_nr=1.0, smooth_dr=1.0, sigmoid=c == 1, softmax=c > 1)
@@ -88,8 +100,9 @@ def test_cldice_equals_monais_soft_dice_cldice_loss(c):
 
 
 @both
-def test_boundary_term_equals_monais_boundary_loss_and_alpha_mixes_in_generalized_dice(c):
-    logits, target = blobs(c)
+@dims
+def test_boundary_term_equals_monais_boundary_loss_and_alpha_mixes_in_generalized_dice(c, d):
+    logits, target = blobs(c, d=d)
     _, onehot = probs_and_onehot(logits, target)
     pure = build_loss("boundary", num_classes=c, alpha=0.0, alpha_min=0.0)
     ref = BoundaryLoss(include_background=False, sigmoid=c == 1, softmax=c > 1)
@@ -271,3 +284,46 @@ def test_both_boundary_distance_paths_agree_and_blank_images_get_zeros():
     assert (out_cpu[0, 1] == 0).all() and (in_cpu[1, 2] == 0).all()
     row = torch.tensor([[float("inf"), 4.0, float("inf"), 0.0, float("inf")]], dtype=torch.float64)
     assert _envelope(row).tolist() == [[5.0, 4.0, 1.0, 0.0, 1.0]]  # min_q (x − q)² + f(q), by hand
+
+
+@pytest.mark.parametrize("spacing", [None, (1.0, 1.0, 1.0), (2.5, 0.7, 1.3)], ids=["voxels", "unit", "anisotropic"])
+def test_the_3d_distance_transform_is_scipys_with_spacing(spacing):
+    """The GPU transform's three passes (run here on the CPU) and the SciPy path, held to SciPy's ``sampling=``."""
+    g = torch.Generator().manual_seed(3)
+    for shape in [(1, 1, 1), (5, 1, 7), (9, 11, 6), (16, 12, 14)]:
+        mask = torch.rand(3, *shape, generator=g) < 0.03
+        mask[0] = False
+        got = squared_edt(mask, dims=3, spacing=spacing)
+        out, ins = boundary_distances(mask, dims=3, spacing=spacing)
+        for i in range(3):
+            m = mask[i].numpy()
+            if not m.any():
+                assert torch.isinf(got[i]).all() and (out[i] == 0).all()
+                continue
+            want = distance_transform_edt(~m, sampling=spacing)
+            np.testing.assert_allclose(got[i].sqrt().numpy(), want, rtol=1e-6, atol=1e-5)
+            if not m.all():
+                np.testing.assert_allclose(out[i].numpy(), want, rtol=1e-6, atol=1e-5)
+                np.testing.assert_allclose(ins[i].numpy(), distance_transform_edt(m, sampling=spacing), rtol=1e-6, atol=1e-5)
+
+
+def test_distance_losses_measure_in_millimetres_with_the_voxel_spacing():
+    """Boundary loss with ``spacing`` is Kervadec's φ with ``sampling=resolution``; Hausdorff-DT's distances scale too."""
+    logits, target = blobs(3, d=6)
+    spacing = (3.0, 0.8, 1.2)
+    ours = build_loss("boundary", num_classes=3, alpha=0.0, alpha_min=0.0, spacing=list(spacing))(logits, target)
+    p = torch.softmax(logits, 1)
+    phi = torch.zeros_like(p)
+    for b in range(target.shape[0]):
+        for k in (1, 2):
+            pos = (target[b] == k).numpy()
+            if pos.any():
+                neg = ~pos
+                phi[b, k] = torch.from_numpy(distance_transform_edt(neg, sampling=spacing) * neg
+                                             - (distance_transform_edt(pos, sampling=spacing) - 1) * pos).float()
+    assert ours.item() == pytest.approx((phi[:, 1:] * p[:, 1:]).mean().item(), rel=1e-5)
+    unit = build_loss("hausdorff_dt", num_classes=3)(logits * 3, target)
+    doubled = build_loss("hausdorff_dt", num_classes=3, alpha=2.0, spacing=[2.0, 2.0, 2.0])(logits * 3, target)
+    assert doubled.item() == pytest.approx(4 * unit.item(), rel=1e-5)  # every distance × 2, squared
+    with pytest.raises(ValueError, match=r"spacing \[1.0, 1.0\] \(2 axes\) but its input has 3 spatial axes"):
+        build_loss("hausdorff_dt", num_classes=3, spacing=[1, 1])(logits, target)

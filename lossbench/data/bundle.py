@@ -1,9 +1,10 @@
 """A config's data as the harness needs it: the three splits and what the model and losses must know.
 
 :func:`load_data` reads any kind — synthetic (:mod:`lossbench.data.synthetic`), a folder of images
-(:mod:`lossbench.data.folder`), your own Dataset (:mod:`lossbench.data.dataset`) — and returns a
+(:mod:`lossbench.data.folder`), your own Dataset (:mod:`lossbench.data.dataset`), volumes
+(:mod:`lossbench.data.volumes`) — and returns a
 :class:`DataBundle`: every split yields ``(image [C_in, H, W], mask [H, W] int64)`` at the image's own
-size, with the class names, the ignore index, the input channels, the pixel count of each class in
+size (volumes: ``(image [C_in, D, H, W], mask [D, H, W])`` and each volume's spacing), with the class names, the ignore index, the input channels, the pixel count of each class in
 the training split (handed to losses such as ``weighted_ce`` and ``exp_log``) and the normalisation.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from lossbench.config import SYNTHETIC_CLASSES, DataConfig
@@ -38,6 +40,19 @@ class DataBundle:
     mean: list[float] | None = None
     """Per-channel normalisation (``data.normalize``); ``None``: the images are not normalised."""
     std: list[float] | None = None
+    spacing: list[tuple[float, float, float]] | None = None
+    """Volumes: each training volume's voxel spacing (mm, ``[D, H, W]``); ``None`` for 2-D images."""
+
+    @property
+    def is_volumes(self) -> bool:
+        return self.spacing is not None
+
+    @property
+    def median_spacing(self) -> list[float] | None:
+        """The training volumes' median spacing per axis (what the distance-based losses measure in), or ``None``."""
+        if self.spacing is None:
+            return None
+        return [float(v) for v in np.median(np.asarray(self.spacing, np.float64), axis=0)]
 
     @property
     def loss_ignore_index(self) -> int | None:
@@ -65,6 +80,12 @@ def load_data(data_cfg: DataConfig) -> DataBundle:
         splits = load_folder_splits(data_cfg, SPLITS)
         names, ignore = list(data_cfg.class_names), data_cfg.ignore_index
         in_channels, stats = splits["train"].channels, splits["train"].stats
+    elif data_cfg.is_volumes:
+        from lossbench.data.volumes import load_volume_splits
+
+        splits = load_volume_splits(data_cfg, SPLITS)
+        names, ignore = list(data_cfg.class_names), data_cfg.declared_ignore_index
+        in_channels, stats = splits["train"].channels, splits["train"].stats
     else:
         made = python_factory(data_cfg)
         names, ignore = made["class_names"], made["ignore_index"]
@@ -82,5 +103,5 @@ def load_data(data_cfg: DataConfig) -> DataBundle:
     pad_label = data_cfg.loss_ignore_index(ignore, len(names))
     return DataBundle(
         **splits, class_names=names, ignore_index=ignore, in_channels=in_channels, class_frequencies=list(counts),
-        pad_label=pad_label, mean=mean, std=std,
+        pad_label=pad_label, mean=mean, std=std, spacing=splits["train"].spacing if data_cfg.is_volumes else None,
     )  # fmt: skip

@@ -67,12 +67,22 @@ class SegmentationDataModule(L.LightningDataModule):
     ``multiple`` is the input size multiple the model needs.
     """
 
-    def __init__(self, bundle: DataBundle, data_cfg: DataConfig, seed: int, multiple: int = 32):
+    def __init__(self, bundle: DataBundle, data_cfg: DataConfig, seed: int, multiple: int = 32, dims: int = 2, context: int = 0):
         super().__init__()
         self.bundle, self.cfg, self.seed = bundle, data_cfg, seed
         self.batch_size, self.eval_batch_size = data_cfg.batch_size, data_cfg.eval_batch_size or data_cfg.batch_size
-        self.collate = PadCollate(multiple, bundle.pad_label)
+        self.collate = PadCollate(multiple if dims == 2 else 1, bundle.pad_label)
         b = bundle
+        if bundle.is_volumes:  # slices or patches to train on, whole volumes to evaluate (lossbench.data.volume_items)
+            from lossbench.data.volume_items import VolumeEvalItems, VolumeSamples, collate_volumes
+
+            v = data_cfg.volumes
+            self.train_set = VolumeSamples(b.train, b.num_classes, dims, context, v.patch, v.samples_per_volume,
+                                           v.pos_fraction, b.pad_label, seed)  # fmt: skip
+            self.val_set, self.test_set = VolumeEvalItems(b.val), VolumeEvalItems(b.test)
+            self.eval_collate, self.eval_batch_size = collate_volumes, 1
+            return
+        self.eval_collate = self.collate
         self.train_set = SeededItems(
             b.train, train_transform(data_cfg.resize, data_cfg.crop, data_cfg.augment, b.pad_label, b.mean, b.std), seed
         )
@@ -89,7 +99,7 @@ class SegmentationDataModule(L.LightningDataModule):
         accelerated = trainer.strategy.root_device.type != "cpu" if trainer is not None else torch.cuda.is_available()
         return num_workers(self.cfg, accelerated)
 
-    def _loader(self, dataset: Dataset, sampler: Sampler, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler, batch_size: int, collate=None) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
             dataset,
@@ -98,7 +108,7 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=self.collate,
+            collate_fn=collate or self.collate,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -108,8 +118,8 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._world()
-        return self._loader(self.val_set, ShardSampler(len(self.val_set), rank, world), self.eval_batch_size)
+        return self._loader(self.val_set, ShardSampler(len(self.val_set), rank, world), self.eval_batch_size, self.eval_collate)
 
     def test_dataloader(self) -> DataLoader:
         rank, world = self._world()
-        return self._loader(self.test_set, ShardSampler(len(self.test_set), rank, world), self.eval_batch_size)
+        return self._loader(self.test_set, ShardSampler(len(self.test_set), rank, world), self.eval_batch_size, self.eval_collate)

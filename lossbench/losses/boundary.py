@@ -3,6 +3,8 @@ soft clDice (Shit). Distances are exact Euclidean transforms of the masks (:mod:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,9 +21,24 @@ def _channels(prep: Prepared, include_background: bool) -> slice:
 
 
 def _images(prep: Prepared, t: Tensor, loss: str) -> Tensor:
-    if len(prep.spatial) != 2:
-        raise ValueError(f"loss {loss!r} takes 2D images [B, C, H, W], got spatial shape {prep.spatial}")
+    if len(prep.spatial) not in (2, 3):
+        raise ValueError(f"loss {loss!r} takes images [B, C, H, W] or volumes [B, C, D, H, W], got spatial shape {prep.spatial}")
     return prep.as_images(t)
+
+
+def _spacing(spacing: Sequence[float] | None, loss: str) -> tuple[float, ...] | None:
+    if spacing is None:
+        return None
+    if isinstance(spacing, (str, bytes)) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in spacing):
+        raise ValueError(f"{loss} spacing must be a list of positive numbers (one per spatial axis), got {spacing!r}")
+    return tuple(float(s) for s in spacing)
+
+
+def _distances(prep: Prepared, mask: Tensor, spacing: tuple[float, ...] | None, loss: str) -> tuple[Tensor, Tensor]:
+    dims = len(prep.spatial)
+    if spacing is not None and len(spacing) != dims:
+        raise ValueError(f"loss {loss!r} has spacing {list(spacing)} ({len(spacing)} axes) but its input has {dims} spatial axes {prep.spatial}")
+    return boundary_distances(_images(prep, mask, loss), dims, spacing)
 
 
 @register_loss("boundary", description="α·GDL + (1−α)·mean(φ_G·p), α scheduled over training (Kervadec et al. 2019)")
@@ -44,6 +61,8 @@ class BoundaryLoss(SegmentationLoss):
         alpha_step: decrease of α per epoch.
         alpha_min: floor of α.
         include_background: also apply BL to class 0 (multi-class).
+        spacing: the grid step of each spatial axis (millimetres per voxel of a volume): φ in those units,
+            as Kervadec's ``sampling=resolution``; ``None``: pixels. lossbench sets it from volume data.
         ignore_index: label to ignore, or ``None``; ignored pixels count as "not the class" in φ.
     """
 
@@ -54,9 +73,11 @@ class BoundaryLoss(SegmentationLoss):
         alpha_step: float = 0.01,
         alpha_min: float = 0.01,
         include_background: bool = False,
+        spacing: Sequence[float] | None = None,
         ignore_index: int | None = None,
     ):
         super().__init__(num_classes, ignore_index)
+        self.spacing = _spacing(spacing, "boundary")
         if not (0.0 <= alpha_min <= alpha <= 1.0 and alpha_step >= 0):
             raise ValueError(f"boundary needs 0 <= alpha_min <= alpha <= 1 and alpha_step >= 0, got {alpha_min}, {alpha}, {alpha_step}")
         self.alpha0, self.alpha_step, self.alpha_min = float(alpha), float(alpha_step), float(alpha_min)
@@ -72,8 +93,9 @@ class BoundaryLoss(SegmentationLoss):
 
     def boundary_term(self, prep: Prepared) -> Tensor:
         ch = _channels(prep, self.include_background)
-        g = _images(prep, prep.onehot[:, ch], "boundary") > 0.5
-        outside, inside = boundary_distances(g)
+        g = prep.onehot[:, ch] > 0.5
+        outside, inside = _distances(prep, g, self.spacing, "boundary")
+        g = prep.as_images(g)
         phi = torch.where(g, 1.0 - inside, outside).flatten(2)
         p = prep.probs[:, ch]
         return pixel_mean((phi * p).mean(1), prep)  # mean over classes, then over valid pixels
@@ -102,11 +124,20 @@ class HausdorffDTLoss(SegmentationLoss):
         num_classes: ``C`` (1 = binary: the foreground channel).
         alpha: exponent α of the distances.
         include_background: also score class 0 (multi-class).
+        spacing: the grid step of each spatial axis (millimetres per voxel); ``None``: pixels (MONAI's).
         ignore_index: label to ignore, or ``None``.
     """
 
-    def __init__(self, num_classes: int, alpha: float = 2.0, include_background: bool = False, ignore_index: int | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        alpha: float = 2.0,
+        include_background: bool = False,
+        spacing: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+    ):
         super().__init__(num_classes, ignore_index)
+        self.spacing = _spacing(spacing, "hausdorff_dt")
         if alpha <= 0:
             raise ValueError(f"hausdorff_dt alpha must be > 0, got {alpha}")
         self.alpha, self.include_background = float(alpha), bool(include_background)
@@ -117,7 +148,7 @@ class HausdorffDTLoss(SegmentationLoss):
         valid = prep.mask.unsqueeze(1)
         with torch.no_grad():
             both = torch.cat([(p.detach() > 0.5) & (valid > 0), g > 0.5], 1)
-            outside, inside = boundary_distances(_images(prep, both, "hausdorff_dt"))
+            outside, inside = _distances(prep, both, self.spacing, "hausdorff_dt")
             d = (outside + inside).flatten(2).pow(self.alpha)
             k = p.shape[1]
             weight = d[:, :k] + d[:, k:]
@@ -126,17 +157,26 @@ class HausdorffDTLoss(SegmentationLoss):
 
 
 def soft_erode(img: Tensor) -> Tensor:
+    """Soft erosion of ``[B, K, H, W]`` or ``[B, K, D, H, W]``: the minimum over the axis-aligned 3-neighbourhoods (a cross)."""
+    if img.ndim == 5:
+        p1 = -F.max_pool3d(-img, (3, 1, 1), (1, 1, 1), (1, 0, 0))
+        p2 = -F.max_pool3d(-img, (1, 3, 1), (1, 1, 1), (0, 1, 0))
+        p3 = -F.max_pool3d(-img, (1, 1, 3), (1, 1, 1), (0, 0, 1))
+        return torch.minimum(torch.minimum(p1, p2), p3)
     p1 = -F.max_pool2d(-img, (3, 1), (1, 1), (1, 0))
     p2 = -F.max_pool2d(-img, (1, 3), (1, 1), (0, 1))
     return torch.minimum(p1, p2)
 
 
 def soft_dilate(img: Tensor) -> Tensor:
+    """Soft dilation: the maximum over the 3×3 (3×3×3) neighbourhood."""
+    if img.ndim == 5:
+        return F.max_pool3d(img, (3, 3, 3), (1, 1, 1), (1, 1, 1))
     return F.max_pool2d(img, (3, 3), (1, 1), (1, 1))
 
 
 def soft_skeleton(img: Tensor, iters: int) -> Tensor:
-    """The soft skeleton of ``img`` ``[B, K, H, W]`` in [0, 1] (Shit et al. 2021): iterated soft
+    """The soft skeleton of ``img`` ``[B, K, H, W]`` or ``[B, K, D, H, W]`` in [0, 1] (Shit et al. 2021): iterated soft
     erosions (min-pooling) minus their soft openings, accumulated."""
     skel = F.relu(img - soft_dilate(soft_erode(img)))
     for _ in range(iters):

@@ -169,11 +169,12 @@ def check_loss(
     num_classes: int,
     ignore_index: int | None = None,
     label: str | None = None,
+    dims: int = 2,
 ) -> None:
     """Check, before any training, that loss ``name`` builds with ``params`` and keeps the call contract.
 
-    Builds it for ``num_classes`` and calls it on a small random batch (``[2, C, 8, 8]``, with a few
-    ignored pixels when ``ignore_index`` is set): it must return a finite floating scalar with a
+    Builds it for ``num_classes`` and calls it on a small random batch (``[2, C, 8, 8]``, or
+    ``[2, C, 8, 8, 8]`` when ``dims`` is 3, with a few ignored pixels when ``ignore_index`` is set): it must return a finite floating scalar with a
     gradient. Every problem is a one-sentence ``ValueError`` naming the loss.
     """
     label = label or name
@@ -191,10 +192,14 @@ def check_loss(
     except Exception as e:  # noqa: BLE001 — a constructor's raw TypeError/IndexError becomes one sentence
         raise ValueError(f"loss {label!r} cannot be built with parameters {dict(params)!r}: {type(e).__name__}: {e}") from None
     gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, num_classes, 8, 8, generator=gen, requires_grad=True)
-    target = torch.randint(0, 2 if num_classes == 1 else num_classes, (2, 8, 8), generator=gen)
+    spatial = (8,) * dims
+    if kwargs.get("spacing") is not None and len(kwargs["spacing"]) != dims:
+        raise ValueError(f"loss {label!r} has spacing {list(kwargs['spacing'])} ({len(kwargs['spacing'])} axes), but its "
+                         f"input has {dims} spatial axes")  # fmt: skip
+    logits = torch.randn(2, num_classes, *spatial, generator=gen, requires_grad=True)
+    target = torch.randint(0, 2 if num_classes == 1 else num_classes, (2, *spatial), generator=gen)
     if ignore_index is not None:
-        target[0, 0, :3] = ignore_index
+        target[0].view(-1)[:3] = ignore_index
     try:
         value = loss(logits, target)
     except Exception as e:  # noqa: BLE001

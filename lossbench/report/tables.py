@@ -120,18 +120,22 @@ def boundary_md(df: pd.DataFrame, records: list[RunRecord], classes: list[str], 
     if cfg is not None and used and used != [cfg.report.nsd_tolerance]:
         note = (f" The config now says report.nsd_tolerance={cfg.report.nsd_tolerance:g}; the runs were tested at {tol} "
                 "(it is measured when a run is tested, and changes no run's identity).")  # fmt: skip
+    volumes = any(r.test.get("distance_unit") == "mm" for r in records if r.ok and r.test)
+    unit, case = ("mm", "volume") if volumes else ("pixels", "image")
     if df.loc[df["status"] == "ok", "boundary_images"].isna().any():
         note += (" Runs tested before this rule (no n shown) averaged only over the images where both masks have the "
                  "class: retrain them (a new folder for `--out`) to compare like with like.")  # fmt: skip
-    how = ("Per test image, then the mean over the images where it is defined — where the class is in the target or "
-           "the prediction (n: how many, mean over seeds); a class missed, or predicted where there is none, counts "
-           "as the worst case (HD95 the image diagonal, NSD 0), as Metrics Reloaded recommends, so a loss that "
+    how = (f"Per test {case}, then the mean over the {case}s where it is defined — where the class is in the target or "
+           f"the prediction (n: how many, mean over seeds); a class missed, or predicted where there is none, counts "
+           f"as the worst case (HD95 the {case}'s diagonal, NSD 0), as Metrics Reloaded recommends, so a loss that "
            "rarely predicts a class is not rewarded for it. Mean ± std over seeds. Region overlap hides boundary "
            "errors on thin curves and small spots.")
+    if volumes:
+        how += " Distances are measured at each volume's own voxel spacing, surfaces as 3-D voxel faces (MONAI's convention)."
     return [
-        f"## Per-class HD95{title}", "", f"95th-percentile Hausdorff distance in pixels. {how} Bold: the lowest of a column.", "",
+        f"## Per-class HD95{title}", "", f"95th-percentile Hausdorff distance in {unit}. {how} Bold: the lowest of a column.", "",
         per_class_md(df, "hd95", classes, order, lower_is_better=True, count="boundary_images"), "",
-        f"## Per-class NSD{title}", "", f"Normalised surface Dice at a tolerance of {tol} pixels. {how} Bold: the highest of a column.{note}", "",
+        f"## Per-class NSD{title}", "", f"Normalised surface Dice at a tolerance of {tol} {unit}. {how} Bold: the highest of a column.{note}", "",
         per_class_md(df, "nsd", classes, order), "",
     ]  # fmt: skip
 
@@ -257,7 +261,7 @@ def _method_md(b: Budget) -> str:
         "to a suite makes each tie harder to break. *tied*: not different from the best at the "
         f"{100 * b.alpha:g} % level after that correction. "
         "*P(best) · rank*: how often the loss comes out best, and the range of ranks it takes in 95 % of the "
-        "resamples (1: best). Objects: connected components (8-connectivity) of the focus class, found when a "
+        "resamples (1: best). Objects: connected components (8-connectivity; 26 in volumes) of the focus class, found when a "
         "predicted component overlaps one with IoU ≥ the threshold (`report.object_iou`)."
     )
 
@@ -275,15 +279,35 @@ def config_md(cfg: SuiteConfig | None, records: list[RunRecord], focus: str | No
             f"- data: synthetic, {d.image_size}×{d.image_size}, {d.num_train} train / {d.num_val} val / "
             f"{d.num_test} test images, imbalance {d.imbalance}, noise {d.noise}, data seed {d.seed}"
         )
+    elif d.is_volumes:
+        v = d.volumes
+        source = (f"synthetic volumes, {v.depth}×{d.image_size}×{d.image_size} voxels of {'×'.join(f'{s:g}' for s in v.synthetic_spacing)} mm, "
+                  f"{d.num_train} train / {d.num_val} val / {d.num_test} test, data seed {d.seed}"
+                  if d.kind == "synthetic_volumes" else f"volumes {code(d.path)}, ignore index {d.ignore_index}")  # fmt: skip
+        lines.append(f"- data: {source}; intensity {v.intensity}" + (f" (window {list(v.window)})" if v.intensity == "ct" else "")
+                     + ". **Each test case is a whole volume**: every per-image figure below (intervals, objects, "
+                     "boundaries) is per volume, scored at the volume's own spacing; objects are 26-connected components")  # fmt: skip
     else:
         lines.append(f"- data: {d.kind} {code(d.path or d.target)}, ignore index {d.ignore_index}, resize {d.resize}, crop {d.crop}, "
                      f"augment {d.augment.model_dump() if d.augment else None}, normalize {d.normalize}")  # fmt: skip
     if freqs and classes:
         total = sum(freqs) or 1
-        lines.append("- training pixels per class: " + ", ".join(f"{text(c)} {100 * f / total:.2f} %" for c, f in zip(classes, freqs)))
+        lines.append(f"- training {'voxels' if d.is_volumes else 'pixels'} per class: " + ", ".join(f"{text(c)} {100 * f / total:.2f} %" for c, f in zip(classes, freqs)))
     kwargs = f" {m.kwargs}" if m.kwargs else ""
     weights = f"pretrained encoder ({m.encoder_weights})" if m.encoder_weights else "no pretrained weights"
-    lines.append(f"- model: smp `{m.arch}`, encoder `{m.encoder}`{kwargs}, {weights}")
+    if d.is_volumes and m.dims == 3:
+        v = d.volumes
+        lines.append(f"- model: 3-D MONAI `{m.arch}`{kwargs}, trained on {'×'.join(map(str, v.patch))} patches ({v.samples_per_volume} per "
+                     f"volume per epoch, {v.pos_fraction:g} of them centred on a foreground class), sliding-window inference "
+                     f"(overlap {v.overlap:g})")  # fmt: skip
+    elif d.is_volumes:
+        v = d.volumes
+        lines.append(f"- model: smp `{m.arch}`, encoder `{m.encoder}`{kwargs}, {weights}, on 2-D slices"
+                     + (f" with {m.context} neighbouring slice(s) each side as channels (2.5-D)" if m.context else "")
+                     + f" ({v.samples_per_volume} per volume per epoch, {v.pos_fraction:g} of them through a foreground class); "
+                     "predictions stacked back into volumes")  # fmt: skip
+    else:
+        lines.append(f"- model: smp `{m.arch}`, encoder `{m.encoder}`{kwargs}, {weights}")
     lines.append(
         f"- training: {', '.join(map(str, cfg.budget_list()))} epochs, batch {d.batch_size}, AdamW lr {o.lr} "
         f"(cosine to 0), weight decay {o.weight_decay}, precision {t.precision}"

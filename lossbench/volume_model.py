@@ -1,0 +1,88 @@
+"""Models on volumes: a 3-D MONAI network (``model.dims: 3``), and whole-volume prediction in either mode.
+
+* ``model.dims: 3`` — :func:`build_volume_model`: a class of ``monai.networks.nets`` by name (``model.arch``:
+  ``UNet``, ``SegResNet``, ``BasicUNet``, ``AttentionUnet``, ...) built with ``spatial_dims=3`` and the data's
+  channels and classes; ``model.kwargs`` go to it (``UNet`` without ``channels``/``strides`` gets
+  ``(16, 32, 64, 128)`` / ``(2, 2, 2)`` and one residual unit). It is checked on one patch before training.
+  A volume is predicted by ``monai.inferers.sliding_window_inference`` over patches of ``data.volumes.patch``
+  (``overlap``, Gaussian weighting).
+* ``model.dims: 2`` — the 2-D smp model; a volume is predicted slice by slice (each with its ``model.context``
+  neighbours as channels, padded to the model's input multiple) and the slices' logits stacked back.
+
+Either way the prediction is ``[1, C, D, H, W]`` at the volume's own grid, so the metrics are computed at its
+original spacing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_UNET_DEFAULTS = {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1}
+
+
+def build_volume_model(model_cfg: dict[str, Any], in_channels: int, num_classes: int, patch: tuple[int, int, int]) -> torch.nn.Module:
+    """The MONAI network ``model.arch`` for 3-D input, checked on one ``patch``: a ``ValueError`` naming the
+    arch and the patch when it cannot be built or does not return ``[B, C, *patch]``."""
+    from monai.networks import nets
+
+    arch = model_cfg["arch"]
+    cls = getattr(nets, arch, None)
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        known = sorted(n for n in dir(nets) if isinstance(getattr(nets, n), type) and n[0].isupper())
+        raise ValueError(f"model.arch {arch!r} is not a network of monai.networks.nets (model.dims 3); some that are: "
+                         f"{', '.join(n for n in known if n in ('UNet', 'SegResNet', 'BasicUNet', 'AttentionUnet', 'DynUNet', 'VNet', 'UNETR', 'SwinUNETR'))}")  # fmt: skip
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    if cls in (nets.UNet,) and "channels" not in kwargs and "strides" not in kwargs:
+        kwargs = {**_UNET_DEFAULTS, **kwargs}
+    try:
+        model = cls(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, **kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ValueError(f"cannot build model.arch {arch!r} (MONAI, spatial_dims 3) with model.kwargs {kwargs}: {e}") from None
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, in_channels, *patch))
+        model.train()
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"model.arch {arch!r} cannot take a patch of data.volumes.patch {list(patch)}: {type(e).__name__}: "
+                         f"{str(e)[:200]} (a patch side usually must be a multiple of the network's total stride)") from None  # fmt: skip
+    if tuple(out.shape) != (1, num_classes, *patch):
+        raise ValueError(f"model.arch {arch!r} returns {list(out.shape)} for a patch {list(patch)}, not [1, {num_classes}, "
+                         f"{', '.join(map(str, patch))}]: choose data.volumes.patch as a multiple of the network's total stride")  # fmt: skip
+    return model
+
+
+def slice_stack(volume: Tensor, context: int) -> Tensor:
+    """``[C, D, H, W]`` → ``[D, C·(2k+1), H, W]``: each slice with ``k = context`` neighbours on each side as channels
+    (the end slices repeated past the volume's ends), in the channel order training uses."""
+    c, d, h, w = volume.shape
+    if context == 0:
+        return volume.permute(1, 0, 2, 3)
+    padded = torch.cat([volume[:, :1].expand(c, context, h, w), volume, volume[:, -1:].expand(c, context, h, w)], 1)
+    windows = padded.unfold(1, 2 * context + 1, 1)  # [C, D, H, W, 2k+1]
+    return windows.permute(1, 0, 4, 2, 3).reshape(d, c * (2 * context + 1), h, w)
+
+
+def predict_slices(model: torch.nn.Module, volume: Tensor, context: int, multiple: int, batch: int) -> Tensor:
+    """Logits ``[1, K, D, H, W]`` of the 2-D ``model`` on every slice of ``volume`` ``[1, C, D, H, W]``."""
+    stack = slice_stack(volume[0], context)
+    h, w = stack.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    outs = []
+    for start in range(0, stack.shape[0], batch):
+        x = stack[start : start + batch]
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        outs.append(model(x)[..., :h, :w])
+    return torch.cat(outs).permute(1, 0, 2, 3)[None]
+
+
+def predict_patches(model: torch.nn.Module, volume: Tensor, patch: tuple[int, int, int], overlap: float, batch: int) -> Tensor:
+    """Logits ``[1, K, D, H, W]`` of the 3-D ``model`` on ``volume`` by sliding windows of ``patch`` (MONAI)."""
+    from monai.inferers import sliding_window_inference
+
+    out = sliding_window_inference(volume, roi_size=patch, sw_batch_size=batch, predictor=model, overlap=overlap, mode="gaussian")
+    return out.as_tensor() if hasattr(out, "as_tensor") else out
