@@ -5,8 +5,9 @@ Everything is measured in one run and reported as ratios, because these machines
 * **Losses**: forward + backward time (best of many repeats, the cases interleaved round-robin so
   drift hits all alike) and peak memory of every registered loss beside the equivalent losses of
   segmentation-models-pytorch, MONAI and kornia, and beside the *floor* — softmax plus a sum,
-  forward and backward, on the same tensor. Shapes: on CPU ``B=8, C=8`` at 128² and 256²; on a GPU
-  ``B=16, C=19`` at 512². Peak memory: on CPU the rise of the peak resident set (``VmHWM``, reset
+  forward and backward, on the same tensor. Shapes: on CPU ``B=8, C=8`` at 128² and 256², and volumes
+  ``B=2, C=4`` at 32×64×64; on a GPU ``B=16, C=19`` at 512² and volumes ``B=2, C=4`` at 96×128×128 (every
+  registered loss at 3-D beside MONAI's, the references that have a volume form). Peak memory: on CPU the rise of the peak resident set (``VmHWM``, reset
   before each case) in a fresh process whose glibc mmap threshold is pinned so freed buffers go
   back to the system; on a GPU ``torch.cuda.max_memory_allocated``. Timings are taken first, in
   the normal allocator state.
@@ -53,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if args.quick:
-        shapes = [(2, 4, 32, 3)]
+    if args.quick:  # (B, C, size, repeats, depth): depth None for images, else volumes [B, C, depth, size, size]
+        shapes = [(2, 4, 32, 3, None), (1, 3, 16, 3, 8)]
     elif device.type == "cuda":
-        shapes = [(16, 19, 512, 10)]
+        shapes = [(16, 19, 512, 10, None), (2, 4, 128, 10, 96)]
     else:
-        shapes = [(8, 8, 128, 30), (8, 8, 256, 15)]
+        shapes = [(8, 8, 128, 30, None), (8, 8, 256, 15, None), (2, 4, 64, 10, 32)]
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""),
         "torch": torch.__version__,
@@ -90,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     benches = []
-    for b, c, size, repeats in shapes:  # timings first: the memory probe below slows allocation
-        print(f"losses at B={b} C={c} {size}x{size} on {device.type} ({repeats} repeats)...", flush=True)
-        bench = LossBench(b, c, size, device)
-        benches.append((b, c, size, bench, bench.times(repeats)))
+    for b, c, size, repeats, depth in shapes:  # timings first: the memory probe below slows allocation
+        where = f"{size}x{size}" if depth is None else f"{depth}x{size}x{size} (volumes)"
+        print(f"losses at B={b} C={c} {where} on {device.type} ({repeats} repeats)...", flush=True)
+        bench = LossBench(b, c, size, device, depth)
+        benches.append((b, c, size, depth, bench, bench.times(repeats)))
     if not args.no_training:
         print("training loop: plain PyTorch vs lossbench train...", flush=True)
         if args.quick:
@@ -106,12 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["data"] = bench_data("experiments/default.yaml", 64, (360, 480), (192, 256), 3)
     print("peak memory...", flush=True)
-    for b, c, size, bench, rows in benches:
-        for row, mib in zip(rows, measure_memory(b, c, size, device)):
+    for b, c, size, depth, bench, rows in benches:
+        for row, mib in zip(rows, measure_memory(b, c, size, device, depth)):
             row["mib"] = mib
-        results["losses"].append(
-            {"b": b, "c": c, "size": size, "device": device.type, "rows": rows, "verdicts": loss_verdicts(rows)}
-        )
+        results["losses"].append({"b": b, "c": c, "size": size, "depth": depth, "device": device.type, "rows": rows,
+                                  "verdicts": loss_verdicts(rows), "no_volume_form": bench.no_volume_form})  # fmt: skip
     readme = write_bench_report(results, Path(args.report))
     print(f"report: {readme}")
     return 0

@@ -183,21 +183,39 @@ def peak_memory_mib(fn: Callable[[], None], device: torch.device) -> float:
 
 
 class LossBench:
-    """Inputs and cases at one shape; :meth:`times` and :meth:`memory` measure them."""
+    """Inputs and cases at one shape (volumes ``[B, C, depth, size, size]`` when ``depth`` is given);
+    :meth:`times` and :meth:`memory` measure them.
 
-    def __init__(self, b: int, c: int, size: int, device: torch.device):
+    At 3-D a reference that has no volume form (it raises on a 5-D input: smp's Lovász, kornia's
+    per-image losses) is left out and listed in :attr:`no_volume_form`.
+    """
+
+    def __init__(self, b: int, c: int, size: int, device: torch.device, depth: int | None = None):
         g = torch.Generator().manual_seed(0)
         self.device = device
-        self.shapes = {False: (b, c, size, size), True: (b, 1, size, size)}
+        spatial = (size, size) if depth is None else (depth, size, size)
+        self.shapes = {False: (b, c, *spatial), True: (b, 1, *spatial)}
         self.logits = {k: torch.randn(*s, generator=g).to(device) for k, s in self.shapes.items()}
         self.targets = {
-            False: torch.randint(0, c, (b, size, size), generator=g).to(device),
-            True: torch.randint(0, 2, (b, size, size), generator=g).to(device),
+            False: torch.randint(0, c, (b, *spatial), generator=g).to(device),
+            True: torch.randint(0, 2, (b, *spatial), generator=g).to(device),
         }
         self.cases = loss_cases(c, ignore_index=255) + [floor_case()]
         for case in self.cases:
             if isinstance(case.fn, torch.nn.Module):
                 case.fn.to(device)
+        self.no_volume_form: list[str] = []
+        if depth is not None:
+            kept = []
+            for case in self.cases:
+                try:
+                    self.once(case)
+                    kept.append(case)
+                except Exception as e:  # noqa: BLE001 — a reference without a 3-D form
+                    if case.impl == "lossbench":
+                        raise  # every registered loss has one (the contract tests hold it)
+                    self.no_volume_form.append(f"{case.impl} `{case.definition}` ({type(e).__name__})")
+            self.cases = kept
 
     def once(self, case: Case) -> None:
         x = self.logits[case.binary].clone().requires_grad_(True)
@@ -246,23 +264,23 @@ class LossBench:
         return [peak_memory_mib(lambda case=case: self.once(case), self.device) for case in self.cases]
 
 
-def _memory_in_fresh_process(b: int, c: int, size: int, device: str) -> list[float]:
+def _memory_in_fresh_process(b: int, c: int, size: int, device: str, depth: int | None = None) -> list[float]:
     """Runs in a spawned process: pinned allocator from the start, so peak RSS is the real peak."""
     _pin_malloc()
-    bench = LossBench(b, c, size, torch.device(device))
+    bench = LossBench(b, c, size, torch.device(device), depth)
     for case in bench.cases:  # warm up (first-call allocations of each library)
         bench.once(case)
     return bench.memory()
 
 
-def measure_memory(b: int, c: int, size: int, device: torch.device) -> list[float]:
+def measure_memory(b: int, c: int, size: int, device: torch.device, depth: int | None = None) -> list[float]:
     """Peak memory of every case; on CPU in a fresh process (a used heap hides allocations)."""
     if device.type == "cuda":
-        return LossBench(b, c, size, device).memory()
+        return LossBench(b, c, size, device, depth).memory()
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_memory_in_fresh_process, (b, c, size, device.type))
+        return pool.apply(_memory_in_fresh_process, (b, c, size, device.type, depth))
 
 
 def loss_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

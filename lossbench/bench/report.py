@@ -21,9 +21,18 @@ def _md(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def _where(shape: dict[str, Any]) -> str:
+    s, d = shape["size"], shape.get("depth")
+    return f"{s}²" if d is None else f"{d}×{s}×{s} (volumes)"
+
+
 def _losses_md(shape: dict[str, Any]) -> list[str]:
-    b, c, s = shape["b"], shape["c"], shape["size"]
-    parts = [f"## Losses at B={b}, C={c}, {s}×{s} ({shape['device']})", ""]
+    b, c, s, d = shape["b"], shape["c"], shape["size"], shape.get("depth")
+    grid = f"{s}×{s}" if d is None else f"{d}×{s}×{s} volumes"
+    parts = [f"## Losses at B={b}, C={c}, {grid} ({shape['device']})", ""]
+    if shape.get("no_volume_form"):
+        parts += ["References without a volume form (they raise on a 5-D input), left out here: "
+                  + ", ".join(shape["no_volume_form"]) + ".", ""]  # fmt: skip
     rows = []
     for v in shape["verdicts"]:
         met = {True: "yes", False: "**no**", None: "—"}[v["met"]]
@@ -98,7 +107,7 @@ def _data_md(d: dict[str, Any]) -> list[str]:
 
 def _verdict_md(results: dict[str, Any]) -> list[str]:
     t = results.get("training")
-    misses = [f"`{v['definition']}` at {sh['size']}²" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
+    misses = [f"`{v['definition']}` at {_where(sh)}" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
     if t and not t["met"]:
         misses.append("training overhead")
     if results.get("data") and not results["data"]["met"]:
