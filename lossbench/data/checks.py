@@ -105,6 +105,25 @@ class SplitStats:
         return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
+def split_dirs(root: str | Path, split: str, what: str) -> tuple[Path, Path]:
+    """``<root>/<split>/images`` and ``masks``, or a ``ValueError`` naming the missing one (``what``: "folder dataset", ...)."""
+    base = Path(root) / split
+    images_dir, masks_dir = base / "images", base / "masks"
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            raise ValueError(f"{what}: expected the folder {d} (layout: <path>/<split>/images and <split>/masks)")
+    return images_dir, masks_dir
+
+
+def pair_fingerprint(images: list[Path], masks: list[Path]) -> list[list[Any]]:
+    """Names, sizes and modification times of paired image and mask files: a cache key that changes with any file."""
+    out = []
+    for img, mask in zip(images, masks):
+        si, sm = img.stat(), mask.stat()
+        out.append([img.name, si.st_size, si.st_mtime_ns, mask.name, sm.st_size, sm.st_mtime_ns])
+    return out
+
+
 def cache_path(cache_dir: str | None, kind: str, key: dict[str, Any], digits: int, suffix: str = "") -> Path:
     """``<cache_dir>/<kind>-<digest><suffix>``: a cache entry named by the SHA-256 of ``key`` (its first ``digits`` hex digits).
 

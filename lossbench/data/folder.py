@@ -26,7 +26,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lossbench.data.checks import SplitStats, cache_path, check_channels, check_finite, check_mask, check_split_channels
+from lossbench.data.checks import (
+    SplitStats,
+    cache_path,
+    check_channels,
+    check_finite,
+    check_mask,
+    check_split_channels,
+    pair_fingerprint,
+    split_dirs,
+)
 from lossbench.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
 from lossbench.io import atomic_file, write_json_atomic
 
@@ -43,11 +52,7 @@ class SplitFiles:
 
     @classmethod
     def find(cls, root: str | Path, split: str) -> SplitFiles:
-        base = Path(root) / split
-        images_dir, masks_dir = base / "images", base / "masks"
-        for d in (images_dir, masks_dir):
-            if not d.is_dir():
-                raise ValueError(f"folder dataset: expected the folder {d} (layout: <path>/<split>/images and <split>/masks)")
+        images_dir, masks_dir = split_dirs(root, split, "folder dataset")
         images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not images:
             raise ValueError(f"folder dataset: split {split!r} is empty: no image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
@@ -60,14 +65,10 @@ class SplitFiles:
             if img.stem not in by_stem:
                 raise ValueError(f"folder dataset: image {img} has no mask {masks_dir / img.stem}.png (or .tif)")
             masks.append(by_stem[img.stem])
-        return cls(base, images, masks)
+        return cls(images_dir.parent, images, masks)
 
     def fingerprint(self) -> list[list[Any]]:
-        out = []
-        for img, mask in zip(self.images, self.masks):
-            si, sm = img.stat(), mask.stat()
-            out.append([img.name, si.st_size, si.st_mtime_ns, mask.name, sm.st_size, sm.st_mtime_ns])
-        return out
+        return pair_fingerprint(self.images, self.masks)
 
 
 def _memmap(path: Path, dtype: str, length: int) -> np.memmap:

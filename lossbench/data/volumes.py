@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lossbench.config import SYNTHETIC_VOLUME_CLASSES, DataConfig, VolumeConfig
-from lossbench.data.checks import SplitStats, cache_path, check_channels
+from lossbench.data.checks import SplitStats, cache_path, check_channels, pair_fingerprint, split_dirs
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy")
 _CACHE_VERSION = 1
@@ -72,12 +72,8 @@ class VolumeFiles:
 
     @classmethod
     def find(cls, root: str | Path, split: str) -> VolumeFiles:
-        base = Path(root) / split
-        images_dir, masks_dir = base / "images", base / "masks"
-        for d in (images_dir, masks_dir):
-            if not d.is_dir():
-                raise ValueError(f"volume dataset: expected the folder {d} (layout: <path>/<split>/images and <split>/masks)")
-        images = {case_name(p): p for p in sorted(images_dir.iterdir())} if images_dir.is_dir() else {}
+        images_dir, masks_dir = split_dirs(root, split, "volume dataset")
+        images = {case_name(p): p for p in sorted(images_dir.iterdir())}
         images.pop(None, None)
         if not images:
             raise ValueError(f"volume dataset: split {split!r} is empty: no volume files ({', '.join(VOLUME_SUFFIXES)}) in {images_dir}")
@@ -86,14 +82,10 @@ class VolumeFiles:
         for case in cases:
             if case not in masks:
                 raise ValueError(f"volume dataset: image {images[case]} has no mask {masks_dir / case}.nii.gz (or .nii, .npy)")
-        return cls(base, cases, [images[c] for c in cases], [masks[c] for c in cases])
+        return cls(images_dir.parent, cases, [images[c] for c in cases], [masks[c] for c in cases])
 
     def fingerprint(self) -> list[list[Any]]:
-        out = []
-        for img, mask in zip(self.images, self.masks):
-            si, sm = img.stat(), mask.stat()
-            out.append([img.name, si.st_size, si.st_mtime_ns, mask.name, sm.st_size, sm.st_mtime_ns])
-        return out
+        return pair_fingerprint(self.images, self.masks)
 
 
 @dataclass
