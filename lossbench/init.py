@@ -31,6 +31,7 @@ from lossbench.config import ConfigError, load_config, read_class_list
 from lossbench.data.checks import SPLITS
 from lossbench.data.folder import SplitFiles
 from lossbench.data.images import decode_image_array, read_mask
+from lossbench.data.volumes import case_name
 
 LOSSES = ["ce", "weighted_ce", "focal", "dice", "generalized_dice", "lovasz_softmax", "combo"]
 """The losses a new suite compares: the common baselines and the imbalance-aware favourites."""
@@ -96,6 +97,11 @@ def survey(root: str | Path) -> Survey:
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"--data {str(root)!r} is not a folder (resolved to {root.resolve()})")
+    volumes = root / "train" / "images"
+    if volumes.is_dir() and any(case_name(p) for p in volumes.iterdir()):
+        raise ConfigError(f"--data {str(root)!r} holds volumes ({volumes} has NIfTI or .npy files); lossbench init writes "
+                          "configs for 2-D image folders: write data.kind volumes by hand, as experiments/volumes.yaml "
+                          "does (README, 'Volumes')")  # fmt: skip
     files = {split: SplitFiles.find(root, split) for split in SPLITS}
     listing = root / "classes.txt"
     names = read_class_list(listing) if listing.is_file() else None  # read as training reads it

@@ -133,6 +133,14 @@ def test_bad_volumes_are_one_sentence_naming_the_file(tmp_path):
         VolumeFiles.find(root, "val")
 
 
+def test_init_on_a_folder_of_volumes_says_to_write_the_volume_config(tmp_path):
+    from lossbench.init import survey
+
+    root = nifti_folder(tmp_path / "set", counts=(1, 1, 1))
+    with pytest.raises(ConfigError, match=r"holds volumes .*write data.kind volumes by hand"):
+        survey(root)
+
+
 @pytest.mark.parametrize(("sets", "message"), [
     (["data.kind=synthetic", "model.dims=3"], "model.dims is 3, which needs volumes"),
     (["data.kind=synthetic", "model.context=1"], "model.context is 1, which needs volumes"),
