@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             "labels (the contract's clear errors: wrong labels get a sentence naming them), so against torch they "
             "can only tie; what is left is that pass.",
             "- At 128² a call takes 1.5–3 ms, and that label pass plus the fixed cost of a call (about 20 µs) is "
-            "5–15 % of it: there `dice`, `generalized_dice` and `bce_dice` trail MONAI by that much, while at 256² "
-            "they are at or ahead of it. The GPU shape (B=16, C=19, 512²) runs when a GPU is present.",
+            "5–15 % of it: there `dice`, `generalized_dice` and `bce_dice` can trail MONAI by that much in a run, "
+            "while at 256² they are at or ahead of it. The GPU shapes (B=16, C=19, 512²; volumes B=2, C=4, 96×128×128) run when a GPU is present.",
             "- `lovasz_softmax` sorts at most 2^19 elements per call (and at least one row per thread) to bound "
             "the memory of its temporaries; that is why it needs less memory than smp's per-class loop and far "
             "less than kornia's all-at-once sort, and why at large per-image sizes kornia's single sort can be faster.",
