@@ -35,6 +35,7 @@ import numpy as np
 from lossbench.config import RunConfig, SuiteConfig, dump_yaml, read_yaml_mapping, validate_config
 from lossbench.identity import config_hash
 from lossbench.io import atomic_file, read_json, write_json_atomic, write_text_atomic
+from lossbench.progress import fmt_time  # noqa: F401 — progress lines and status read it from here too
 
 SUITE_FILE = "suite.yaml"
 RECORD_FILE = "metrics.json"
@@ -63,14 +64,6 @@ class DamagedRecord(ValueError):
     def __init__(self, path: Path, why: str):
         super().__init__(f"run record {path} is damaged ({why})")
         self.path, self.why = path, why
-
-
-def fmt_time(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m``: a duration in progress lines."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 @dataclass

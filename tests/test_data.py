@@ -113,3 +113,58 @@ def test_a_corrupt_synthetic_cache_is_detected_and_rebuilt(tmp_path, capsys):
     data["train_masks"] = data["train_masks"][:3]  # a readable file with the wrong arrays
     np.savez(cache, **data)
     assert synthetic_splits(cfg)["train_masks"].shape == good["train_masks"].shape
+
+
+def _curve_by_definition(rng, size):
+    """The definition of a curve's pixels, computed over the whole image: every pixel whose centre is within
+    0.75 px of one of the curve's 4·size points (the generator draws it in small windows instead)."""
+    import math
+
+    coords = (np.arange(size) + 0.5) / size
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    length, theta = rng.uniform(0.4, 0.7), rng.uniform(0, 2 * math.pi)
+    x0, y0 = rng.uniform(0.15, 0.85, size=2)
+    t = np.linspace(0, 1, 4 * size)
+    amp, freq, phase = rng.uniform(0.03, 0.08), rng.uniform(1, 3) * 2 * math.pi, rng.uniform(0, 2 * math.pi)
+    u, v = t * length, amp * np.sin(freq * t + phase)
+    px, py = x0 + np.cos(theta) * u - np.sin(theta) * v, y0 + np.sin(theta) * u + np.cos(theta) * v
+    d2 = (xx[..., None] - px) ** 2 + (yy[..., None] - py) ** 2
+    return np.flatnonzero(d2.min(-1) < (0.75 / size) ** 2)
+
+
+@pytest.mark.parametrize("size", [16, 64, 97])
+def test_curves_drawn_in_windows_are_the_curves_of_the_definition(size):
+    from lossbench.data.synthetic import _curve_pixels
+
+    coords = (np.arange(size) + 0.5) / size
+    for seed in range(20):
+        local = _curve_pixels(np.random.default_rng(seed), coords)
+        assert np.array_equal(local, _curve_by_definition(np.random.default_rng(seed), size)), seed
+
+
+def test_synthetic_class_shares_do_not_depend_on_the_image_size(tmp_path):
+    shares = {}
+    for size, n in ((64, 400), (256, 60)):
+        cfg = _smoke_data_cfg(tmp_path, image_size=size, num_train=n, num_val=1, num_test=1)
+        counts = np.array(class_pixel_counts(synthetic_splits(cfg)["train_masks"], 4, None), float)
+        shares[size] = counts / counts.sum()
+    assert np.allclose(shares[256], shares[64], rtol=0.15), shares  # per class within 15 % relative (sampling noise)
+
+
+def test_a_long_preparation_says_n_of_N_and_an_eta():
+    from lossbench.progress import Counter
+
+    now, said = [0.0], []
+    counter = Counter("generating", 100, "images", quiet_s=3, every_s=5, say=said.append, clock=lambda: now[0])
+    for _ in range(100):
+        now[0] += 0.1
+        counter.add()
+    counter.finish()
+    assert said[0].startswith("generating: 30 of 100 images (30 %), ETA 7s"), said
+    assert said[1].startswith("generating: 80 of 100") and said[-1] == "generating: 100 images in 10s" and len(said) == 3  # 3 s, 8 s, the end
+    quiet = []
+    fast = Counter("generating", 10, say=quiet.append, clock=lambda: 0.0)
+    for _ in range(10):
+        fast.add()
+    fast.finish()
+    assert quiet == []  # work that ends within a few seconds says nothing

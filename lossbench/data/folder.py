@@ -16,8 +16,6 @@ an epoch then reads arrays instead of decoding files.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from lossbench.data.checks import (
 )
 from lossbench.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, decode_image_array, read_mask, to_float
 from lossbench.io import atomic_file, write_json_atomic
+from lossbench.progress import Counter
 
 _CACHE_VERSION = 3  # bump when decoding or checking changes, so caches are rebuilt (2: non-finite pixels, 3: EXIF)
 
@@ -136,14 +135,13 @@ def build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, i
 
 def _build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, ignore_index: int | None,
                  palette: dict[tuple[int, int, int], int] | None, dtype: np.dtype | None) -> None:  # fmt: skip
-    n = len(files.images)
-    t0 = last_note = time.monotonic()
+    counter = Counter(f"decoding the {split} split of {files.root.parent} into the cache", len(files.images), "images")
     mask_dtype = np.dtype(np.uint8 if max(num_classes - 1, ignore_index or 0) < 256 and (ignore_index or 0) >= 0 else np.int32)
     shapes: list[list[int]] = []
     stats = SplitStats(num_classes, ignore_index)
     channels = first = None
     with atomic_file(folder / f"{split}.images.bin", "wb") as images_out, atomic_file(folder / f"{split}.masks.bin", "wb") as masks_out:
-        for k, (img_path, mask_path) in enumerate(zip(files.images, files.masks)):
+        for img_path, mask_path in zip(files.images, files.masks):
             image = decode_image_array(img_path)
             check_finite(image, f"image {img_path}")
             mask = read_mask(mask_path, palette)
@@ -164,10 +162,8 @@ def _build_split(files: SplitFiles, folder: Path, split: str, num_classes: int, 
             images_out.write(np.ascontiguousarray(stored, dtype=dtype).tobytes())
             masks_out.write(np.ascontiguousarray(mask, dtype=mask_dtype).tobytes())
             shapes.append(list(image.shape))
-            if time.monotonic() - last_note > 10:
-                print(f"lossbench: decoding the {split} split of {files.root.parent}: {k + 1}/{n} images "
-                      f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
-                last_note = time.monotonic()
+            counter.add()
+    counter.finish()
     index = {
         "names": [p.name for p in files.images],
         "shapes": shapes,

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from lossbench.config import SYNTHETIC_VOLUME_CLASSES, DataConfig, VolumeConfig
 from lossbench.data.checks import SplitStats, cache_path, check_channels, pair_fingerprint, split_dirs
+from lossbench.progress import Counter
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy")
 _CACHE_VERSION = 1
@@ -220,6 +221,7 @@ def _build_split(files: VolumeFiles, folder: Path, split: str, cfg: VolumeConfig
     out = folder / split
     out.mkdir(parents=True, exist_ok=True)
     spacing, shapes, channels = [], [], None
+    counter = Counter(f"reading the {split} volumes of {files.root} into the cache", len(files.images), "volumes")
     for i, (img_path, mask_path) in enumerate(zip(files.images, files.masks)):
         image, mask, sp = _decode_case(img_path, mask_path, cfg, num_classes, ignore_index)
         if channels is None:
@@ -230,6 +232,8 @@ def _build_split(files: VolumeFiles, folder: Path, split: str, cfg: VolumeConfig
         np.save(out / f"{i:05d}.mask.npy", mask)
         spacing.append(list(sp))
         shapes.append(list(mask.shape))
+        counter.add()
+    counter.finish()
     index = {
         "cases": files.cases, "spacing": spacing, "shapes": shapes, "channels": channels,
         "stats": {"class_counts": stats.class_counts.tolist(), "channel_sum": np.asarray(stats.channel_sum).tolist(),
@@ -335,6 +339,7 @@ def write_synthetic_volumes(data_cfg: DataConfig) -> Path:
     sd, sh, sw = v.synthetic_spacing
     affine = np.diag([-sw, -sh, sd, 1.0])
     try:
+        counter = Counter("writing the synthetic volumes", data_cfg.num_train + data_cfg.num_val + data_cfg.num_test, "volumes")
         for split, n, offset in (("train", data_cfg.num_train, 0), ("val", data_cfg.num_val, 1), ("test", data_cfg.num_test, 2)):
             rng = np.random.default_rng([data_cfg.seed, offset])
             for d in ("images", "masks"):
@@ -345,6 +350,8 @@ def write_synthetic_volumes(data_cfg: DataConfig) -> Path:
                 to_xyz = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 2)[::-1, ::-1, :])  # noqa: E731
                 nib.save(nib.Nifti1Image(to_xyz(image), affine), str(staging / split / "images" / f"case{i:03d}.nii.gz"))
                 nib.save(nib.Nifti1Image(to_xyz(mask), affine), str(staging / split / "masks" / f"case{i:03d}.nii.gz"))
+                counter.add()
+        counter.finish()
         (staging / "classes.txt").write_text("\n".join(SYNTHETIC_VOLUME_CLASSES) + "\n")
         (staging / "complete").write_text("")
         try:
