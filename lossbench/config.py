@@ -495,6 +495,15 @@ def check_jobs(value: Any) -> int | str:
     return value
 
 
+def check_jobs_per_gpu(value: Any) -> int | str:
+    """``jobs_per_gpu``: ``auto`` or a number of runs at once on one GPU ≥ 1."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected 'auto' or a number of runs at once on one GPU ≥ 1, got {value!r}")
+    return value
+
+
 LauncherKind = Literal["local", "slurm", "submitit-local"]
 LAUNCHERS: tuple[str, ...] = get_args(LauncherKind)
 """Where ``compare`` trains its runs (``launcher.kind``, ``--launcher``)."""
@@ -625,6 +634,10 @@ class SuiteConfig(RunSections):
     # runs trained at once by compare on this machine: auto — one per GPU group (visible GPUs //
     # trainer.devices), one at a time on the CPU; N — N at once (on GPUs, at most one per group); -1 — one per CPU core
     jobs: Annotated[int | Literal["auto"], BeforeValidator(check_jobs)] = "auto"
+    # runs sharing one GPU at once when each run trains on one GPU (a DDP run keeps its GPUs to itself):
+    # auto — one until the first run has measured its peak GPU memory after an epoch, then as many as fit
+    # in the free memory and the CPU cores can feed (lossbench.launch.auto_per_gpu); N — N per GPU
+    jobs_per_gpu: Annotated[int | Literal["auto"], BeforeValidator(check_jobs_per_gpu)] = "auto"
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
     tune: TuneConfig | None = None  # search each loss's settings, select on validation, report on test (see TuneConfig)
 

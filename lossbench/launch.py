@@ -1,10 +1,12 @@
 """Where runs train: GPU placement on one machine, and SLURM jobs through submitit.
 
-* :func:`place` decides, from the visible GPUs, ``trainer.devices`` and ``jobs``, how many runs
-  train at once and on which GPUs (each run pinned to its own through ``CUDA_VISIBLE_DEVICES``);
-  :class:`Slots` hands those GPU groups out as runs start and finish. Both are pure.
-* :class:`RunProcesses` starts each run's own process: on the CPU a fork of a server that has
-  imported what training needs once, on GPUs and for DDP a fresh interpreter (:func:`forkable`).
+* :func:`place` decides, from the visible GPUs, ``trainer.devices``, ``jobs`` and ``jobs_per_gpu``, how
+  many runs train at once and on which GPUs (each run pinned to its group through
+  ``CUDA_VISIBLE_DEVICES``, several runs to one GPU when ``jobs_per_gpu`` says so; :func:`auto_per_gpu`
+  sizes ``auto`` from a run's measured memory); :class:`Slots` hands the groups out as runs start and
+  finish. All three are pure.
+* The runs themselves train in warm workers (:mod:`lossbench.workers`): processes that imported
+  what training needs once and take run after run; a DDP run gets a process of its own (:func:`one_process`).
 * :func:`submit` sends every run that is not finished to SLURM as one job array (``--launcher
   slurm``), or to submitit's local executor (``--launcher submitit-local``: the same code path, job
   files, pickling and requeue protocol, with the jobs as processes of this machine). Each job is a
@@ -15,17 +17,14 @@
 
 from __future__ import annotations
 
-import atexit
 import ctypes
-import multiprocessing
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -59,15 +58,26 @@ class Placement:
 
     at_once: int  # runs training at the same time
     threads: int  # CPU threads per run (OMP_NUM_THREADS)
-    gpu_slots: tuple[tuple[str, ...], ...] = ()  # one GPU group per concurrent run; empty: not placed on GPUs
+    gpu_slots: tuple[tuple[str, ...], ...] = ()  # the GPU groups runs are pinned to; empty: not placed on GPUs
     note: str | None = None  # said to the user when the config's wish cannot be met as asked
     on_gpu: bool = False  # the runs train on GPUs (placed in slots, or on the ids the config names)
+    per_group: int = 1  # runs sharing one GPU group at once (jobs_per_gpu; a DDP run's group takes one)
+    auto_per_gpu: bool = False  # jobs_per_gpu auto: per_group grows once a run has measured its GPU memory
+    cap: int | None = None  # at most this many runs at once (a number of jobs), whatever per_group becomes
 
     def describe(self) -> str:
         if self.gpu_slots:
             groups = " ".join(",".join(s) for s in self.gpu_slots)
-            return f"{self.at_once} runs at once, each on its own GPUs ({groups}), {self.threads} CPU threads each"
+            share = f"{self.per_group} per GPU" if self.per_group > 1 else "each on its own GPUs"
+            auto = "; jobs_per_gpu auto: more per GPU once the first run has measured its memory" if self.auto_per_gpu else ""
+            return f"{self.at_once} runs at once, {share} ({groups}), {self.threads} CPU threads each{auto}"
         return f"{self.at_once} run{'s' if self.at_once > 1 else ''} at once, {self.threads} CPU threads each"
+
+    def with_per_group(self, per_group: int, cores: int) -> Placement:
+        """This placement with ``per_group`` runs on each GPU group (``jobs_per_gpu`` auto, once measured)."""
+        at_once = len(self.gpu_slots) * per_group
+        at_once = min(at_once, self.cap) if self.cap else at_once
+        return replace(self, per_group=per_group, at_once=at_once, threads=max(1, cores // at_once), auto_per_gpu=False)
 
 
 def runs_at_once(jobs: int, cores: int | None = None) -> int:
@@ -75,10 +85,12 @@ def runs_at_once(jobs: int, cores: int | None = None) -> int:
     return (cores or os.cpu_count() or 1) if jobs == -1 else jobs
 
 
-def place(trainer: TrainerConfig, jobs: int | str, gpus: list[str], cores: int) -> Placement:
-    """The placement of a suite's runs: with G visible GPUs and ``d`` devices per run, G // d runs at
-    once, each on its own d GPUs (``jobs``, when a number, caps it); on the CPU ``jobs`` runs at once
-    (``auto``: one), sharing the cores. Raises :class:`ConfigError` when a run needs more GPUs than there are."""
+def place(trainer: TrainerConfig, jobs: int | str, gpus: list[str], cores: int, jobs_per_gpu: int | str = 1) -> Placement:
+    """The placement of a suite's runs: with G visible GPUs and ``d`` devices per run, G // d GPU groups, each
+    training ``jobs_per_gpu`` runs at once when ``d`` is 1 (a DDP run keeps its group to itself; ``auto``: one
+    until a run has measured its memory, :func:`auto_per_gpu`); ``jobs``, when a number, caps the runs at once.
+    On the CPU ``jobs`` runs at once (``auto``: one), sharing the cores. Raises :class:`ConfigError` when a run
+    needs more GPUs than there are."""
     devices = trainer.devices
     if gpus and trainer.wants_gpu:
         if isinstance(devices, list):  # the user named the GPU ids: one run at a time, on those
@@ -90,8 +102,12 @@ def place(trainer: TrainerConfig, jobs: int | str, gpus: list[str], cores: int) 
                 f"({','.join(gpus)}); set trainer.devices to at most {len(gpus)}"
             )
         slots = tuple(tuple(gpus[i * per_run : (i + 1) * per_run]) for i in range(len(gpus) // per_run))
-        at_once = len(slots) if jobs == "auto" else max(1, min(runs_at_once(int(jobs), cores), len(slots)))
-        return Placement(at_once, max(1, cores // at_once), slots, on_gpu=True)
+        auto = jobs_per_gpu == "auto" and per_run == 1
+        per_group = 1 if per_run > 1 or jobs_per_gpu == "auto" else int(jobs_per_gpu)
+        cap = None if jobs == "auto" else max(1, runs_at_once(int(jobs), cores))
+        at_once = len(slots) * per_group if cap is None else min(cap, len(slots) * per_group)
+        return Placement(at_once, max(1, cores // at_once), slots, on_gpu=True, per_group=per_group,
+                         auto_per_gpu=auto and (cap is None or cap > at_once), cap=cap)  # fmt: skip
     at_once = 1 if jobs == "auto" else runs_at_once(int(jobs), cores)
     note = None
     if at_once > 1 and devices not in (1, "1", [0]):
@@ -99,35 +115,59 @@ def place(trainer: TrainerConfig, jobs: int | str, gpus: list[str], cores: int) 
     return Placement(at_once, max(1, cores // at_once), note=note)
 
 
+CUDA_CONTEXT_MIB = 600
+"""GPU memory a process holds before it allocates a tensor (its CUDA context, cuDNN and cuBLAS workspaces)."""
+MAX_PER_GPU = 16
+"""``jobs_per_gpu: auto`` never puts more runs than this on one GPU."""
+
+
+def auto_per_gpu(peak_mib: float, free_mib: float, cores: int, groups: int, loader_workers: int,
+                 running: int = 1, headroom: float = 0.85) -> int:  # fmt: skip
+    """Runs per GPU for ``jobs_per_gpu: auto``, from one run's measured peak GPU memory (``peak_mib``, what
+    torch's allocator reserved) and the memory free on its GPU while ``running`` runs were on it:
+
+    * memory: each run costs its peak plus a CUDA context (:data:`CUDA_CONTEXT_MIB`); the runs added must fit
+      in ``headroom`` of the free memory;
+    * CPU: each run needs a core for its training loop and one per data-loader worker, and the ``cores`` are
+      shared by the ``groups`` GPU groups — more runs than that would wait for data, not for the GPU;
+    * never more than :data:`MAX_PER_GPU`, never fewer than 1.
+    """
+    per_run = max(peak_mib, 1.0) + CUDA_CONTEXT_MIB
+    by_memory = running + int(max(free_mib, 0.0) * headroom // per_run)
+    by_cpu = max(1, (cores // max(groups, 1)) // (1 + max(loader_workers, 0)))
+    return max(1, min(by_memory, by_cpu, MAX_PER_GPU))
+
+
 @dataclass
 class Slots:
-    """The free GPU groups of a :class:`Placement`: a starting run takes one, a finished run gives it back."""
+    """The GPU groups of a :class:`Placement`, each taking up to ``per_group`` runs at once: a starting run
+    takes the group with the most room (the lowest on a tie), a finished run gives it back."""
 
-    free: list[tuple[str, ...]]
-    size: int = field(init=False)
+    groups: list[tuple[str, ...]]
+    per_group: int = 1
+    busy: dict[tuple[str, ...], int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.free = list(self.free)
-        self.size = len(self.free)
+        self.groups = sorted(self.groups, key=lambda s: [int(g) if g.isdigit() else g for g in s])
+        self.busy = {g: 0 for g in self.groups}
 
     def take(self) -> tuple[str, ...] | None:
-        """The lowest free GPU group, or ``None`` when every group is training a run."""
-        if not self.free:
+        """The group with the most room, or ``None`` when every group is full."""
+        free = [g for g in self.groups if self.busy[g] < self.per_group]
+        if not free:
             return None
-        self.free.sort(key=lambda s: [int(g) if g.isdigit() else g for g in s])
-        return self.free.pop(0)
+        group = min(free, key=lambda g: self.busy[g])  # stable: the lowest group among the least busy
+        self.busy[group] += 1
+        return group
 
     def give(self, slot: tuple[str, ...]) -> None:
-        if slot in self.free or len(self.free) >= self.size:
+        if self.busy.get(slot, 0) <= 0:
             raise ValueError(f"GPU group {slot} was not taken")
-        self.free.append(slot)
+        self.busy[slot] -= 1
 
-
-# --- one machine: the run processes -------------------------------------------------------------
-
-# What a run process imports before it trains (torch, Lightning, smp, torchmetrics, W&B): about
-# 10 s on a 2-core CPU, paid once by the fork server instead of once per run.
-PRELOAD = ["lossbench.run", "lossbench.module", "lossbench.data", "lossbench.metrics", "lossbench.wandb_sink"]
+    def grow(self, per_group: int) -> None:
+        """Let each group take ``per_group`` runs at once (``jobs_per_gpu: auto``, once measured)."""
+        self.per_group = max(self.per_group, per_group)
 
 
 SCRATCH_PREFIX = "lossbench-"
@@ -245,108 +285,16 @@ def die_with(pid: int) -> None:
     threading.Thread(target=wait, name="lossbench: launcher watch", daemon=True).start()
 
 
-def forkable(trainer: TrainerConfig, placement: Placement) -> bool:
-    """Whether a run can start as a fork of the preloaded server: one process on the CPU, on Linux.
-
-    A run on GPUs gets a fresh interpreter (CUDA must not be touched before ``CUDA_VISIBLE_DEVICES``
-    pins it, and a CUDA context does not survive a fork); so does a DDP run, whose launcher starts
-    its other ranks by running the command line again.
-    """
-    one_process = trainer.devices in (1, "1", "auto", [0]) and trainer.num_nodes == 1
-    return sys.platform.startswith("linux") and not (placement.on_gpu or placement.gpu_slots) and one_process
-
-
-class RunProcesses:
-    """Starts the process of one run (:func:`lossbench.run.run_process`): its output in the run's
-    ``train.log``, its environment (claim token, GPUs, threads), SIGTERM when its launcher dies.
-
-    A run that :func:`forkable` allows is forked from a server that has imported :data:`PRELOAD`
-    once (multiprocessing's fork server): it starts training in a fraction of a second instead of
-    after ~10 s of imports. Any other run is a fresh ``lossbench train --run-dir DIR`` process.
-    Either way each run is its own process, and a crash takes only that run.
-    """
-
-    def __init__(self) -> None:
-        self.context = multiprocessing.get_context("forkserver") if sys.platform.startswith("linux") else None
-        if self.context is not None:
-            self.context.set_forkserver_preload(PRELOAD)  # the server starts with the first forked run
-
-    def start(self, run_dir: Path, env: dict[str, str], fork: bool) -> Any:
-        """The started process, with the :class:`subprocess.Popen` methods the pool uses."""
-        if fork and self.context is not None:
-            process = self.context.Process(target=_forked_run, args=(str(run_dir), env, str(log_path(run_dir)), os.getpid()),
-                                           name=f"lossbench train {run_dir}")  # fmt: skip
-            process.start()
-            return ForkedRun(process)
-        argv = ["train", "--run-dir", str(run_dir), "--no-progress"]
-        with open(log_path(run_dir), "a") as log_file:  # the child holds its own copy of the descriptor
-            return subprocess.Popen([sys.executable, "-m", "lossbench.cli", *argv], stdout=log_file,
-                                    stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)  # fmt: skip
-
-
-def _forked_run(run_dir: str, env: dict[str, str], log: str, launcher: int) -> None:
-    """The body of a forked run process: :func:`lossbench.run.run_process`, set up as a fresh process would be."""
-    die_with(launcher)  # its parent is the fork server, which outlives the launcher while runs hold it open
-    os.environ.clear()
-    os.environ.update(env)
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    if "OMP_NUM_THREADS" in env:  # torch read it when the server imported torch: set it as a new process would
-        import torch
-
-        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    _own_wandb_media_dir()
-    sys.argv = ["lossbench", "train", "--run-dir", run_dir, "--no-progress"]
-    from lossbench.run import run_process
-
-    try:
-        code = run_process(Path(run_dir), env.get(claim.TOKEN_ENV))
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        atexit._run_exitfuncs()  # what leaving the interpreter runs (W&B's teardown among them)
-    sys.exit(code)
-
-
-def _own_wandb_media_dir() -> None:
-    """Give this forked run its own W&B media folder. W&B makes one temporary folder when it is imported — in
-    the fork server, once — and removes it when a process exits: the first run to finish removed it for every
-    later run, whose prediction images then failed to log (``FileNotFoundError``)."""
-    import tempfile
-
-    try:
-        from wandb.sdk.data_types import _private
-    except ImportError:  # a W&B without that folder: nothing shared
-        return
-    _private.MEDIA_TMP.name = tempfile.mkdtemp(suffix="wandb-media")  # every module holds this one object
-
-
-class ForkedRun:
-    """A forked run process behind the :class:`subprocess.Popen` methods the pool uses."""
-
-    def __init__(self, process: Any):
-        self.process, self.pid = process, process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.exitcode  # negative: the signal that ended it, as Popen has it
-
-    def poll(self) -> int | None:
-        return self.process.exitcode
-
-    def terminate(self) -> None:
-        self.process.terminate()
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def wait(self, timeout: float | None = None) -> int:
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            raise subprocess.TimeoutExpired(self.process.name, timeout)
-        return self.process.exitcode
+def one_process(trainer: TrainerConfig, slot: tuple[str, ...] | None) -> bool:
+    """Whether a run trains in one process — and so in a warm worker (:mod:`lossbench.workers`): one device
+    (one GPU of its group, or the CPU) on one node. A DDP run starts its other ranks by running its command
+    line again, so it gets a ``lossbench train`` process of its own."""
+    if trainer.num_nodes != 1:
+        return False
+    if slot is not None:
+        return len(slot) == 1
+    devices = trainer.devices
+    return devices in (1, "1", "auto") or (isinstance(devices, list) and len(devices) == 1)
 
 
 # --- a cluster: one SLURM job per run -------------------------------------------------------------
@@ -422,7 +370,6 @@ def _is_slurm(env: Any) -> bool:
 
 def _log_to(path: Path) -> None:
     """Send this process's stdout and stderr to the run's ``train.log`` (appended, like a local run's)."""
-    import sys
 
     sys.stdout.flush()
     sys.stderr.flush()

@@ -77,6 +77,8 @@ class Progress:
     steps: int | None = None  # training batches in an epoch
     rate: float | None = None  # training batches a second in the epoch under way
     epoch_s: float | None = None  # seconds the epochs done took, on average (training and validation)
+    gpu_peak_mib: float | None = None  # on a GPU: the most memory torch's allocator reserved so far (MiB)
+    gpu_free_mib: float | None = None  # on a GPU: its free memory after the latest epoch, all processes counted (MiB)
 
     @classmethod
     def from_json(cls, data: Any) -> Progress | None:
@@ -88,7 +90,8 @@ class Progress:
             return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
         return cls(int(data.get("epoch") or 0), int(data.get("max_epochs") or 0), data.get("val_miou"),
-                   number("step", int), number("steps", int), number("rate", float), number("epoch_s", float))  # fmt: skip
+                   number("step", int), number("steps", int), number("rate", float), number("epoch_s", float),
+                   number("gpu_peak_mib", float), number("gpu_free_mib", float))  # fmt: skip
 
     def describe(self) -> str:
         """``epoch 3/8, step 40/63 (3.1 it/s), val mIoU 0.412`` inside an epoch (the third, under way;

@@ -167,7 +167,8 @@ class ProgressRecord(Callback):
         rate = step / max(now - self.epoch_start, 1e-9)
         done = self.record.progress
         self.record.progress = Progress(trainer.current_epoch, trainer.max_epochs, done.val_miou if done else None,
-                                        step, steps, rate, done.epoch_s if done else None)  # fmt: skip
+                                        step, steps, rate, done.epoch_s if done else None,
+                                        done.gpu_peak_mib if done else None, done.gpu_free_mib if done else None)  # fmt: skip
         write_record(self.run_dir, self.record)
         eta = f", epoch ETA {fmt_time((steps - step) / rate)}" if steps else ""
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {step}/{steps or '?'} ({rate:.2f} it/s{eta})", flush=True)
@@ -180,7 +181,8 @@ class ProgressRecord(Callback):
         epochs = max(last["epoch"] - self.first_epoch, 1)
         epoch_s = (time.monotonic() - self.fit_start) / epochs
         steps = trainer.num_training_batches if math.isfinite(trainer.num_training_batches) else None
-        self.record.progress = Progress(last["epoch"], trainer.max_epochs, last["val_miou"], None, steps, None, epoch_s)
+        self.record.progress = Progress(last["epoch"], trainer.max_epochs, last["val_miou"], None, steps, None, epoch_s,
+                                        *gpu_memory(pl_module.device))  # fmt: skip
         write_record(self.run_dir, self.record)
         miou = last["val_miou"]
         print(
@@ -188,6 +190,17 @@ class ProgressRecord(Callback):
             f"val loss {last['val_loss']:.4f}, val mIoU {'—' if miou is None or math.isnan(miou) else f'{miou:.4f}'}",
             flush=True,
         )
+
+
+def gpu_memory(device: Any) -> tuple[float | None, float | None]:
+    """On a CUDA device: ``(peak MiB reserved by this process's allocator, free MiB on the device)``; else ``(None, None)``.
+    What ``jobs_per_gpu: auto`` sizes the runs per GPU from."""
+    import torch
+
+    if getattr(device, "type", None) != "cuda":
+        return None, None
+    free, _ = torch.cuda.mem_get_info(device)
+    return torch.cuda.max_memory_reserved(device) / 2**20, free / 2**20
 
 
 NOTE_EVERY_S = 30.0
@@ -276,6 +289,7 @@ def placement_now() -> dict[str, Any]:
     job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
     return {
         "host": socket.gethostname(),
+        "pid": os.getpid(),  # the process that trained it (a warm worker trains several runs)
         "slurm_job": job,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
@@ -474,7 +488,8 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     record.wall_s = round(parts.wall_s, 2)
     record.resumed_after_epoch = module.resumed_after_epoch
     record.world_size, record.precision = trainer.world_size, parts.precision
-    record.placement = (record.placement or {}) | {"device_ids": list(trainer.device_ids), "accelerator": type(trainer.accelerator).__name__}
+    record.placement = (record.placement or {}) | {"device_ids": list(trainer.device_ids), "accelerator": type(trainer.accelerator).__name__,
+                                                    "gpu_peak_mib": gpu_memory(module.device)[0]}  # fmt: skip
     record.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     return record
 

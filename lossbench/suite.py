@@ -2,13 +2,15 @@
 
 * Each run is a ``lossbench train --run-dir`` process given the resolved config the suite wrote
   into the run's folder, so a crash or NaN in one loss is recorded (with its error) and the suite
-  goes on, and ``strategy: ddp`` works (Lightning cannot loop ``fit`` under ddp). On the CPU it is
-  forked from a server that has imported what training needs once (:class:`lossbench.launch.RunProcesses`).
+  goes on, and ``strategy: ddp`` works (Lightning cannot loop ``fit`` under ddp). It trains in a warm
+  worker (:mod:`lossbench.workers`): a process that imported what training needs once and trains run
+  after run, recycled after a few runs or any failure; a DDP run gets a process of its own.
 * A run is keyed by the hash of its resolved config (:func:`lossbench.record.run_dir_for`): a
   finished run is never retrained, a new loss or seed trains only itself, and an interrupted run
   resumes from its last checkpoint. Failed runs are kept as failed unless ``--retry-failed``.
-* Where runs train is :mod:`lossbench.launch`'s: on this machine, G // d runs at once on G visible
-  GPUs with ``trainer.devices: d`` (each pinned to its own through ``CUDA_VISIBLE_DEVICES``), or
+* Where runs train is :mod:`lossbench.launch`'s: on this machine, G // d GPU groups on G visible GPUs
+  with ``trainer.devices: d`` (each run pinned to its group through ``CUDA_VISIBLE_DEVICES``; with
+  ``d = 1``, ``jobs_per_gpu`` runs share a GPU, ``auto`` sized from a run's measured memory), or
   ``jobs`` at once on the CPU, each with ``cores / jobs`` threads; with ``--launcher slurm``, one
   SLURM job per run, submitted as one job array. Run processes die with the suite (SIGTERM on Linux
   when the suite's process goes, however it goes), so a killed suite never leaves a run training
@@ -199,7 +201,7 @@ def _placement(cfg: SuiteConfig, jobs: int | str | None) -> Any:
             jobs = check_jobs(jobs)
         except ValueError as e:
             raise ConfigError(f"--jobs: {e}") from None
-    return place(cfg.trainer, cfg.jobs if jobs is None else jobs, visible_gpus(), os.cpu_count() or 1)
+    return place(cfg.trainer, cfg.jobs if jobs is None else jobs, visible_gpus(), os.cpu_count() or 1, cfg.jobs_per_gpu)
 
 
 def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:
@@ -331,36 +333,42 @@ class _Active:
 
 
 class _Pool:
-    """Runs ``todo`` as ``lossbench train`` processes on this machine, as :class:`~lossbench.launch.Placement`
-    says (GPU groups or CPU threads), claiming each run first; reports progress."""
+    """Runs ``todo`` on this machine in warm workers (:class:`~lossbench.workers.Workers`), as the
+    :class:`~lossbench.launch.Placement` says (GPU groups, several runs to a GPU, or CPU threads), claiming
+    each run first; reports progress. With ``jobs_per_gpu: auto`` it puts more runs on each GPU once a
+    run has measured its GPU memory (:func:`~lossbench.launch.auto_per_gpu`)."""
 
-    server_started = False  # the fork server outlives a pool: a tuned suite's second pool reuses it
-
-    def __init__(self, todo: list[PlannedRun], placement: Any, out: Path, log: Callable[[str], None]):
-        from lossbench.launch import RunProcesses, Slots
+    def __init__(self, todo: list[PlannedRun], placement: Any, out: Path, log: Callable[[str], None],
+                 max_runs: int | None = None):  # fmt: skip
+        from lossbench.launch import Slots
+        from lossbench.workers import RUNS_PER_WORKER, Workers
 
         self.todo, self.placement, self.out, self.log = todo, placement, out, log
         self.owner = claim.me("compare")
-        self.slots = Slots(placement.gpu_slots) if placement.gpu_slots else None
-        self.processes = RunProcesses()
-        self.active: dict[Any, _Active] = {}  # the run processes (subprocess.Popen or launch.ForkedRun)
+        self.slots = Slots(list(placement.gpu_slots), placement.per_group) if placement.gpu_slots else None
+        self.workers = Workers(placement.on_gpu, max_runs or RUNS_PER_WORKER)
+        self.active: dict[Any, _Active] = {}  # a worker (or a DDP run's own process) → the run it trains
         self.progress = _Progress(len(todo), placement.at_once, log)
         self.elsewhere = _Elsewhere(log)
         self.started = 0
 
-    def run(self) -> None:
-        pending = list(self.todo)
+    def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env[claim.TOKEN_ENV] = self.owner.token
-        if self.placement.at_once > 1 and "OMP_NUM_THREADS" not in env:
+        if self.placement.at_once > 1 and "OMP_NUM_THREADS" not in os.environ:
             env["OMP_NUM_THREADS"] = str(self.placement.threads)
+        return env
+
+    def run(self) -> None:
+        pending = list(self.todo)
         old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             while pending or self.active or self.elsewhere.runs:
                 while pending and len(self.active) < self.placement.at_once:
-                    self._claim_and_start(pending.pop(0), env)
-                time.sleep(0.25)
+                    self._claim_and_start(pending.pop(0), self._env())
+                time.sleep(0.1)
                 self.progress.epochs([a.watched for a in self.active.values()], pending)
+                self._size_from_memory()
                 for proc in [p for p in self.active if p.poll() is not None]:
                     self._finish(proc, left=len(pending) + len(self.active) - 1 + len(self.elsewhere.runs))
                 pending[:0] = self.elsewhere.look(self.progress, len(pending) + len(self.active))
@@ -373,6 +381,29 @@ class _Pool:
             raise
         finally:
             signal.signal(signal.SIGTERM, old_handler)
+            self.workers.close()
+
+    def _size_from_memory(self) -> None:
+        """``jobs_per_gpu: auto``: once a run on a GPU has finished an epoch and measured its peak memory, put as
+        many runs on each GPU as fit in the free memory and the cores can feed."""
+        if not self.placement.auto_per_gpu:
+            return
+        measured = [a for a in self.active.values() if a.watched.progress and a.watched.progress.gpu_peak_mib]
+        if not measured:
+            return
+        from lossbench.data import num_workers
+        from lossbench.launch import auto_per_gpu
+
+        first = measured[0]
+        prog, run = first.watched.progress, first.watched.run
+        running = sum(1 for a in self.active.values() if a.slot == first.slot)
+        per_gpu = auto_per_gpu(prog.gpu_peak_mib, prog.gpu_free_mib or 0.0, os.cpu_count() or 1, len(self.placement.gpu_slots),
+                               num_workers(run.run_cfg.data, accelerated=True), running=running)  # fmt: skip
+        self.placement = self.placement.with_per_group(per_gpu, os.cpu_count() or 1)
+        self.slots.grow(per_gpu)
+        self.progress.at_once = self.placement.at_once
+        self.log(f"jobs_per_gpu auto: {run} peaked at {prog.gpu_peak_mib:.0f} MiB of GPU memory with {prog.gpu_free_mib or 0:.0f} MiB "
+                 f"free: {per_gpu} runs per GPU from now on ({self.placement.describe()})")  # fmt: skip
 
     def _claim_and_start(self, run: PlannedRun, env: dict[str, str]) -> None:
         holder = _writing(self.out, lambda: claim.claim(run.run_dir, self.owner, self.elsewhere.liveness))
@@ -385,7 +416,7 @@ class _Pool:
             self.progress.ended(_Watched(run, time.perf_counter()), rec, 0, " (trained by another launcher)")
             return
 
-        from lossbench.launch import forkable
+        from lossbench.launch import one_process
 
         def prepare() -> None:
             run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -396,14 +427,14 @@ class _Pool:
         slot = self.slots.take() if self.slots else None
         run_env = env if slot is None else {**env, "CUDA_VISIBLE_DEVICES": ",".join(slot)}
         resumed = last_checkpoint(run.run_dir).exists()
-        fork = forkable(run.run_cfg.trainer, self.placement)
+        warm = one_process(run.run_cfg.trainer, slot)
         self.started += 1
         where = f" on GPU {','.join(slot)}" if slot else ""
         self.log(f"[{self.started}/{len(self.todo)}] start  {run}{where}{' (resuming from its last checkpoint)' if resumed else ''}")
-        if fork and not _Pool.server_started:
-            _Pool.server_started = True
-            self.log("       (the first start imports torch and Lightning once: a few seconds)")
-        proc = self.processes.start(run.run_dir, run_env, fork)
+        before = self.workers.started
+        proc = self.workers.start(run.run_dir, run_env, self.owner.token, slot, warm)
+        if warm and self.workers.started == 1 and before == 0:
+            self.log("       (a new worker imports torch and Lightning once, then trains run after run)")
         self.active[proc] = _Active(_Watched(run, time.perf_counter()), slot)
 
     def _finish(self, proc: Any, left: int) -> None:
@@ -415,6 +446,7 @@ class _Pool:
         if proc.returncode != 0 and (rec is None or rec.status == RUNNING):
             rec = _writing(self.out, lambda: record_crash(run, how_ended(proc.returncode), rec))
         claim.release(run.run_dir, self.owner.token)
+        self.workers.ended(proc)
         self.progress.ended(state.watched, rec, left)
         for line in wandb_problems(run.run_dir):  # W&B is a sink, but a failing one is said where the user looks
             self.log(f"       {run}: {line}")

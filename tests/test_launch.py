@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lossbench.config import ConfigError, TrainerConfig
-from lossbench.launch import Placement, Slots, forkable, place
+from lossbench.launch import Placement, Slots, auto_per_gpu, one_process, place
 
 
 # --- placement: G GPUs, d per run -> which runs start where and when --------------------------------
@@ -56,16 +56,13 @@ def test_named_gpu_ids_and_the_cpu_keep_their_rules():
     assert ddp_cpu.at_once == 1 and "one run at a time" in ddp_cpu.note
 
 
-def test_only_one_process_runs_on_the_cpu_start_as_forks_of_the_preloaded_server():
-    cpu = place(TrainerConfig(), 2, [], cores=2)
-    assert forkable(TrainerConfig(), cpu) and forkable(TrainerConfig(accelerator="cpu", devices="auto"), cpu)
-    assert not forkable(TrainerConfig(devices=2, strategy="ddp"), cpu)  # DDP starts its ranks from the command line
-    assert not forkable(TrainerConfig(num_nodes=2), cpu)
-    on_gpus = place(TrainerConfig(), "auto", gpus(2), cores=8)
-    named = place(TrainerConfig(devices=[1]), "auto", gpus(2), cores=8)
-    assert on_gpus.on_gpu and named.on_gpu  # CUDA must be pinned before it starts, in a fresh process
-    assert not forkable(TrainerConfig(), on_gpus) and not forkable(TrainerConfig(devices=[1]), named)
-    assert forkable(TrainerConfig(accelerator="cpu"), place(TrainerConfig(accelerator="cpu"), "auto", gpus(2), cores=8))
+def test_only_one_process_runs_train_in_warm_workers():
+    assert one_process(TrainerConfig(), None) and one_process(TrainerConfig(accelerator="cpu", devices="auto"), None)
+    assert not one_process(TrainerConfig(devices=2, strategy="ddp"), None)  # DDP starts its ranks from the command line
+    assert not one_process(TrainerConfig(num_nodes=2), None)
+    assert one_process(TrainerConfig(devices=[1]), None) and not one_process(TrainerConfig(devices=[0, 1]), None)
+    assert one_process(TrainerConfig(devices=-1), ("3",))  # all GPUs found, one of them in its group: one process
+    assert not one_process(TrainerConfig(devices=2), ("0", "1"))
 
 
 def test_slots_start_each_run_on_the_lowest_free_group_as_soon_as_one_frees_up():
@@ -82,3 +79,52 @@ def test_slots_start_each_run_on_the_lowest_free_group_as_soon_as_one_frees_up()
     slots.give(("0", "1"))
     with pytest.raises(ValueError, match="was not taken"):
         slots.give(("0", "1"))
+
+
+# --- several runs per GPU (jobs_per_gpu), on simulated GPUs ------------------------------------------
+
+
+def test_jobs_per_gpu_puts_n_runs_on_each_gpu_and_spreads_them_across_the_gpus():
+    p = place(TrainerConfig(devices=1), "auto", gpus(2), cores=16, jobs_per_gpu=3)
+    assert (p.at_once, p.per_group, p.threads, p.auto_per_gpu) == (6, 3, 2, False)
+    slots = Slots(list(p.gpu_slots), p.per_group)
+    taken = [slots.take() for _ in range(7)]
+    assert taken == [("0",), ("1",), ("0",), ("1",), ("0",), ("1",), None]  # GPUs fill evenly, never past 3 each
+    slots.give(("1",))
+    assert slots.take() == ("1",) and slots.take() is None
+    assert place(TrainerConfig(devices=1), 4, gpus(2), cores=16, jobs_per_gpu=3).at_once == 4  # jobs still caps it
+
+
+def test_a_ddp_run_keeps_its_gpus_to_itself_whatever_jobs_per_gpu_says():
+    p = place(TrainerConfig(devices=2, strategy="ddp"), "auto", gpus(4), cores=16, jobs_per_gpu=4)
+    assert p.gpu_slots == (("0", "1"), ("2", "3")) and p.per_group == 1 and p.at_once == 2 and not p.auto_per_gpu
+    auto = place(TrainerConfig(devices=2, strategy="ddp"), "auto", gpus(4), cores=16, jobs_per_gpu="auto")
+    assert auto.per_group == 1 and not auto.auto_per_gpu
+
+
+def test_jobs_per_gpu_auto_starts_at_one_per_gpu_and_grows_to_what_was_measured():
+    p = place(TrainerConfig(devices=1), "auto", gpus(2), cores=16, jobs_per_gpu="auto")
+    assert (p.at_once, p.per_group, p.auto_per_gpu) == (2, 1, True)
+    grown = p.with_per_group(5, cores=16)
+    assert (grown.at_once, grown.per_group, grown.threads, grown.auto_per_gpu) == (10, 5, 1, False)
+    slots = Slots(list(p.gpu_slots), 1)
+    assert [slots.take(), slots.take(), slots.take()] == [("0",), ("1",), None]
+    slots.grow(5)
+    assert slots.take() == ("0",)
+    capped = place(TrainerConfig(devices=1), 3, gpus(2), cores=16, jobs_per_gpu="auto")
+    assert capped.with_per_group(5, cores=16).at_once == 3  # a number of jobs still caps it
+
+
+@pytest.mark.parametrize(
+    ("peak", "free", "cores", "groups", "loader", "expected", "why"),
+    [
+        (400, 130_000, 16, 1, 0, 16, "an H200 and a small run: the CPU (16 cores) and the cap bound it"),
+        (400, 130_000, 16, 1, 3, 4, "each run's loop and 3 loader workers need 4 cores: 16 // 4"),
+        (400, 130_000, 16, 8, 0, 2, "16 cores shared by 8 GPUs: 2 runs each"),
+        (30_000, 100_000, 64, 1, 0, 3, "big runs: 1 running + 85 % of the free memory // (30 GiB + a context)"),
+        (70_000, 60_000, 64, 1, 0, 1, "one run nearly fills the GPU: it stays alone"),
+        (1_000, 0, 64, 1, 0, 1, "nothing free: one"),
+    ],
+)
+def test_auto_runs_per_gpu_fit_the_memory_and_the_cores(peak, free, cores, groups, loader, expected, why):
+    assert auto_per_gpu(peak, free, cores, groups, loader) == expected, why

@@ -259,6 +259,52 @@ def test_runs_pinned_to_gpu_groups_get_them_as_cuda_visible_devices(tmp_path, da
     assert starts[0].endswith("on GPU 0") and starts[1].endswith("on GPU 1") and starts[2].endswith(f"on GPU {given[2]}")
 
 
+def test_warm_workers_train_run_after_run_and_are_recycled(tmp_path, data_cache):
+    # issue 27: one worker trains several runs (imports once); after max_runs it leaves and a fresh one goes on
+    from lossbench.config import load_config
+    from lossbench.launch import Placement
+    from lossbench.plan import plan_runs
+    from lossbench.suite import _Pool
+
+    cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled"])
+    todo = plan_runs(cfg, tmp_path, num_classes=4)
+    lines = []
+    pool = _Pool(todo, Placement(1, 2), tmp_path, lines.append, max_runs=2)
+    pool.run()
+    runs = records(tmp_path)
+    assert all(r["status"] == "ok" for r in runs.values()), [r.get("error") for r in runs.values()]
+    pids = [runs[(run.label, 0)]["placement"]["pid"] for run in todo]
+    assert pids[0] == pids[1] != pids[2], pids  # two runs in the first worker, the third in a fresh one
+    assert pool.workers.started == 2 and not pool.workers.idle  # and none is left behind
+    for pid in set(pids):
+        assert not _alive(pid)
+    assert sum("a new worker imports torch" in line for line in lines) == 1
+
+
+def test_a_killed_worker_takes_only_its_run_and_the_suite_goes_on_in_a_fresh_one(tmp_path, data_cache):
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out), "--report",
+            str(tmp_path / "report"), "--losses", "ce,dice", "--jobs", "1", "--no-wandb",
+            "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=12"]  # fmt: skip
+    log = tmp_path / "compare.log"
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: list(out.glob("ce/*/checkpoints/last.ckpt")), proc, "ce checkpointed", log=log)
+        worker = records(out)[("ce", 0)]["placement"]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        assert proc.wait(timeout=HANG_S) == 1, log.read_text()[-3000:]  # a run did not finish ok: compare says so
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    runs = records(out)
+    assert runs[("ce", 0)]["status"] == "failed" and "killed by signal 9" in runs[("ce", 0)]["error"]
+    assert runs[("dice", 0)]["status"] == "ok" and runs[("dice", 0)]["placement"]["pid"] != worker
+    said = log.read_text()
+    assert "[1/2] FAILED" in said and "process killed by signal 9" in said and "[2/2] ok" in said
+    assert "1 of 2 runs did not finish ok: ce seed 0" in said
+    assert not list(out.glob("*/*/claim.json"))
+
+
 def _children_of(pid):
     try:
         return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]

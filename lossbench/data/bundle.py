@@ -64,12 +64,33 @@ class DataBundle:
         return len(self.class_names)
 
 
+_kept: dict[str, DataBundle] | None = None  # a warm worker's last bundle, by its data config (keep_last_data)
+
+
+def keep_last_data() -> None:
+    """In this process, keep the last bundle :func:`load_data` built and hand it out again for the same
+    ``data:`` section: a warm worker (:mod:`lossbench.workers`) then reads a suite's data once, not once a run.
+    The bundle is only read from (its datasets hold no state that training changes)."""
+    global _kept
+    _kept = {}
+
+
 def load_data(data_cfg: DataConfig) -> DataBundle:
     """Build the :class:`DataBundle` a config's ``data:`` section describes.
 
     Folder data is decoded and checked once into the cache; a Python dataset is read once to check
     it and count its classes. Every problem is a ``ValueError`` naming the file or item, before training.
     """
+    if _kept is None:
+        return _load_data(data_cfg)
+    key = data_cfg.model_dump_json()
+    if key not in _kept:
+        _kept.clear()  # one at a time: the previous data is let go before the next is read
+        _kept[key] = _load_data(data_cfg)
+    return _kept[key]
+
+
+def _load_data(data_cfg: DataConfig) -> DataBundle:
     if data_cfg.kind == "synthetic":
         arrays = synthetic_splits(data_cfg)
         splits = {s: ArrayDataset(arrays[f"{s}_images"], arrays[f"{s}_masks"]) for s in SPLITS}
