@@ -33,3 +33,49 @@ def test_bench_script_runs_and_reports_every_loss(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "## Losses at B=2, C=4, 32×32" in readme and "## Losses at B=1, C=3, 8×16×16 volumes" in readme and "## Training loop" in readme and "## Verdict" in readme
     assert "## Data pipeline" in readme and "loop waiting for data" in readme
+
+
+# What a tensor without values cannot do: stop there. Anything else that stops a case is a bug.
+DATA_DEPENDENT = ("cannot be called on meta tensors", "torch.nonzero()", "aten::bincount", "aten::_local_scalar_dense",
+                  "numpy", "Cannot access data pointer")  # fmt: skip
+DEVICE_MISMATCH = ("is not on the expected device", "Expected all tensors to be on the same device", "two devices")
+
+
+@pytest.mark.parametrize("depth", [None, 4])
+def test_every_bench_case_keeps_its_tensors_on_the_inputs_device(depth):
+    # issue 27: `make bench` crashed on a GPU at its first shape (the weighted_ce reference's CPU weights). Here
+    # the inputs are on PyTorch's meta device — a second device type every machine has — so any tensor a case
+    # holds or makes on the CPU meets them in an op, which raises as it would on a GPU.
+    import torch
+
+    from lossbench.bench.losses import LossBench, loss_cases
+
+    meta = torch.device("meta")
+    bench = LossBench.__new__(LossBench)  # its inputs only: the 3-D probe would drop what fails
+    b, c, size = 2, 4, 16
+    spatial = (size, size) if depth is None else (depth, size, size)
+    bench.device, bench.shapes = meta, {False: (b, c, *spatial), True: (b, 1, *spatial)}
+    bench.logits = {k: torch.randn(*s).to(meta) for k, s in bench.shapes.items()}
+    bench.targets = {False: torch.randint(0, c, (b, *spatial)).to(meta), True: torch.randint(0, 2, (b, *spatial)).to(meta)}
+    ran, stopped = [], []
+    for case in loss_cases(c, ignore_index=255, device=meta):
+        if isinstance(case.fn, torch.nn.Module):
+            case.fn.to(meta)
+        try:
+            bench.once(case)
+            ran.append((case.definition, case.impl))
+        except Exception as e:  # noqa: BLE001
+            text = str(e)
+            assert not any(m in text for m in DEVICE_MISMATCH), (case.definition, case.impl, text[:300])
+            if any(m in text for m in DATA_DEPENDENT):
+                stopped.append((case.definition, case.impl))
+            elif depth is not None and case.impl != "lossbench":
+                continue  # a reference without a volume form (the bench lists those)
+            else:
+                raise
+    ours = {d for d, impl in ran if impl == "lossbench"}
+    # the GPU path of the region and compound losses runs to the end without a value: device-clean all through
+    assert {"dice", "iou", "tversky", "generalized_dice", "bce_dice", "focal_dice", "exp_log", "combo", "ce",
+            "weighted_ce", "focal", "lovasz_softmax", "mcc", "cldice"} <= ours, sorted(ours)  # fmt: skip
+    assert ("weighted_ce", "torch") in ran and ("dice", "monai") in ran
+    assert len(ran) > 2 * len(stopped), stopped

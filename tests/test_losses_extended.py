@@ -327,3 +327,38 @@ def test_distance_losses_measure_in_millimetres_with_the_voxel_spacing():
     assert doubled.item() == pytest.approx(4 * unit.item(), rel=1e-5)  # every distance × 2, squared
     with pytest.raises(ValueError, match=r"spacing \[1.0, 1.0\] \(2 axes\) but its input has 3 spatial axes"):
         build_loss("hausdorff_dt", num_classes=3, spacing=[1, 1])(logits, target)
+
+
+@pytest.mark.parametrize("ignore", [None, 255])
+@pytest.mark.parametrize("d", [2, 3])
+def test_the_gpu_path_of_every_loss_equals_its_cpu_path_in_value_and_gradient(monkeypatch, ignore, d):
+    # issue 28: on a GPU the per-class sums are a one-hot product and plain reductions, on a CPU scattered into
+    # bins; which one runs is the device's choice (functional.scatter_is_fast). Forced both ways on this CPU,
+    # every registered loss gives the same value and gradient (float32), with ignored pixels and absent classes.
+    from lossbench.losses import functional, list_losses
+
+    g = torch.Generator().manual_seed(d)
+    spatial = (12, 16) if d == 2 else (4, 8, 8)
+    for c in (1, 5):
+        logits = torch.randn(3, c, *spatial, generator=g) * 3
+        target = torch.randint(0, 2 if c == 1 else c - 1, (3, *spatial), generator=g)  # class c-1 absent
+        if ignore is not None:
+            target[0, :2] = ignore
+        for name in list_losses():
+            kwargs = {"class_frequencies": [1.0 + i for i in range(max(c, 2))]} if name in ("weighted_ce", "exp_log") else {}
+            if name == "sum":
+                kwargs = {"terms": [{"name": "ce", "weight": 1}, {"name": "dice", "weight": 2}]}
+            try:
+                loss = build_loss(name, num_classes=c, ignore_index=ignore, **kwargs)
+            except ValueError:
+                continue  # a multi-class loss asked for binary, or the reverse
+            values = []
+            for scatter in (True, False):
+                monkeypatch.setattr(functional, "scatter_is_fast", lambda t, s=scatter: s)
+                x = logits.clone().requires_grad_(True)
+                value = loss(x, target)
+                value.backward()
+                values.append((value.detach(), x.grad))
+            (v_cpu, g_cpu), (v_gpu, g_gpu) = values
+            torch.testing.assert_close(v_gpu, v_cpu, rtol=1e-5, atol=1e-6, msg=f"{name} C={c}")
+            torch.testing.assert_close(g_gpu, g_cpu, rtol=1e-4, atol=1e-7, msg=f"{name} C={c} gradient")

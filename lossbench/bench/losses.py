@@ -37,13 +37,14 @@ def _freqs(c: int) -> list[float]:
     return [2.0 ** -(i % 6) for i in range(max(c, 2))]
 
 
-def loss_cases(c: int, ignore_index: int) -> list[Case]:
-    """Our losses and every reference for the same definition (all built once, outside the timing)."""
+def loss_cases(c: int, ignore_index: int, device: torch.device | str = "cpu") -> list[Case]:
+    """Our losses and every reference for the same definition (all built once, outside the timing), every
+    tensor they hold on ``device`` (the inputs' device: a CPU tensor handed to a CUDA kernel is an error)."""
     import segmentation_models_pytorch as smp
 
     ii = ignore_index
     ours = lambda name, c=c, **kw: build_loss(name, num_classes=c, ignore_index=ii, **kw)  # noqa: E731
-    weight = 1.0 - torch.tensor(_freqs(c)) / sum(_freqs(c))
+    weight = (1.0 - torch.tensor(_freqs(c)) / sum(_freqs(c))).to(device)
     cases = [
         Case("ce", "lossbench", ours("ce")),
         Case("ce", "torch", lambda x, t: F.cross_entropy(x, t, ignore_index=ii)),
@@ -200,7 +201,7 @@ class LossBench:
             False: torch.randint(0, c, (b, *spatial), generator=g).to(device),
             True: torch.randint(0, 2, (b, *spatial), generator=g).to(device),
         }
-        self.cases = loss_cases(c, ignore_index=255) + [floor_case()]
+        self.cases = loss_cases(c, ignore_index=255, device=device) + [floor_case()]
         for case in self.cases:
             if isinstance(case.fn, torch.nn.Module):
                 case.fn.to(device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +43,8 @@ class SegmentationLoss(nn.Module):
         if isinstance(target, Tensor) and target.dtype in _SMALL_INTS:
             target = target.long()  # before any comparison: a uint8 target would wrap ignore_index=-1 to 255
         all_valid = check_inputs(logits, target, self.num_classes, self.ignore_index)
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        device = logits.device.type
+        with torch.autocast(device_type=device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
             prep = Prepared(logits, target, self.ignore_index, all_valid)
             value = self.compute(prep)
             return value if all_valid else value * prep.any_valid
