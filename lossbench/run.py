@@ -96,6 +96,24 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
+def resolve_strategy(trainer_cfg: dict[str, Any]) -> Any:
+    """``strategy: ddp`` for a run that has one device in one process (``devices: -1`` on a machine, or a GPU
+    group, of one GPU) → ``auto``: DDP of one process computes the same gradients with a process group's
+    cost, and a warm worker that trains run after run should not hold one. Anything else is kept."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if not (isinstance(strategy, str) and strategy.startswith("ddp")) or trainer_cfg.get("num_nodes", 1) != 1:
+        return strategy
+    devices = trainer_cfg.get("devices", 1)
+    if devices in (-1, "-1", "auto"):
+        import torch
+
+        wants_gpu = trainer_cfg.get("accelerator", "auto") in GPU_ACCELERATORS
+        count = torch.cuda.device_count() if wants_gpu and torch.cuda.is_available() else None
+        devices = count if count is not None else (1 if devices == "auto" else os.cpu_count())
+    one = devices in (1, "1") or (isinstance(devices, list) and len(devices) == 1)
+    return "auto" if one else strategy
+
+
 def quiet_lightning() -> None:
     """Keep a run's log to its own output: no Lightning hardware banners or tips, no warning that repeats."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
@@ -439,6 +457,7 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
     timer = Timer(duration=None)
     trainer_cfg = run_cfg.trainer.kwargs()
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
+    trainer_cfg["strategy"] = resolve_strategy(trainer_cfg)
     trainer_cfg.setdefault("enable_progress_bar", progress)
     if SLURMEnvironment.detect():  # SLURM jobs are requeued by submitit's protocol (lossbench.launch), not Lightning's
         trainer_cfg.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])

@@ -79,3 +79,44 @@ def test_every_bench_case_keeps_its_tensors_on_the_inputs_device(depth):
             "weighted_ce", "focal", "lovasz_softmax", "mcc", "cldice"} <= ours, sorted(ours)  # fmt: skip
     assert ("weighted_ce", "torch") in ran and ("dice", "monai") in ran
     assert len(ran) > 2 * len(stopped), stopped
+
+
+def test_the_gpu_check_without_a_gpu_says_so_in_one_sentence():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([str(root / "scripts" / "gpu-check.sh")], capture_output=True, text=True, cwd=root,
+                       env={**__import__("os").environ, "PYTHON": __import__("sys").executable})  # fmt: skip
+    if shutil.which("nvidia-smi") is not None:
+        pytest.skip("this machine has nvidia-smi: the check would run")
+    assert r.returncode == 2 and r.stdout == ""
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("gpu-check: no GPU here") and "nothing to measure" in line
+
+
+def test_the_gpu_checks_precision_verdict_is_within_seed_noise_or_not():
+    from lossbench.bench.gpucheck import precision_check
+
+    rows = precision_check({"ce": [0.50, 0.52, 0.51], "dice": [0.60, 0.61, 0.59]},
+                           {"ce": [0.51, 0.50, 0.52], "dice": [0.40, 0.41, 0.39]})  # fmt: skip
+    verdict = {r["loss"]: r["within_noise"] for r in rows}
+    assert verdict == {"ce": True, "dice": False}
+
+
+def test_bench_rows_of_another_device_are_kept_beside_this_runs(tmp_path):
+    from lossbench.bench import keep_other_devices
+    from lossbench.bench.report import write_bench_report
+
+    def shape(device):
+        return {"b": 1, "c": 2, "size": 8, "depth": None, "device": device, "rows": [], "verdicts": [], "no_volume_form": []}
+
+    cpu = {"machine": "2 CPUs", "torch": "t", "device": "cpu", "losses": [shape("cpu")]}
+    write_bench_report(cpu, tmp_path)
+    gpu = keep_other_devices({"machine": "H200", "torch": "t", "device": "cuda", "losses": [shape("cuda")]}, tmp_path / "results.json")
+    assert list(gpu["other_devices"]) == ["cpu"]
+    text = write_bench_report(gpu, tmp_path).read_text()
+    assert "(cuda)" in text and "# On cpu: 2 CPUs" in text and "(cpu)" in text
+    again = keep_other_devices(dict(cpu), tmp_path / "results.json")  # the CPU again: the GPU rows stay, the old CPU rows go
+    assert list(again["other_devices"]) == ["cuda"] and "other_devices" not in again["other_devices"]["cuda"]

@@ -40,6 +40,21 @@ from lossbench.bench.report import write_bench_report
 from lossbench.bench.training import bench_data, bench_training
 
 
+def keep_other_devices(results: dict[str, Any], previous: Path) -> dict[str, Any]:
+    """``results`` with the other devices' results of the report it replaces kept under ``other_devices``:
+    ``make bench`` on a GPU adds its rows beside the CPU's, and on the CPU beside the GPU's."""
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return results
+    here = results["device"]
+    others = {k: v for k, v in (old.get("other_devices") or {}).items() if k != here}
+    old_device = old.get("device") or next((sh.get("device") for sh in old.get("losses", [])), None)
+    if old_device and old_device != here:
+        others[old_device] = {k: v for k, v in old.items() if k != "other_devices"}
+    return results | ({"other_devices": others} if others else {})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lossbench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--report", default="reports/bench", help="output folder (README.md, results.json)")
@@ -113,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             row["mib"] = mib
         results["losses"].append({"b": b, "c": c, "size": size, "depth": depth, "device": device.type, "rows": rows,
                                   "verdicts": loss_verdicts(rows), "no_volume_form": bench.no_volume_form})  # fmt: skip
-    readme = write_bench_report(results, Path(args.report))
+    results["device"] = device.type
+    readme = write_bench_report(keep_other_devices(results, Path(args.report) / "results.json"), Path(args.report))
     print(f"report: {readme}")
     return 0

@@ -115,6 +115,17 @@ def _verdict_md(results: dict[str, Any]) -> list[str]:
     return ["## Verdict", "", "Every target is met." if not misses else "Not met: " + ", ".join(misses) + "."]
 
 
+def _device_sections(results: dict[str, Any]) -> list[str]:
+    parts = []
+    for shape in results["losses"]:
+        parts += _losses_md(shape)
+    if results.get("training"):
+        parts += _training_md(results["training"])
+    if results.get("data"):
+        parts += _data_md(results["data"])
+    return parts + _verdict_md(results)
+
+
 def write_bench_report(results: dict[str, Any], report: Path) -> Path:
     parts = [
         "# lossbench benchmark",
@@ -131,13 +142,11 @@ def write_bench_report(results: dict[str, Any], report: Path) -> Path:
         f"({MEMORY_RESOLUTION_MIB:.0f} MiB).",
         "",
     ]
-    for shape in results["losses"]:
-        parts += _losses_md(shape)
-    if results.get("training"):
-        parts += _training_md(results["training"])
-    if results.get("data"):
-        parts += _data_md(results["data"])
-    parts += _verdict_md(results)
+    parts += _device_sections(results)
+    for device, other in (results.get("other_devices") or {}).items():
+        parts += ["", f"# On {device}: {other['machine']}, torch {other['torch']}", "",
+                  "Measured by an earlier `make bench` on that machine, kept beside this run's rows.", ""]  # fmt: skip
+        parts += _device_sections(other)
     if results.get("notes"):
         parts += ["", *results["notes"]]
     parts += ["", "Reproduce: `make bench` (or `.venv/bin/python -m lossbench.bench --report reports/bench`).", ""]
