@@ -9,7 +9,7 @@ from helpers.cli import SMOKE
 from PIL import Image
 
 from lossbench.config import SYNTHETIC_CLASSES, load_config
-from lossbench.data import class_pixel_counts, load_data, synthetic_splits
+from lossbench.data import SegmentationDataModule, class_pixel_counts, load_data, synthetic_splits
 
 
 def _smoke_data_cfg(cache, **kw):
@@ -168,3 +168,30 @@ def test_a_long_preparation_says_n_of_N_and_an_eta():
         fast.add()
     fast.finish()
     assert quiet == []  # work that ends within a few seconds says nothing
+
+
+def test_batches_served_from_the_device_are_the_loaders_batches(tmp_path):
+    # issue 27: in-memory data kept on the GPU is gathered there by index; the batches must be the host
+    # loader's, in the same seeded order, epoch after epoch (here with the tensors on the CPU).
+    from lossbench.data.datamodule import DeviceBatches
+    from lossbench.data.datamodule import ShardSampler
+
+    cfg = _smoke_data_cfg(tmp_path, image_size=32, num_train=21, num_val=7, num_test=5)
+    bundle = load_data(cfg)
+    dm = SegmentationDataModule(bundle, cfg, seed=3, multiple=32)
+    loader = dm.train_dataloader()
+    on_device = DeviceBatches(bundle.train.images, bundle.train.masks, loader.sampler, dm.batch_size)
+    assert len(on_device) == len(loader)
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        host = list(loader)
+        device = list(on_device)
+        assert len(host) == len(device)
+        for (hx, hy), (dx, dy) in zip(host, device):
+            assert torch.equal(hx, dx) and torch.equal(hy, dy) and dy.dtype == torch.long
+    evaluation = dm.val_dataloader()
+    served = DeviceBatches(bundle.val.images, bundle.val.masks, ShardSampler(len(dm.val_set), 0, 1), dm.eval_batch_size, evaluation=True)
+    for h, d in zip(evaluation, served, strict=True):
+        assert set(h) == set(d)
+        for key in h:
+            assert torch.equal(h[key], d[key]), key

@@ -105,6 +105,19 @@ def _data_md(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def _synthetic_md(rows: list[dict[str, Any]]) -> list[str]:
+    return [
+        "## Synthetic data",
+        "",
+        "Generation time per image of the synthetic set on one core (every shape drawn in its own bounding box).",
+        "",
+        _md(["image size", "ms per image", "target"],
+            [[f"{r['size']}²", _fmt(r["ms_per_image"], ".2f"),
+              "—" if r["met"] is None else f"≤ {r['target_ms']:g} ms: {'yes' if r['met'] else '**no**'}"] for r in rows]),  # fmt: skip
+        "",
+    ]
+
+
 def _verdict_md(results: dict[str, Any]) -> list[str]:
     t = results.get("training")
     misses = [f"`{v['definition']}` at {_where(sh)}" for sh in results["losses"] for v in sh["verdicts"] if v["met"] is False]
@@ -112,6 +125,7 @@ def _verdict_md(results: dict[str, Any]) -> list[str]:
         misses.append("training overhead")
     if results.get("data") and not results["data"]["met"]:
         misses.append("data wait")
+    misses += [f"synthetic data at {r['size']}²" for r in results.get("synthetic", []) if r["met"] is False]
     return ["## Verdict", "", "Every target is met." if not misses else "Not met: " + ", ".join(misses) + "."]
 
 
@@ -123,6 +137,8 @@ def _device_sections(results: dict[str, Any]) -> list[str]:
         parts += _training_md(results["training"])
     if results.get("data"):
         parts += _data_md(results["data"])
+    if results.get("synthetic"):
+        parts += _synthetic_md(results["synthetic"])
     return parts + _verdict_md(results)
 
 

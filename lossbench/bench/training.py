@@ -188,3 +188,29 @@ def bench_data(config: str, n: int, size: tuple[int, int], resize: tuple[int, in
         "data_wait_share": share,
         "met": share < 0.05,
     }
+
+
+SYNTHETIC_TARGET_MS = {64: 1.0, 256: 5.0}
+"""Generation time per synthetic image on one core (issue 27): linear in the pixels."""
+
+
+def bench_synthetic(sizes: list[int], images: int) -> list[dict[str, Any]]:
+    """Milliseconds per synthetic image (best of three batches of ``images // 3``) at each size, one core."""
+    import numpy as np
+
+    from lossbench.data.synthetic import synthetic_sample
+
+    rows = []
+    for size in sizes:
+        n = max(1, images // 3) if size <= 64 else max(1, images // 12)
+        best = float("inf")
+        for attempt in range(3):
+            rng = np.random.default_rng([0, attempt])
+            t0 = time.perf_counter()
+            for _ in range(n):
+                synthetic_sample(rng, size, 1.0, 0.08)
+            best = min(best, (time.perf_counter() - t0) / n)
+        target = SYNTHETIC_TARGET_MS.get(size)
+        rows.append({"size": size, "ms_per_image": 1000 * best, "images": n, "target_ms": target,
+                     "met": None if target is None else 1000 * best <= target})  # fmt: skip
+    return rows

@@ -70,6 +70,7 @@ class SegmentationDataModule(L.LightningDataModule):
     def __init__(self, bundle: DataBundle, data_cfg: DataConfig, seed: int, multiple: int = 32, dims: int = 2, context: int = 0):
         super().__init__()
         self.bundle, self.cfg, self.seed = bundle, data_cfg, seed
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # split → (images, masks) on the GPU
         self.batch_size, self.eval_batch_size = data_cfg.batch_size, data_cfg.eval_batch_size or data_cfg.batch_size
         self.collate = PadCollate(multiple if dims == 2 else 1, bundle.pad_label)
         b = bundle
@@ -99,6 +100,30 @@ class SegmentationDataModule(L.LightningDataModule):
         accelerated = trainer.strategy.root_device.type != "cpu" if trainer is not None else torch.cuda.is_available()
         return num_workers(self.cfg, accelerated)
 
+    def _resident(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The split's images and masks on the training GPU, when they can be served from there: in-memory
+        data (:class:`~lossbench.data.synthetic.ArrayDataset`) that no transform changes, already at a size the
+        model takes, and small enough (:data:`RESIDENT_SHARE` of the GPU). Copied once per run."""
+        from lossbench.data.synthetic import ArrayDataset
+
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else None
+        if device is None or device.type != "cuda" or self.bundle.is_volumes:
+            return None
+        source = getattr(self.bundle, split)
+        views = (self.train_set, self.val_set, self.test_set)
+        if not isinstance(source, ArrayDataset) or any(v.transform is not None for v in views):
+            return None
+        h, w = source.images.shape[-2:]
+        if h % self.collate.multiple or w % self.collate.multiple:
+            return None  # the host path pads them
+        if split not in self._on_device:
+            total = sum(t.nbytes for d in (self.bundle.train, self.bundle.val, self.bundle.test) for t in (d.images, d.masks))
+            if total > RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory:
+                return None
+            self._on_device[split] = (source.images.to(device), source.masks.to(device))
+        return self._on_device[split]
+
     def _loader(self, dataset: Dataset, sampler: Sampler, batch_size: int, collate=None) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
@@ -111,15 +136,54 @@ class SegmentationDataModule(L.LightningDataModule):
             collate_fn=collate or self.collate,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         rank, world = self._world()
         sampler = EpochSampler(self.train_set, world, rank, shuffle=True, seed=self.seed)
+        resident = self._resident("train")
+        if resident is not None:
+            return DeviceBatches(*resident, sampler, self.batch_size)
         return self._loader(self.train_set, sampler, self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
-        rank, world = self._world()
-        return self._loader(self.val_set, ShardSampler(len(self.val_set), rank, world), self.eval_batch_size, self.eval_collate)
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._eval_loader("val", self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
+        return self._eval_loader("test", self.test_set)
+
+    def _eval_loader(self, split: str, items: Dataset) -> DataLoader | DeviceBatches:
         rank, world = self._world()
-        return self._loader(self.test_set, ShardSampler(len(self.test_set), rank, world), self.eval_batch_size, self.eval_collate)
+        sampler = ShardSampler(len(items), rank, world)
+        resident = self._resident(split)
+        if resident is not None:
+            return DeviceBatches(*resident, sampler, self.eval_batch_size, evaluation=True)
+        return self._loader(items, sampler, self.eval_batch_size, self.eval_collate)
+
+
+RESIDENT_SHARE = 0.125
+"""In-memory data is kept on the GPU when all its splits take at most this share of the GPU's memory."""
+
+
+class DeviceBatches:
+    """The batches of in-memory data held on the training GPU: each batch is gathered there by index, in the
+    order of the same seeded sampler as the host path, so the batches are the same tensors — without a
+    loader, a collate or a host-to-device copy per batch. Training batches are ``(image, mask)``,
+    evaluation batches the dicts :class:`~lossbench.data.transforms.PadCollate` makes (nothing padded)."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor, sampler: Sampler, batch_size: int, evaluation: bool = False):
+        self.images, self.masks, self.sampler, self.batch_size, self.evaluation = images, masks, sampler, batch_size, evaluation
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self):
+        order = [k[1] if isinstance(k, tuple) else k for k in self.sampler]  # EpochSampler: (epoch, index)
+        index = torch.tensor(order, dtype=torch.long).to(self.images.device, non_blocking=True)
+        h, w = self.images.shape[-2:]
+        for start in range(0, len(order), self.batch_size):
+            i = index[start : start + self.batch_size]
+            image, mask = self.images.index_select(0, i), self.masks.index_select(0, i).long()
+            if not self.evaluation:
+                yield image, mask
+                continue
+            size = torch.tensor([h, w], device=image.device).expand(len(i), 2)
+            yield {"image": image, "mask": mask, "target": mask, "size": size, "target_size": size, "index": i}
