@@ -351,6 +351,7 @@ class _Pool:
         self.progress = _Progress(len(todo), placement.at_once, log)
         self.elsewhere = _Elsewhere(log)
         self.started = 0
+        self.cores = os.cpu_count() or 1
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -397,9 +398,9 @@ class _Pool:
         first = measured[0]
         prog, run = first.watched.progress, first.watched.run
         running = sum(1 for a in self.active.values() if a.slot == first.slot)
-        per_gpu = auto_per_gpu(prog.gpu_peak_mib, prog.gpu_free_mib or 0.0, os.cpu_count() or 1, len(self.placement.gpu_slots),
+        per_gpu = auto_per_gpu(prog.gpu_peak_mib, prog.gpu_free_mib or 0.0, self.cores, len(self.placement.gpu_slots),
                                num_workers(run.run_cfg.data, accelerated=True), running=running)  # fmt: skip
-        self.placement = self.placement.with_per_group(per_gpu, os.cpu_count() or 1)
+        self.placement = self.placement.with_per_group(per_gpu, self.cores)
         self.slots.grow(per_gpu)
         self.progress.at_once = self.placement.at_once
         self.log(f"jobs_per_gpu auto: {run} peaked at {prog.gpu_peak_mib:.0f} MiB of GPU memory with {prog.gpu_free_mib or 0:.0f} MiB "

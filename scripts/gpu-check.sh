@@ -12,4 +12,8 @@ PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
+if ! command -v nvidia-smi >/dev/null 2>&1; then  # said before Python starts: no GPU, nothing to import
+  echo "gpu-check: no GPU here (nvidia-smi is not on the PATH), so there is nothing to measure; run it on a machine with an NVIDIA GPU" >&2
+  exit 2
+fi
 exec "$PY" -m lossbench.bench.gpucheck "$@"

@@ -274,6 +274,7 @@ def test_version_print_config_dry_run_and_status_by_config(tmp_path, data_cache)
     assert r.returncode == 0, r.stderr
     printed = yaml.safe_load(r.stdout)
     assert printed["optim"]["lr"] == 0.01 and printed["report"]["bootstrap"] == 2000  # --set applied, defaults filled
+    assert printed["jobs_per_gpu"] == "auto"  # issue 27: in the resolved config
     assert printed == yaml.safe_load(dump_yaml(load_config(SMOKE, ["optim.lr=0.01"])))
     r = lossbench_cli("compare", "--config", str(SMOKE), "--dry-run", "--set", f"data.cache_dir={data_cache}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -325,3 +326,12 @@ def test_the_example_suites_are_package_data_found_by_name(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match=r"config file 'smok' does not exist \(resolved to .*smok\); the packaged "
                                           r"example suites are named default, .*smoke"):  # fmt: skip
         load_config("smok")
+
+
+@pytest.mark.parametrize(("value", "ok"), [("auto", True), (3, True), (0, False), (-1, False), ("many", False), (True, False)])
+def test_jobs_per_gpu_is_auto_or_a_count_of_runs_on_one_gpu(value, ok):
+    if ok:
+        assert load_config(SMOKE, [f"jobs_per_gpu={value}"]).jobs_per_gpu == value
+    else:
+        with pytest.raises(ConfigError, match=r"jobs_per_gpu.*expected 'auto' or a number of runs at once on one GPU"):
+            load_config(SMOKE, [f"jobs_per_gpu={str(value).lower() if isinstance(value, bool) else value}"])

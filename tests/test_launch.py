@@ -128,3 +128,35 @@ def test_jobs_per_gpu_auto_starts_at_one_per_gpu_and_grows_to_what_was_measured(
 )
 def test_auto_runs_per_gpu_fit_the_memory_and_the_cores(peak, free, cores, groups, loader, expected, why):
     assert auto_per_gpu(peak, free, cores, groups, loader) == expected, why
+
+
+def test_the_pool_grows_to_the_runs_per_gpu_the_first_measured_epoch_allows(tmp_path):
+    # jobs_per_gpu auto on two simulated GPUs: nothing changes until a run reports its peak memory after an
+    # epoch; then every GPU takes as many runs as auto_per_gpu allows, and compare says why.
+    import time
+
+    from lossbench.config import SuiteConfig
+    from lossbench.plan import plan_runs
+    from lossbench.record import Progress
+    from lossbench.suite import _Active, _Pool, _Watched
+
+    cfg = SuiteConfig.model_validate({"losses": ["ce", "dice"], "data": {"kind": "synthetic"}})
+    runs = plan_runs(cfg, tmp_path, num_classes=4, check=False)
+    placement = place(TrainerConfig(devices=1), "auto", gpus(2), cores=16, jobs_per_gpu="auto")
+    lines = []
+    pool = _Pool(runs, placement, tmp_path, lines.append)
+    pool.cores = 16  # a GPU machine's cores
+    slot = pool.slots.take()
+    pool.active[object()] = _Active(_Watched(runs[0], time.perf_counter(), progress=Progress(0, 8, None, 3, 10)), slot)
+    pool._size_from_memory()
+    assert pool.placement.at_once == 2 and not lines  # not measured yet
+    pool.active.clear()
+    measured = Progress(1, 8, 0.2, None, 10, None, 1.0, gpu_peak_mib=2000.0, gpu_free_mib=20_000.0)
+    pool.active[object()] = _Active(_Watched(runs[0], time.perf_counter(), progress=measured), slot)
+    pool._size_from_memory()
+    expected = auto_per_gpu(2000.0, 20_000.0, 16, 2, 0)
+    assert expected == 7  # 1 running + 0.85 · 20 000 // 2 600 = 7 by memory; 16 cores // 2 GPUs = 8 by CPU
+    assert pool.placement.per_group == expected and pool.slots.per_group == expected
+    assert pool.placement.at_once == 2 * expected and not pool.placement.auto_per_gpu  # sized once
+    assert f"{expected} runs per GPU from now on" in lines[0] and "peaked at 2000 MiB" in lines[0]
+    pool.workers.close()
