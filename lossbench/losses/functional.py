@@ -451,7 +451,8 @@ def lovasz_rows(errors: Tensor, g: Tensor, valid: Tensor | None, hinge: bool) ->
     with torch.no_grad():
         keys = errors if valid is None else errors.masked_fill(~valid, -math.inf)
         perm = keys.argsort(dim=-1, descending=True)
-        weights = torch.zeros_like(errors).scatter_(-1, perm, lovasz_grad(g.gather(-1, perm)))
+        # perm is a permutation of every place in its row: the scatter writes each element, so nothing is zeroed first
+        weights = torch.empty_like(errors).scatter_(-1, perm, lovasz_grad(g.gather(-1, perm)))
         if valid is not None:
             weights.mul_(valid)
     return ((F.relu(errors) if hinge else errors) * weights).sum(-1)
