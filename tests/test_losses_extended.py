@@ -333,7 +333,7 @@ def test_distance_losses_measure_in_millimetres_with_the_voxel_spacing():
 @pytest.mark.parametrize("d", [2, 3])
 def test_the_gpu_path_of_every_loss_equals_its_cpu_path_in_value_and_gradient(monkeypatch, ignore, d):
     # issue 28: on a GPU the per-class sums are a one-hot product and plain reductions, on a CPU scattered into
-    # bins; which one runs is the device's choice (functional.scatter_is_fast). Forced both ways on this CPU,
+    # bins; which one runs is the device's choice (functional.cpu_kernels). Forced both ways on this CPU,
     # every registered loss gives the same value and gradient (float32), with ignored pixels and absent classes.
     from lossbench.losses import functional, list_losses
 
@@ -342,9 +342,11 @@ def test_the_gpu_path_of_every_loss_equals_its_cpu_path_in_value_and_gradient(mo
     for c in (1, 5):
         logits = torch.randn(3, c, *spatial, generator=g) * 3
         target = torch.randint(0, 2 if c == 1 else c - 1, (3, *spatial), generator=g)  # class c-1 absent
+        targets = [target]
         if ignore is not None:
             target[0, :2] = ignore
-        for name in list_losses():
+            targets.append(torch.full_like(target, ignore))  # an all-ignored batch
+        for name, target in ((n, t) for n in list_losses() for t in targets):
             kwargs = {"class_frequencies": [1.0 + i for i in range(max(c, 2))]} if name in ("weighted_ce", "exp_log") else {}
             if name == "sum":
                 kwargs = {"terms": [{"name": "ce", "weight": 1}, {"name": "dice", "weight": 2}]}
@@ -354,7 +356,7 @@ def test_the_gpu_path_of_every_loss_equals_its_cpu_path_in_value_and_gradient(mo
                 continue  # a multi-class loss asked for binary, or the reverse
             values = []
             for scatter in (True, False):
-                monkeypatch.setattr(functional, "scatter_is_fast", lambda t, s=scatter: s)
+                monkeypatch.setattr(functional, "cpu_kernels", lambda t, s=scatter: s)
                 x = logits.clone().requires_grad_(True)
                 value = loss(x, target)
                 value.backward()

@@ -243,21 +243,23 @@ def one_vs_rest_wce(prep: Prepared, beta: float) -> Tensor:
     return _OneVsRestWCE.apply(prep.logits, prep.labels, beta)
 
 
-def scatter_is_fast(t: Tensor) -> bool:
-    """Whether sums into a few bins (``index_add``, ``bincount``) beat a one-hot product and plain reductions
-    on ``t``'s device: on a CPU they do (one pass, no ``[B, C, N]`` temporary); on a GPU the atomics of
-    millions of elements landing in a few bins serialise (a third of ``dice``'s CUDA time, profiled on an
-    H200), and the one-hot product is what the fast references (MONAI) do."""
+def cpu_kernels(t: Tensor) -> bool:
+    """Whether the losses take their CPU-tuned path on ``t``'s device — the one rule that picks a path.
+
+    On a CPU, sums into a few bins (``index_add``, ``bincount``) and selection (``kthvalue``) win: one pass,
+    no ``[B, C, N]`` temporary. On a GPU the atomics of millions of elements landing in a few bins serialise
+    (a third of ``dice``'s CUDA time, profiled on an H200) and ``kthvalue`` over one long row runs in a
+    single block, so there the losses take one-hot products, plain reductions and a radix sort — what the
+    fast references (MONAI) do. The tests hold both paths equal, forcing each on the CPU."""
     return t.device.type == "cpu"
 
 
-def soft_stats(prep: Prepared, per_image: bool = False, scatter: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def soft_stats(prep: Prepared, per_image: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Soft ``(TP, FP, FN)`` per class over valid pixels: each ``[K]``, or ``[B, K]`` per image.
 
     On a CPU no one-hot target is formed: ``TP_c`` adds each valid pixel's own-class probability into
     its class's bin, ``Σ g_c`` is a bincount, and the mask products are skipped when nothing is ignored.
-    Elsewhere (a GPU) they are a one-hot product and plain reductions (:func:`scatter_is_fast`);
-    ``scatter`` forces one way (the tests hold the two equal).
+    Elsewhere (a GPU) they are a one-hot product and plain reductions (:func:`cpu_kernels`).
     """
     p = prep.probs
     b, k, _ = p.shape
@@ -268,7 +270,7 @@ def soft_stats(prep: Prepared, per_image: bool = False, scatter: bool | None = N
         dims = (1,) if per_image else (0, 1)
         tp, psum, gsum = ((p[:, 0] * g).sum(dims), p[:, 0].sum(dims), g.sum(dims))
         return tuple(t.unsqueeze(-1) for t in (tp, psum - tp, gsum - tp))  # type: ignore[return-value]
-    if not (scatter_is_fast(p) if scatter is None else scatter):
+    if not cpu_kernels(p):
         g = prep.onehot  # 0 on ignored pixels
         dims = 2 if per_image else (0, 2)
         tp, psum, gsum = (p * g).sum(dims), p.sum(dims), g.sum(dims)

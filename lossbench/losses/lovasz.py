@@ -11,14 +11,18 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from lossbench.losses import functional
 from lossbench.losses.base import SegmentationLoss
 from lossbench.losses.functional import Prepared, lovasz_rows
 from lossbench.losses.registry import register_loss
 
 
 LOVASZ_CHUNK = 1 << 19
-"""Elements sorted per call: rows are batched up to this size (and at least one row per thread),
+"""Elements sorted per call on a CPU: rows are batched up to this size (and at least one row per thread),
 which keeps the speed of a vectorized sort while bounding the memory of the temporaries."""
+LOVASZ_CHUNK_GPU = 1 << 24
+"""Elements sorted per call on a GPU: a segmented radix sort is fast only when it has many rows to sort at
+once, and each call is a launch (and a loop step in Python): a B=16, C=19, 512² batch is 5 calls, not 152."""
 
 
 def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tuple[Tensor, Tensor, Tensor | None, Tensor]]:
@@ -28,11 +32,12 @@ def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tup
     over the whole batch (``M = B·N``), or per (image, class) when ``per_image`` (``M = N``).
     """
     b, k, n = values.shape
+    chunk = LOVASZ_CHUNK if functional.cpu_kernels(values) else LOVASZ_CHUNK_GPU
     labels = prep.labels if prep.all_valid else prep.labels.masked_fill(prep.mask == 0, -1)
     classes = torch.arange(k, device=values.device)
     ids = torch.ones(1, dtype=labels.dtype, device=values.device) if prep.binary else classes  # binary: g = label
     if per_image:
-        step = max(1, LOVASZ_CHUNK // (k * n))
+        step = max(1, chunk // (k * n))
         for s in range(0, b, step):
             lab = labels[s : s + step]
             g = (lab.unsqueeze(1) == ids.view(1, -1, 1)).reshape(-1, n)
@@ -40,7 +45,7 @@ def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tup
             yield values[s : s + step].reshape(-1, n), g, valid, classes.repeat(lab.shape[0])
     else:
         flat = labels.reshape(1, -1)
-        step = max(torch.get_num_threads(), LOVASZ_CHUNK // (b * n))  # rows are sorted in parallel
+        step = max(torch.get_num_threads(), chunk // (b * n))  # rows are sorted in parallel
         for s in range(0, k, step):
             rows = values[:, s : s + step].transpose(0, 1).reshape(-1, b * n)
             valid = None if prep.all_valid else (flat >= 0).expand(rows.shape[0], -1)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lossbench.losses import functional
 from lossbench.losses.base import SegmentationLoss
 from lossbench.losses.functional import EPS, Prepared, as_label_vector, focal_term, pixel_mean, weights_per_pixel
 from lossbench.losses.registry import register_loss
@@ -180,6 +181,8 @@ class OhemLoss(SegmentationLoss):
         losses = self.base.pixel_losses(prep).flatten()
         n_valid = prep.num_valid
         k = torch.minimum(torch.clamp(torch.ceil(n_valid * self.keep_ratio - 1e-6), min=self.min_kept), n_valid)
+        if not functional.cpu_kernels(losses):
+            return self._sorted(losses, prep, k)
         kk = int(k)
         if kk == 0:
             return losses.sum() * 0.0
@@ -190,6 +193,20 @@ class OhemLoss(SegmentationLoss):
             tied = ranked == threshold  # ... and as many of those equal to it as make k, shared evenly
             weight = above.float().add_(tied.float().mul_((kk - above.sum()) / tied.sum()))
         return (losses * weight).sum() / k
+
+    @staticmethod
+    def _sorted(losses: Tensor, prep: Prepared, k: Tensor) -> Tensor:
+        """The GPU path: the k-th largest from a radix sort (``kthvalue`` over one long row runs in one block
+        there), with ``k`` kept on the device — no host round-trip; the same kept pixels and ties."""
+        with torch.no_grad():
+            ranked = losses if prep.all_valid else losses.masked_fill(prep.mask.flatten() == 0, -1.0)
+            descending = ranked.sort(descending=True).values
+            threshold = descending.gather(0, (k.long() - 1).clamp_min(0).view(1))
+            above = ranked > threshold
+            tied = ranked == threshold
+            weight = above.float().add_(tied.float().mul_((k - above.sum()) / tied.sum().clamp_min(1)))
+            weight.mul_((k > 0).float())  # k = 0 (nothing valid, min_kept 0): nothing kept
+        return (losses * weight).sum() / k.clamp_min(1.0)
 
 
 __all__ = ["CrossEntropyLoss", "WeightedCrossEntropyLoss", "FocalLoss", "OhemLoss", "inverse_frequency_weights"]
@@ -222,7 +239,11 @@ class RecallCrossEntropyLoss(SegmentationLoss):
             missed = missed * prep.mask
             n = prep.num_labels
             labels = prep.labels.flatten()
-            fn = torch.bincount(labels, weights=missed.flatten(), minlength=n)
-            support = torch.bincount(labels, weights=prep.mask.flatten(), minlength=n)
+            if functional.cpu_kernels(labels):
+                fn = torch.bincount(labels, weights=missed.flatten(), minlength=n)
+                support = torch.bincount(labels, weights=prep.mask.flatten(), minlength=n)
+            else:  # a one-hot product and plain reductions (functional.cpu_kernels)
+                is_class = (labels.unsqueeze(1) == torch.arange(n, device=labels.device)).float()  # [B·N, n]
+                fn, support = missed.flatten() @ is_class, prep.mask.flatten() @ is_class
             weight = fn / support.clamp_min(1.0)
         return pixel_mean(weights_per_pixel(weight, prep) * -prep.log_pt, prep)
