@@ -137,6 +137,7 @@ class Workers:
         self.context = _context(on_gpu)
         self.max_runs = max_runs
         self.idle: list[Worker] = []
+        self.leaving: list[Worker] = []  # told to go, finishing their teardown (W&B's) on their own
         self.started = 0  # workers started, for the user's first-start note and the tests
 
     def start(self, run_dir: Path, env: dict[str, str], token: str, slot: tuple[str, ...] | None, warm: bool = True) -> Any:
@@ -158,19 +159,17 @@ class Workers:
             return
         if proc.reusable:
             self.idle.append(proc)
-        else:
+        else:  # it leaves by itself; the pool goes on without waiting for its teardown
             proc.stop()
-            proc.process.join(30)
-            if proc.process.is_alive():
-                proc.kill()
-                proc.process.join()
+            self.leaving.append(proc)
+        self.leaving = [w for w in self.leaving if w.process.is_alive()]  # reaped (joined) by is_alive
 
     def close(self) -> None:
-        """Let every idle worker go (each finishes its W&B teardown first)."""
-        idle, self.idle = self.idle, []
-        for worker in idle:
+        """Let every worker go and wait for each to finish its W&B teardown (a minute at most, then it is killed)."""
+        going, self.idle, self.leaving = self.idle + self.leaving, [], []
+        for worker in going:
             worker.stop()
-        for worker in idle:
+        for worker in going:
             worker.process.join(60)
             if worker.process.is_alive():
                 worker.kill()
@@ -223,8 +222,12 @@ def _serve(conn: Any, env: dict[str, str], launcher: int, max_runs: int) -> None
             status = _train_one(Path(run_dir), token, run_process)
             _output_to(quiet)
             conn.send(("done", status))
-    except BaseException:  # noqa: BLE001 — SIGTERM between runs, a broken pipe: the worker leaves
+    except (KeyboardInterrupt, SystemExit, BrokenPipeError, EOFError):  # told to stop between runs, or the pool is gone
         pass
+    except BaseException:  # noqa: BLE001 — outside any run (its own start): said, then the worker leaves
+        import traceback
+
+        traceback.print_exc()
     finally:
         _output_to(quiet)
         atexit._run_exitfuncs()  # what leaving the interpreter runs (W&B's teardown among them)
