@@ -89,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             "- At 128² a call takes 1.5–3 ms, and that label pass plus the fixed cost of a call (about 20 µs) is "
             "5–15 % of it: there `dice`, `generalized_dice` and `bce_dice` can trail MONAI by that much in a run, "
             "while at 256² they are at or ahead of it. The GPU shapes (B=16, C=19, 512²; volumes B=2, C=4, 96×128×128) run when a GPU is present.",
-            "- `lovasz_softmax` sorts at most 2^19 elements per call (and at least one row per thread) to bound "
+            "- `lovasz_softmax` sorts at most 2^19 elements per call on a CPU (and at least one row per thread) to bound "
             "the memory of its temporaries; that is why it needs less memory than smp's per-class loop and far "
-            "less than kornia's all-at-once sort, and why at large per-image sizes kornia's single sort can be faster.",
+            "less than kornia's all-at-once sort. On a GPU it sorts up to 2^24 a call (a segmented radix sort is fast "
+            "only with many rows at once).",
+            "- On a GPU the region and compound losses sum per class by a one-hot product and plain reductions, "
+            "`recall_ce` likewise, and `ohem` takes its k-th largest from a radix sort (losses/functional.py, "
+            "`cpu_kernels`); on a CPU they scatter into bins and select. Both paths are held equal by the tests.",
             "- `focal_dice`, `exp_log`, `combo`, `ohem`, `focal_tversky`, `log_cosh_dice`, `sensitivity_specificity`, "
             "`recall_ce` and multi-class `mcc` have no reference implementation of the same definition in these "
             "libraries; their cost is shown against the floor. `combo`'s one-vs-rest cross-entropy has its gradient "
