@@ -144,7 +144,12 @@ class Workers:
         """The run started in a worker (or, with ``warm=False``, as a ``lossbench train`` process of its own)."""
         if not warm:
             return _own_process(run_dir, env)
-        worker = next((w for w in self.idle if w.key == slot and w.env == env), None)
+        stale = [w for w in self.idle if w.key == slot and w.env != env]  # started before the placement changed
+        for w in stale:  # (jobs_per_gpu auto: fewer threads a run): let them go, with what they hold on the GPU
+            self.idle.remove(w)
+            w.stop()
+            self.leaving.append(w)
+        worker = next((w for w in self.idle if w.key == slot), None)
         if worker is not None:
             self.idle.remove(worker)
         else:
@@ -251,6 +256,18 @@ def _train_one(run_dir: Path, token: str, run_process: Any) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if sys.platform.startswith("win") else _stop_between_runs)
+        _let_go_of_the_gpu()
+
+
+def _let_go_of_the_gpu() -> None:
+    """Between runs: hand the GPU memory the last run's allocator kept back to the device, so a waiting worker
+    holds its CUDA context only — the memory ``jobs_per_gpu: auto`` counted on stays free for the others."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _stop_between_runs(signum: int, frame: Any) -> None:  # noqa: ARG001
