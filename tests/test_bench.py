@@ -73,10 +73,10 @@ def test_every_bench_case_keeps_its_tensors_on_the_inputs_device(depth):
                 continue  # a reference without a volume form (the bench lists those)
             else:
                 raise
-    ours = {d for d, impl in ran if impl == "lossbench"}
-    # the GPU path of the region and compound losses runs to the end without a value: device-clean all through
-    assert {"dice", "iou", "tversky", "generalized_dice", "bce_dice", "focal_dice", "exp_log", "combo", "ce",
-            "weighted_ce", "focal", "lovasz_softmax", "mcc", "cldice"} <= ours, sorted(ours)  # fmt: skip
+    ours = [d for d, impl in stopped if impl == "lossbench"]
+    # every loss's GPU path runs to the end without values (nothing on the CPU, no step that needs a value
+    # on the host but the label check, which the meta device skips): the distance transforms included
+    assert ours == [], ours
     assert ("weighted_ce", "torch") in ran and ("dice", "monai") in ran
     assert len(ran) > 2 * len(stopped), stopped
 
