@@ -51,9 +51,53 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_YAML_VALUES = 100_000
+"""The most values a config may hold once its aliases are expanded (a config has hundreds)."""
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A YAML document whose aliases expand past :data:`MAX_YAML_VALUES` (a "billion laughs")."""
+
+    def __init__(self, values: int):
+        super().__init__(f"its aliases expand to more than {values:,} values (nested aliases of aliases); write the values out")
+        self.problem = str(self)
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """How many values ``node`` holds with every alias expanded, counted without expanding anything (each
+    node's count is computed once); stops with :class:`YamlTooLarge` past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        sizes[id(n)] = 1  # a node that contains itself (a recursive alias) counts once
+        if isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        else:
+            total = 1
+        if total > limit:
+            raise YamlTooLarge(limit)
+        sizes[id(n)] = total
+        return total
+
+    return size(node)
+
+
 def yaml_load(text: str) -> Any:
-    """Parse YAML text as configs are parsed (YAML 1.2 numbers)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
+    """Parse YAML text as configs are parsed (YAML 1.2 numbers), refusing a document whose aliases expand
+    past :data:`MAX_YAML_VALUES` values before anything expands them."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, MAX_YAML_VALUES)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 # --- field types ----------------------------------------------------------------------------------

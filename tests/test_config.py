@@ -335,3 +335,17 @@ def test_jobs_per_gpu_is_auto_or_a_count_of_runs_on_one_gpu(value, ok):
     else:
         with pytest.raises(ConfigError, match=r"jobs_per_gpu.*expected 'auto' or a number of runs at once on one GPU"):
             load_config(SMOKE, [f"jobs_per_gpu={str(value).lower() if isinstance(value, bool) else value}"])
+
+
+def test_a_yaml_alias_bomb_is_one_sentence_and_ordinary_aliases_still_load(tmp_path):
+    # issue 30 (10): nine levels of aliases of aliases ("billion laughs") under model.kwargs exhausted memory and hung
+    levels = ['    l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"    l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("model:\n  arch: Unet\n  kwargs:\n" + "\n".join(levels) + "\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml' is not valid YAML: its aliases expand to more than 100,000 values"):
+        load_config(bomb)
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("losses:\n  - {name: focal, label: a, params: &p {gamma: 3.0}}\n  - {name: focal, label: b, params: *p}\n")
+    cfg = load_config(shared)
+    assert [e.params for e in cfg.losses] == [{"gamma": 3.0}, {"gamma": 3.0}]
