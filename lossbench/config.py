@@ -247,6 +247,10 @@ class DataConfig(_Section):
                 raise ValueError(f"data.normalize {self.normalize!r} is for 2-D images; for volumes set data.volumes.intensity (ct or mri)")
         elif self.volumes is not None:
             raise ValueError(f"data.volumes describes volume data, but data.kind is {self.kind!r}")
+        builtin = {"synthetic": SYNTHETIC_CLASSES, "synthetic_volumes": SYNTHETIC_VOLUME_CLASSES}.get(self.kind)
+        if builtin is not None and self.class_names is not None and list(self.class_names) != list(builtin):
+            raise ValueError(f"data.class_names is for folder and volume data; the {self.kind} set's classes are fixed "
+                             f"({', '.join(builtin)}): leave it out, or set report.focus to choose the class the report follows")  # fmt: skip
         if self.kind == "synthetic_volumes":
             self.class_names = list(SYNTHETIC_VOLUME_CLASSES)
         if self.palette is not None and self.kind != "folder":

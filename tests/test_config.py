@@ -349,3 +349,13 @@ def test_a_yaml_alias_bomb_is_one_sentence_and_ordinary_aliases_still_load(tmp_p
     shared.write_text("losses:\n  - {name: focal, label: a, params: &p {gamma: 3.0}}\n  - {name: focal, label: b, params: *p}\n")
     cfg = load_config(shared)
     assert [e.params for e in cfg.losses] == [{"gamma": 3.0}, {"gamma": 3.0}]
+
+
+def test_class_names_for_the_synthetic_sets_are_refused_not_ignored():
+    # issue 30 (14): data.class_names was silently ignored for synthetic data
+    with pytest.raises(ConfigError, match=r"data.class_names is for folder and volume data; the synthetic set's classes are fixed \(background, blob, curve, spot\)"):
+        load_config(SMOKE, ["data.class_names=[a, b, c, d]"])
+    assert load_config(SMOKE, ["data.class_names=[background, blob, curve, spot]"]).data.kind == "synthetic"  # its own names: fine
+    cfg = load_config(SMOKE, ["data.kind=synthetic_volumes", "model.dims=3", "model.arch=UNet"])
+    assert load_config(SMOKE, ["data.kind=synthetic_volumes", "model.dims=3", "model.arch=UNet",
+                               f"data.class_names={cfg.data.class_names}"]).data.class_names == cfg.data.class_names  # fmt: skip
