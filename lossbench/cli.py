@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from lossbench.config import LAUNCHERS, ConfigError, check_jobs
+from lossbench.progress import plural
 
 
 def _split_list(text: str | None, cast=str) -> list | None:
@@ -176,7 +177,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{len(diverged)} search point(s) failed and could not be selected: {', '.join(map(str, diverged))}")
     not_ok = [run for run in runs if statuses[run.run_dir] != OK and run not in diverged]
     if not_ok:
-        print(f"lossbench: {len(not_ok)} of {len(runs)} runs did not finish ok: {', '.join(map(str, not_ok))}", file=sys.stderr)
+        print(f"lossbench: {len(not_ok)} of {plural(len(runs), 'run')} did not finish ok: {', '.join(map(str, not_ok))}", file=sys.stderr)
         return 1
     return 0
 
@@ -190,8 +191,9 @@ def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, 
     runs = checked_plan(cfg, out, losses, seeds)
     todo, _ = runs_to_train(runs, retry_failed, print)
     done = sum(read_status(run.run_dir) == OK for run in runs)
-    print(f"dry run: the config, the data and {len({r.label for r in runs})} losses check out; "
-          f"{done} of {len(runs)} runs are done, these {len(todo)} would train into {out}:")  # fmt: skip
+    losses, these = plural(len({r.label for r in runs}), "loss", "losses"), "this one" if len(todo) == 1 else f"these {len(todo)}"
+    print(f"dry run: the config, the data and {losses} check{'s' if len({r.label for r in runs}) == 1 else ''} out; "
+          f"{done} of {plural(len(runs), 'run')} {'is' if len(runs) == 1 else 'are'} done, {these} would train into {out}:")  # fmt: skip
     for run in todo:
         print(f"  {run}")
     if cfg.tune is not None:

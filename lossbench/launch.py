@@ -33,6 +33,7 @@ import submitit
 from lossbench import claim
 from lossbench.config import ConfigError, LauncherConfig, TrainerConfig
 from lossbench.record import FAILED, OK, log_path, read_status, submitit_dir
+from lossbench.progress import plural
 
 if TYPE_CHECKING:
     from lossbench.plan import PlannedRun
@@ -70,8 +71,8 @@ class Placement:
             groups = " ".join(",".join(s) for s in self.gpu_slots)
             share = f"{self.per_group} per GPU" if self.per_group > 1 else "each on its own GPUs"
             auto = "; jobs_per_gpu auto: more per GPU once the first run has measured its memory" if self.auto_per_gpu else ""
-            return f"{self.at_once} runs at once, {share} ({groups}), {self.threads} CPU threads each{auto}"
-        return f"{self.at_once} run{'s' if self.at_once > 1 else ''} at once, {self.threads} CPU threads each"
+            return f"{plural(self.at_once, 'run')} at once, {share} ({groups}), {plural(self.threads, 'CPU thread')} each{auto}"
+        return f"{plural(self.at_once, 'run')} at once, {plural(self.threads, 'CPU thread')} each"
 
     def with_per_group(self, per_group: int, cores: int) -> Placement:
         """This placement with ``per_group`` runs on each GPU group (``jobs_per_gpu`` auto, once measured)."""

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from lossbench.config import ConfigError, LossEntry, Range, RunConfig, SuiteConfig, explain, reject_duplicates
 from lossbench.identity import run_config
 from lossbench.record import run_dir_for
+from lossbench.progress import plural
 
 
 def resolve_losses(
@@ -197,7 +198,7 @@ class PlannedRun:
         return self.run_cfg.trainer.max_epochs
 
     def __str__(self) -> str:
-        where = f" ({self.budget} epochs)" if self.several_budgets else ""
+        where = f" ({plural(self.budget, 'epoch')})" if self.several_budgets else ""
         if self.point is not None and self.role == SEARCH:
             where += f" [{self.point.describe()}]"
         elif self.point is not None and self.role == FINAL:

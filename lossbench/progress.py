@@ -15,6 +15,11 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 run``, ``2 runs`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 

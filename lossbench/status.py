@@ -39,6 +39,7 @@ from lossbench.record import (
     planned_run_dirs,
     read_record,
 )
+from lossbench.progress import plural
 
 STATES = ("queued", "running", "finished", "failed", "interrupted", "stalled", "unclaimed", "damaged")
 
@@ -127,10 +128,10 @@ def format_status(states: list[RunState]) -> str:
     several_budgets = len({s.budget for s in states if s.budget is not None}) > 1
     rows = []
     for s in sorted(states, key=lambda s: (s.label, s.seed, s.budget or 0, s.point)):
-        name = f"{s.label} seed {s.seed}" + (f" ({s.budget} epochs)" if several_budgets else "") + (f" [{s.point}]" if s.point else "")
+        name = f"{s.label} seed {s.seed}" + (f" ({plural(s.budget, 'epoch')})" if several_budgets else "") + (f" [{s.point}]" if s.point else "")
         rows.append((name, s.state, s.detail, s.owner, str(s.attempts)))
     header = ("run", "state", "detail", "owner", "attempts")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     summary = ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])
-    return "\n".join([*lines, "", f"{len(states)} runs: {summary}"])
+    return "\n".join([*lines, "", f"{plural(len(states), 'run')}: {summary}"])

@@ -38,6 +38,7 @@ from lossbench import claim
 from lossbench.config import LAUNCHERS, ConfigError, SuiteConfig, check_jobs, dump_yaml
 from lossbench.io import write_text_atomic
 from lossbench.plan import PlannedRun, plan_runs, resolve_seeds
+from lossbench.progress import plural
 from lossbench.record import (
     DAMAGED,
     FAILED,
@@ -63,11 +64,6 @@ from lossbench.record import (
 
 class SuiteError(RuntimeError):
     """The suite cannot go on (its folder cannot be written); finished runs are intact."""
-
-
-def plural(n: int, word: str) -> str:
-    """``1 run``, ``2 runs``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _say(message: str) -> None:

@@ -280,6 +280,8 @@ def test_version_print_config_dry_run_and_status_by_config(tmp_path, data_cache)
     assert r.returncode == 0, r.stderr
     assert "0 of 3 runs are done, these 3 would train into runs/smoke" in r.stdout and "  dice seed 0" in r.stdout
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--dry-run", "--losses", "dice", "--set", f"data.cache_dir={data_cache}", cwd=tmp_path)
+    assert "the config, the data and 1 loss checks out; 0 of 1 run is done, this one would train into runs/smoke" in r.stdout
     r = lossbench_cli("compare", "--config", str(SMOKE), "--dry-run", "--losses", "dcie", cwd=tmp_path)
     assert r.returncode == 2 and "unknown loss 'dcie'" in r.stderr  # the checks compare makes, before training
     (tmp_path / "runs" / "smoke").mkdir(parents=True)

@@ -55,7 +55,7 @@ def test_a_suite_of_three_losses_writes_the_report_and_reruns_train_nothing(tmp_
 
     runs = records(out)
     assert set(runs) == {("ce", 0), ("dice", 0), ("tversky", 0)}
-    assert "2 runs at once, 1 CPU threads each" in r.stdout
+    assert "2 runs at once, 1 CPU thread each" in r.stdout
     for rec in runs.values():  # each run process records what it was given: two runs share the cores, no GPU
         assert rec["placement"]["threads"] == max(1, os.cpu_count() // 2) and rec["placement"]["device_ids"] == [0]
         assert rec["placement"]["cuda_visible_devices"] is None and rec["placement"]["accelerator"] == "CPUAccelerator"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from lossbench.record import DamagedEvidence, RunRecord, read_evidence
 from lossbench.report.analyse import Analysis, Budget
+from lossbench.progress import plural
 
 PLOTS = {
     "intervals.png": "Mean IoU and focus-class IoU with 95 % intervals",
@@ -342,7 +343,7 @@ def plot_sensitivity(searches: list[Any], select_on: str, path: Path) -> None:
             legend.setdefault(label, handle)
     ordered = sorted(legend)
     fig.legend([legend[k] for k in ordered], ordered, loc="center right", fontsize=8, frameon=False)
-    fig.suptitle(f"Validation {_STATISTIC.get(select_on, select_on + ' IoU')} against each setting searched ({budget} epochs; ★ selected)")
+    fig.suptitle(f"Validation {_STATISTIC.get(select_on, select_on + ' IoU')} against each setting searched ({plural(budget, 'epoch')}; ★ selected)")
     fig.tight_layout(rect=(0, 0, 0.86, 0.95))
     _save(fig, path)
 

@@ -18,6 +18,7 @@ from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget
 from lossbench.report.gather import Runs
 from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
+from lossbench.progress import plural
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:
@@ -150,7 +151,7 @@ def _plain_words_md(b: Budget) -> list[str]:
     if b.rising:
         rising = ", ".join(f"`{k}` (+{v:.3f})" for k, v in sorted(b.rising.items(), key=lambda kv: -kv[1]))
         out.append(f"- **Still improving when training stopped**: the validation mean IoU of {rising} rose by more than "
-                   f"{RISING:g} over the last quarter of the {b.budget} epochs. Train longer, or list several `budgets:` "
+                   f"{RISING:g} over the last quarter of the {plural(b.budget, 'epoch')}. Train longer, or list several `budgets:` "
                    "to see whether the ranking holds with more training.")  # fmt: skip
     lo, hi = b.seeds_per_loss
     seeds = f"{lo}" if lo == hi else f"{lo} to {hi}"
@@ -332,11 +333,11 @@ def header_md(suite: str, out: Path) -> list[str]:
 
 def budget_md(b: Budget, focus: str | None, several: bool) -> list[str]:
     """The verdict, the two leaderboards and the method note of one budget."""
-    title = f" — {b.budget} epochs" if several else ""
+    title = f" — {plural(b.budget, 'epoch')}" if several else ""
     parts = [f"## Verdict{title}", "", *_verdict_md(b, focus), ""]
     if not several:
         parts += [
-            f"All runs trained for {b.budget} epochs (one budget). Whether these conclusions hold with more training "
+            f"All runs trained for {plural(b.budget, 'epoch')} (one budget). Whether these conclusions hold with more training "
             "is not tested by this suite: list several `budgets:` to see which conclusions move (flag *budget-bound*).",
             "",
         ]
@@ -398,7 +399,7 @@ def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Pa
         parts += budget_md(b, focus, analysis.several_budgets)
     if plotted is not None:
         d = plotted
-        title = f" ({d.b.budget} epochs)" if analysis.several_budgets else ""
+        title = f" ({plural(d.b.budget, 'epoch')})" if analysis.several_budgets else ""
         parts += [f"## Intervals{title}", "", "![intervals](intervals.png)", "", "![mean IoU vs focus IoU](miou_vs_focus.png)", ""]
         if (report / "predictions.png").exists():
             parts += [f"## Predictions{title}", "", "![predictions](predictions.png)", ""]

@@ -20,6 +20,7 @@ from lossbench.report.analyse import Analysis, Budget
 from lossbench.report.gather import Tuning
 from lossbench.report.markdown import code, table
 from lossbench.tune import LossSearch
+from lossbench.progress import plural
 
 
 def _ranks(b: Budget | None) -> dict[str, int]:
@@ -106,7 +107,7 @@ def fight_md(cfg: SuiteConfig, tuning: Tuning, tuned: Analysis, default: Analysi
         b_t = next((b for b in tuned.budgets if b.budget == search_budget), None)
         b_d = next((b for b in default.budgets if b.budget == search_budget), None) if default else None
         if several:
-            parts += [f"### {search_budget} epochs", ""]
+            parts += [f"### {plural(search_budget, 'epoch')}", ""]
         parts += _budget_fight_md(cfg, searches, b_t, b_d)
     parts += ["![sensitivity](sensitivity.png)", "",
               "*Sensitivity*: each loss's validation score against each setting searched — for each value, the best score "
