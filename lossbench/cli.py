@@ -156,6 +156,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out or Path("runs") / cfg.suite)
     report = Path(args.report or Path("reports") / cfg.suite)
+    _check_writable(report, "--report", "the report")  # before any training: the report is written after it all
     losses, seeds = _split_list(args.losses), _split_list(args.seeds, int)
     if args.dry_run:
         return _dry_run(cfg, out, losses, seeds, args.retry_failed)
@@ -210,6 +211,15 @@ def _version() -> str:
     return __version__
 
 
+def _check_writable(folder: Path, flag: str, what: str) -> None:
+    """One sentence, before any work, when ``folder`` cannot take files (:func:`lossbench.io.folder_problem`)."""
+    from lossbench.io import folder_problem
+
+    why = folder_problem(folder)
+    if why:
+        raise ConfigError(f"{flag} {folder}: {what} cannot be written there ({why}); choose another folder")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lossbench.report import write_report
 
@@ -221,6 +231,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         out, report = out or Path("runs") / suite, report or Path("reports") / suite
     if not out or not report:
         raise ConfigError("report needs --out and --report, or --config to name the suite they default from")
+    _check_writable(Path(report), "--report", "the report")
     write_report(Path(out), Path(report), log_to_wandb=not args.no_wandb)
     print(f"report: {Path(report) / 'README.md'}")
     return 0

@@ -23,6 +23,22 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def folder_problem(path: str | Path) -> str | None:
+    """Why files cannot be written into the folder ``path`` (made when missing), or ``None``: a file stands
+    where it or a folder above it should be, or the nearest existing folder is not writable. Writes nothing."""
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        return f"{p} is a file, not a folder"
+    existing = p
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, so no folder can be made under it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def umask() -> int:
     """This process's umask (read by setting it and setting it back)."""
     mask = os.umask(0o022)
