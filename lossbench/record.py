@@ -89,7 +89,7 @@ class Progress:
             value = data.get(key)
             return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-        return cls(int(data.get("epoch") or 0), int(data.get("max_epochs") or 0), data.get("val_miou"),
+        return cls(number("epoch", int) or 0, number("max_epochs", int) or 0, number("val_miou", float),
                    number("step", int), number("steps", int), number("rate", float), number("epoch_s", float),
                    number("gpu_peak_mib", float), number("gpu_free_mib", float))  # fmt: skip
 
@@ -192,9 +192,52 @@ class RunRecord:
             raise DamagedRecord(path, f"missing {', '.join(missing)}")
         if data["status"] not in STATUSES:
             raise DamagedRecord(path, f"unknown status {data['status']!r}")
+        wrong = _wrong_types(data)
+        if wrong:
+            raise DamagedRecord(path, wrong)
         values = {k: v for k, v in data.items() if k in names}
         values["progress"] = Progress.from_json(values.get("progress"))
         return cls(**values, run_dir=path.parent)
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "suite": (str,), "loss": (str,), "label": (str,), "config_hash": (str,), "seed": (int,), "loss_params": (dict,),
+    "budget": (int,), "attempts": (int,), "started_at": _NUMBER, "finished_at": _NUMBER, "error": (str,),
+    "failed_rank": (int,), "classes": (list,), "class_frequencies": (list,), "test": (dict,), "focus": (str,),
+    "objects": (dict,), "history": (list,), "epochs": (int,), "steps": (int,), "wall_s": _NUMBER,
+    "resumed_after_epoch": (int,), "world_size": (int,), "precision": (str,), "device": (str,), "placement": (dict,),
+}  # fmt: skip
+
+
+def _wrong_types(data: dict[str, Any]) -> str | None:
+    """What in a record's JSON is not of its type (``None`` is allowed where a field may be unset), or ``None``:
+    a hand-edited record with ``"miou": "high"`` is damaged, not a crash in the report."""
+
+    def number_or_none(value: Any) -> bool:
+        return value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool))
+
+    for key, kinds in _FIELD_TYPES.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            return f"{key} is {value!r:.60}, expected {' or '.join(k.__name__ for k in kinds)}"
+    test = data.get("test")
+    if isinstance(test, dict):
+        if not number_or_none(test.get("miou")):
+            return f"test.miou is {test.get('miou')!r:.60}, expected a number"
+        per_class = test.get("per_class", {})
+        if not isinstance(per_class, dict):
+            return f"test.per_class is {per_class!r:.60}, expected an object"
+        for name, row in per_class.items():
+            if not isinstance(row, dict):
+                return f"test.per_class.{name} is {row!r:.60}, expected an object"
+            for metric, value in row.items():
+                if not number_or_none(value) and not isinstance(value, (list, dict)):
+                    return f"test.per_class.{name}.{metric} is {value!r:.60}, expected a number"
+    for i, row in enumerate(data.get("history") or []):
+        if not isinstance(row, dict) or not all(number_or_none(v) for v in row.values()):
+            return f"history[{i}] is {row!r:.60}, expected an object of numbers"
+    return None
 
 
 def run_dir_for(out: str | Path, run_cfg: RunConfig) -> Path:

@@ -93,3 +93,29 @@ def test_progress_reads_back_what_a_run_writes_and_tolerates_old_or_odd_records(
     assert prog.seconds_left() == pytest.approx(100.0 * (8 - 2 - 0.25))
     assert Progress(0, 8, None, step=3, steps=40).seconds_left() is None  # no epoch timed yet: no guess
     assert Progress(8, 8, 0.5).describe() == "epoch 8/8, val mIoU 0.500"
+
+
+def test_a_record_of_valid_json_with_wrong_types_is_named_damaged(tmp_path, capsys):
+    # issue 30 (16): "miou": "high" made status say "Unknown format code 'f'…" and report "could not convert…"
+    import json
+
+    from lossbench.record import DamagedRecord, read_record, record_path
+
+    cfg, dirs = set_up(tmp_path, "[ce, dice]")
+    for name, edit in (("ce", {"miou": "high"}), ("dice", {"per_class": {"blob": {"iou": "high"}}})):
+        rec = RunRecord.start(run_config(cfg, next(e for e in cfg.losses if e.label == name), 0), attempts=1)
+        rec.status, rec.test = OK, {"miou": 0.5, "per_class": {}}
+        write_record(dirs[name], rec)
+        data = json.loads(record_path(dirs[name]).read_text())
+        data["test"].update(edit)
+        record_path(dirs[name]).write_text(json.dumps(data))
+    with pytest.raises(DamagedRecord, match=r"metrics.json is damaged \(test.miou is 'high', expected a number\)"):
+        read_record(dirs["ce"])
+    with pytest.raises(DamagedRecord, match=r"test.per_class.blob.iou is 'high', expected a number"):
+        read_record(dirs["dice"])
+    lines, out = status_lines(tmp_path, capsys)
+    assert "damaged" in lines["ce seed 0"] and "damaged" in lines["dice seed 0"]
+    prog = {"epoch": "two", "max_epochs": 8, "val_miou": "high"}  # a progress of the wrong types reads as unknown
+    from lossbench.record import Progress
+
+    assert Progress.from_json(prog).describe() == "epoch 0/8"
