@@ -378,6 +378,50 @@ def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: B
     return record
 
 
+class AtomicCheckpointIO:
+    """Lightning's checkpoint writing made atomic on a local disk: ``torch.save`` into a temporary file beside
+    the checkpoint, flushed to disk, then renamed over it. A disk that fills (or a kill) while it writes leaves
+    the previous ``last.ckpt`` whole, never a truncated one that a resume would fail on."""
+
+    @staticmethod
+    def plugin() -> Any:
+        from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+        class _Atomic(TorchCheckpointIO):
+            def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+                import torch
+
+                from lossbench.io import temporary_beside
+
+                target = Path(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = temporary_beside(target)
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        torch.save(checkpoint, fh)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, target)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+
+        return _Atomic()
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed from (not a complete ``torch.save`` zip: truncated,
+    overwritten, empty), or ``None``. Reads every member's checksum: a resume is worth the second."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return f"its member {bad} is corrupt" if bad else None
+
+
 @dataclass
 class Components:
     """What one run is made of; built by :func:`build_components`, used by training and the benchmark."""
@@ -461,6 +505,7 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
     trainer_cfg.setdefault("enable_progress_bar", progress)
     if SLURMEnvironment.detect():  # SLURM jobs are requeued by submitit's protocol (lossbench.launch), not Lightning's
         trainer_cfg.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+    trainer_cfg["plugins"] = [*(trainer_cfg.get("plugins") or []), AtomicCheckpointIO.plugin()]
     trainer = L.Trainer(
         **trainer_cfg,
         logger=run_logger(run_cfg, run_dir),
@@ -480,9 +525,16 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     parts = build_components(run_cfg, run_dir, progress, callbacks=[recorder, ProgressRecord(run_dir, record)])
     trainer, module, datamodule, bundle = parts.trainer, parts.module, parts.datamodule, parts.bundle
     last = last_checkpoint(run_dir)
+    # never resume from a broken checkpoint: every rank decides alike (a file moved aside meanwhile reads as broken)
+    why = checkpoint_problem(last) if last.exists() else None
+    if why and trainer.is_global_zero:
+        aside = last.with_name(last.name + ".damaged")
+        os.replace(last, aside)
+        print(f"lossbench: the last checkpoint {last} cannot be read ({why}); kept as {aside.name}, training from the start", flush=True)
+    resume = last.exists() and why is None
     define_metrics(trainer.logger)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         if bundle.is_volumes:
             module.predictions_dir = predictions_dir(run_dir)
         trainer.test(module, datamodule=datamodule, verbose=False)

@@ -217,3 +217,45 @@ def test_a_resumed_run_resumes_the_losss_schedule(tmp_path, data_cache):
     first.save_checkpoint(ckpt)
     fit(4, str(ckpt))  # a new process would build everything anew like this
     assert seen == [(0, 1.0), (1, 0.8), (2, 0.6), (3, 0.4)]
+
+
+def test_a_broken_last_checkpoint_is_set_aside_and_the_run_trains_from_the_start(tmp_path, data_cache):
+    # issue 30 (11): a disk that filled while last.ckpt was written left it truncated; the rerun failed on the zip
+    from lossbench.config import load_config
+    from lossbench.identity import run_config
+    from lossbench.record import checkpoint_dir, log_path, read_record, run_dir_for
+    from lossbench.run import run_process
+
+    cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled"])
+    run_cfg = run_config(cfg, cfg.losses[0], 0)
+    run_dir = run_dir_for(tmp_path, run_cfg)
+    checkpoint_dir(run_dir).mkdir(parents=True)
+    (checkpoint_dir(run_dir) / "last.ckpt").write_bytes(b"PK\x03\x04 a checkpoint cut short")
+    assert run_process(run_dir, None, run_cfg=run_cfg) == 0
+    rec = read_record(run_dir)
+    assert rec.ok and rec.resumed_after_epoch is None and rec.epochs == 1
+    assert (checkpoint_dir(run_dir) / "last.ckpt.damaged").read_bytes().startswith(b"PK\x03\x04 a checkpoint")
+    from lossbench.run import checkpoint_problem
+
+    assert checkpoint_problem(checkpoint_dir(run_dir) / "last.ckpt") is None  # the new one is whole
+    assert not [p for p in checkpoint_dir(run_dir).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path):
+    import pytest as _pytest
+    import torch
+
+    from lossbench.run import AtomicCheckpointIO, checkpoint_problem
+
+    io = AtomicCheckpointIO.plugin()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise OSError(28, "No space left on device")
+
+    with _pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2, "w": torch.ones(1000), "bad": Unpicklable()}, path)
+    assert checkpoint_problem(path) is None and torch.load(path, weights_only=False)["epoch"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
