@@ -510,11 +510,11 @@ def test_budgets_train_each_run_at_each_budget_and_the_report_compares_them(tmp_
     out, report = tmp_path / "runs", tmp_path / "report"
     r = compare(out, report, "--losses", "ce", "--no-wandb", "--set", "budgets=[1, 2]", "report.bootstrap=200", cache=data_cache)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "2 to train" in r.stdout and "ce seed 0 (1 epochs)" in r.stdout
+    assert "2 to train" in r.stdout and "ce seed 0 (1 epoch)" in r.stdout
     epochs = sorted((m["label"], m["budget"], m["epochs"]) for m in (json.loads(p.read_text()) for p in out.glob("*/*/metrics.json")))
     assert epochs == [("ce", 1, 1), ("ce", 2, 2)]
     readme = (report / "README.md").read_text()
-    assert "## Verdict — 1 epochs" in readme and "## Verdict — 2 epochs" in readme
+    assert "\n## Verdict — 1 epoch\n" in readme and "\n## Verdict — 2 epochs\n" in readme  # counts agree with their nouns
     lb = pd.read_csv(report / "leaderboard.csv")
     assert sorted(zip(lb["budget"], lb["loss"])) == [(1, "ce"), (2, "ce")]
     again = compare(out, report, "--losses", "ce", "--no-wandb", "--set", "budgets=[1, 2]", cache=data_cache)
