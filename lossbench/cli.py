@@ -89,13 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a commented suite config for your own data folder (classes, sizes, a measured time)")
     p.add_argument("--data", required=True, help="your data folder: train/ val/ test/, each with images/ and masks/")
     p.add_argument("--config", default=None, help="the config file to write (default ./<data folder name>.yaml)")
-    p.add_argument("--minutes", type=float, default=None, help="choose the epochs so the suite takes about this long on this machine")
+    p.add_argument("--minutes", type=_minutes_arg, default=None, help="choose the epochs so the suite takes about this long on this machine")
     p.add_argument("--no-estimate", action="store_true", help="skip the few timed training steps (no time estimate)")
     p.add_argument("--force", action="store_true", help="replace the config file if it exists")
 
     p = sub.add_parser("losses", help="list the registered losses and their parameters")
     p.add_argument("--config", default=None, help="also list the losses of this suite config's plugins")
     return parser
+
+
+def _minutes_arg(text: str) -> float:
+    """``init --minutes``: a finite number of minutes above 0, told before any data is read."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text!r}")
+    return value
 
 
 def _jobs_arg(text: str) -> int | str:

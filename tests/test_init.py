@@ -148,3 +148,15 @@ def test_init_halves_the_input_size_when_one_epoch_does_not_fit_the_minutes(tmp_
     assert "input size halved to 64x96 (from 288x384) to fit --minutes" in note and "more than --minutes 0.01" in note
     cfg = load_config(path)
     assert cfg.data.resize == (64, 96) and cfg.trainer.max_epochs == 1
+
+
+@pytest.mark.parametrize("minutes", ["0", "-5", "nan", "inf", "five"])
+def test_init_minutes_must_be_a_number_above_zero_said_before_the_data_is_read(minutes, capsys):
+    # issue 30 (17): --minutes 0, -5, nan, inf were accepted, or failed with the wrong words after reading the data
+    from lossbench.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["init", "--data", "/no/such/folder", f"--minutes={minutes}"])
+    assert e.value.code == 2
+    assert f"argument --minutes: expected a number of minutes above 0, got '{minutes}'" in capsys.readouterr().err
+    assert build_parser().parse_args(["init", "--data", "x", "--minutes", "2.5"]).minutes == 2.5
