@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -378,35 +379,18 @@ def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: B
     return record
 
 
-class AtomicCheckpointIO:
-    """Lightning's checkpoint writing made atomic on a local disk: ``torch.save`` into a temporary file beside
-    the checkpoint, flushed to disk, then renamed over it. A disk that fills (or a kill) while it writes leaves
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writing made atomic on a local disk (:func:`lossbench.io.atomic_file`: a temporary
+    file beside the checkpoint, fsynced, renamed over it). A disk that fills (or a kill) while it writes leaves
     the previous ``last.ckpt`` whole, never a truncated one that a resume would fail on."""
 
-    @staticmethod
-    def plugin() -> Any:
-        from lightning.pytorch.plugins.io import TorchCheckpointIO
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        import torch
 
-        class _Atomic(TorchCheckpointIO):
-            def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-                import torch
+        from lossbench.io import atomic_file
 
-                from lossbench.io import temporary_beside
-
-                target = Path(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = temporary_beside(target)
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        torch.save(checkpoint, fh)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-
-        return _Atomic()
+        with atomic_file(path, "wb") as fh:
+            torch.save(checkpoint, fh)
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -505,7 +489,7 @@ def build_components(run_cfg: RunConfig, run_dir: Path, progress: bool = True, c
     trainer_cfg.setdefault("enable_progress_bar", progress)
     if SLURMEnvironment.detect():  # SLURM jobs are requeued by submitit's protocol (lossbench.launch), not Lightning's
         trainer_cfg.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
-    trainer_cfg["plugins"] = [*(trainer_cfg.get("plugins") or []), AtomicCheckpointIO.plugin()]
+    trainer_cfg["plugins"] = [*(trainer_cfg.get("plugins") or []), AtomicCheckpointIO()]
     trainer = L.Trainer(
         **trainer_cfg,
         logger=run_logger(run_cfg, run_dir),

@@ -255,7 +255,7 @@ def _train_one(run_dir: Path, token: str, run_process: Any) -> int:
         traceback.print_exception(type(e), e, e.__traceback__)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if sys.platform.startswith("win") else _stop_between_runs)
+        signal.signal(signal.SIGTERM, _stop_between_runs)
         _let_go_of_the_gpu()
 
 

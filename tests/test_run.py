@@ -223,7 +223,7 @@ def test_a_broken_last_checkpoint_is_set_aside_and_the_run_trains_from_the_start
     # issue 30 (11): a disk that filled while last.ckpt was written left it truncated; the rerun failed on the zip
     from lossbench.config import load_config
     from lossbench.identity import run_config
-    from lossbench.record import checkpoint_dir, log_path, read_record, run_dir_for
+    from lossbench.record import checkpoint_dir, read_record, run_dir_for
     from lossbench.run import run_process
 
     cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled"])
@@ -247,7 +247,7 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path):
 
     from lossbench.run import AtomicCheckpointIO, checkpoint_problem
 
-    io = AtomicCheckpointIO.plugin()
+    io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
 

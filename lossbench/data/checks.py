@@ -106,8 +106,9 @@ class SplitStats:
         self.class_counts += class_pixel_counts(mask, self.num_classes, self.ignore_index)
         f = np.asarray(image).reshape(image.shape[0], -1)
         total, squares = np.zeros(f.shape[0]), np.zeros(f.shape[0])
-        for start in range(0, f.shape[1], STATS_CHUNK // max(f.shape[0], 1)):  # float64 a slice at a time
-            part = f[:, start : start + STATS_CHUNK // max(f.shape[0], 1)].astype(np.float64)
+        step = STATS_CHUNK // max(f.shape[0], 1)
+        for start in range(0, f.shape[1], step):  # float64 a slice at a time
+            part = f[:, start : start + step].astype(np.float64)
             total += part.sum(1)
             squares += np.einsum("ij,ij->i", part, part)
         self.channel_sum = self.channel_sum + total
