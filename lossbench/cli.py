@@ -176,6 +176,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = run_suite(cfg, out, losses, seeds, args.jobs, args.retry_failed, args.launcher, args.detach)
     if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in runs):
         return 0
+    if cfg.race is not None and (losses or seeds):
+        print("race: not run for a suite narrowed by --losses or --seeds; compare without them to race")
+    elif cfg.race is not None:
+        runs = _race(cfg, out, args, runs)
+        if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in runs):
+            return 0
     write_report(out, report, log_to_wandb=not args.no_wandb)
     print(f"report: {report / 'README.md'}")
     from lossbench.report.summary import offline_note
@@ -196,12 +202,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _race(cfg, out: Path, args: argparse.Namespace, runs: list) -> list:
+    """A raced suite's later rounds (:mod:`lossbench.report.race`): judge the rounds whose runs exist, train what
+    the next asks for — ordinary planned runs of the suite, so what is done is never trained again — until the
+    race ends (detached: once a round is submitted; the next compare judges it)."""
+    from lossbench.plan import race_seeds
+    from lossbench.record import FAILED, OK, read_status
+    from lossbench.report.analyse import analyse
+    from lossbench.report.gather import collect_runs
+    from lossbench.suite import run_suite
+
+    asked = None
+    while True:
+        budgets = analyse(collect_runs(out)).budgets
+        race = budgets[-1].race if budgets else None
+        if race is None:
+            print("race: no run of the last budget has evidence to race on")
+            return runs
+        for i, r in enumerate(race.rounds, 1):
+            out_ = ", ".join(sorted(r.ruled_out)) or "none"
+            print(f"race: round {i} ({r.seeds} seeds per loss, level {r.alpha:.4f}, {len(r.racing)} racing): ruled out {out_}")
+        if race.next is None:
+            print(f"race: ended ({race.ended}); best set: {', '.join(race.left)}")
+            return runs
+        if race.next == asked:  # the round's runs were asked for and are still not there
+            print(f"race: round {len(race.rounds) + 1}'s runs did not end ok or failed; the race waits for them "
+                  "(lossbench status shows why; rerun compare to go on)")  # fmt: skip
+            return runs
+        asked = race.next
+        losses, n = race.next
+        print(f"race: round {len(race.rounds) + 1} trains {n} seeds per loss for {plural(len(losses), 'loss', 'losses')}: "
+              f"{', '.join(losses)}")  # fmt: skip
+        more = run_suite(cfg, out, losses, race_seeds(cfg, n), args.jobs, args.retry_failed, args.launcher, args.detach)
+        runs = [*runs, *(r for r in more if r.run_dir not in {x.run_dir for x in runs})]
+        if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in more):
+            return runs
+
+
 def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, retry_failed: bool) -> int:
     """``compare --dry-run``: every check compare makes before training, then the runs it would train
     (:func:`lossbench.suite.runs_to_train`, which only reads); nothing is written under ``out``."""
     from lossbench.record import OK, read_status
     from lossbench.suite import checked_plan, runs_to_train
 
+    narrowed = bool(losses or seeds)
     runs = checked_plan(cfg, out, losses, seeds)
     todo, _ = runs_to_train(runs, retry_failed, print)
     done = sum(read_status(run.run_dir) == OK for run in runs)
@@ -210,6 +254,13 @@ def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, 
           f"{done} of {plural(len(runs), 'run')} {'is' if len(runs) == 1 else 'are'} done, {these} would train into {out}:")  # fmt: skip
     for run in todo:
         print(f"  {run}")
+    if cfg.race is not None and not narrowed:
+        from lossbench.plan import race_schedule
+
+        schedule = race_schedule(cfg)
+        most = sum(len({r.label for r in runs}) * (b - a) for a, b in zip(schedule, schedule[1:])) * len(cfg.budget_list())
+        print(f"race: then rounds of {schedule} seeds per loss train more seeds only for the losses still in the best set "
+              f"(at most {plural(most, 'more run')}" + (f", race.max_runs {cfg.race.max_runs} in all" if cfg.race.max_runs else "") + ")")  # fmt: skip
     if cfg.tune is not None:
         from lossbench.plan import resolve_seeds
 

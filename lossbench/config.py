@@ -500,7 +500,7 @@ class ReportConfig(_Section):
     object_iou: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, le=1)] = 0.1  # IoU for an object to count as found
     panel: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=16)] = 4  # test images in the qualitative panel
     bootstrap: Annotated[int, BeforeValidator(_no_bool), Field(ge=100)] = 2000  # replicates of the bootstrap over the test images (the image part of every interval)
-    alpha: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, lt=1)] = 0.05  # level of the Holm-corrected tie test
+    alpha: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, lt=1)] = 0.05  # family-wise level of the best set: 0.05 rules a loss out as the best at 95 %
     nsd_tolerance: Annotated[float, BeforeValidator(_no_bool), Field(ge=0)] = 2.0  # pixels; used when a run is tested (its record says which)
 
 
@@ -673,6 +673,20 @@ def _check_axis(values: Any, where: str) -> None:
     reject_duplicates([repr(v) for v in values], "value", f"{where}:")
 
 
+SEED_LEVEL_MIN = 3
+"""Seeds per loss from which the report measures training randomness (:mod:`lossbench.report.stats`), and a race starts."""
+
+
+class RaceConfig(_Section):
+    """``race:`` — seeds spent where they decide (:mod:`lossbench.report.race`): every loss trains the suite's
+    ``seeds``; each round doubles the seeds per loss (up to ``max_seeds``) for the losses still in the best set
+    only, until one is left, ``max_seeds`` is reached or the next round would pass ``max_runs``."""
+
+    max_seeds: PosInt  # the most seeds a loss trains
+    max_runs: PosInt | None = None  # the most runs of the whole suite (all rounds, every budget counted once per seed)
+    on: Literal["miou", "focus"] = "miou"  # the score the race rules losses out on: mean IoU or the focus class's IoU
+
+
 class SuiteConfig(RunSections):
     """A whole suite: the runs' sections plus the losses and seeds to cross, and how many run at once."""
 
@@ -688,6 +702,26 @@ class SuiteConfig(RunSections):
     jobs_per_gpu: Annotated[int | Literal["auto"], BeforeValidator(check_jobs_per_gpu)] = "auto"
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
     tune: TuneConfig | None = None  # search each loss's settings, select on validation, report on test (see TuneConfig)
+    race: RaceConfig | None = None  # add seeds in rounds to the losses still in the best set (see RaceConfig)
+
+    @model_validator(mode="after")
+    def _race_fits(self) -> SuiteConfig:
+        if self.race is None:
+            return self
+        if self.tune is not None:
+            raise ValueError("race: and tune: cannot be combined yet: race the losses at their tuned settings in a suite "
+                             "of its own (copy each selected point into losses:)")  # fmt: skip
+        if len(self.seeds) < SEED_LEVEL_MIN:
+            raise ValueError(f"race: starts from the suite's seeds, and seeds: lists {len(self.seeds)}; list at least "
+                             f"{SEED_LEVEL_MIN}, the fewest that measure training randomness")  # fmt: skip
+        if self.race.max_seeds <= len(self.seeds):
+            raise ValueError(f"race.max_seeds ({self.race.max_seeds}) must be above the {len(self.seeds)} seeds every loss "
+                             "starts with (seeds:), or there is no round to race")  # fmt: skip
+        first = len(self.seeds) * max(len(self.losses), 1)
+        if self.race.max_runs is not None and self.race.max_runs <= first:
+            raise ValueError(f"race.max_runs ({self.race.max_runs}) leaves no run for a second round: the first trains "
+                             f"{first} (every loss on seeds:)")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _tune_fits(self) -> SuiteConfig:

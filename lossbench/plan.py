@@ -90,6 +90,25 @@ def resolve_seeds(cfg: SuiteConfig, wanted: list[int] | None = None) -> list[int
         raise explain(e, "--seeds") from None
 
 
+def race_schedule(cfg: SuiteConfig) -> list[int]:
+    """A raced suite's seeds per loss at each round: the suite's seeds, then doubling up to ``race.max_seeds``
+    (one round for a suite that does not race)."""
+    n = [len(cfg.seeds)]
+    while cfg.race is not None and n[-1] < cfg.race.max_seeds:
+        n.append(min(2 * n[-1], cfg.race.max_seeds))
+    return n
+
+
+def race_seeds(cfg: SuiteConfig, n: int) -> list[int]:
+    """The first ``n`` seeds of a race: the suite's seeds, then the next numbers not among them."""
+    seeds, candidate = list(cfg.seeds), 0
+    while len(seeds) < n:
+        if candidate not in seeds:
+            seeds.append(candidate)
+        candidate += 1
+    return seeds[:n]
+
+
 @dataclass(frozen=True)
 class Point:
     """One setting of a loss in a tuned suite: the config keys (``tune.grid``) and the loss's own

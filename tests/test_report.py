@@ -19,7 +19,7 @@ import pytest
 from helpers.cli import SMOKE, lossbench_cli
 from helpers.runs import CLASSES, predictions, suite, write_run
 
-from lossbench.config import load_config
+from lossbench.config import ConfigError, load_config
 from lossbench.record import read_evidence, read_record, record_path, scan_runs, write_record
 from lossbench.report import RESULT_COLUMNS, write_report
 from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
@@ -44,7 +44,7 @@ def test_gather_keeps_the_suites_runs_and_names_the_missing_the_stale_and_the_da
     assert found.missing == [("dice", 1, cfg.trainer.max_epochs), ("focal", 1, cfg.trainer.max_epochs)]  # damaged: not missing
 
 
-def test_a_clearly_better_loss_is_best_and_the_others_are_not_tied_with_it(tmp_path):
+def test_a_clearly_better_loss_is_best_and_alone_in_the_best_set(tmp_path):
     cfg = suite(tmp_path, "[ce, dice, focal]")
     for seed in (0, 1, 2):
         write_run(tmp_path, cfg, "ce", seed, predictions(0.95, seed))
@@ -52,7 +52,8 @@ def test_a_clearly_better_loss_is_best_and_the_others_are_not_tied_with_it(tmp_p
         write_run(tmp_path, cfg, "focal", seed, predictions(0.50, seed))
     analysis = analyse(collect_runs(tmp_path))
     (b,) = analysis.budgets
-    assert b.miou.best == "ce" and b.miou.tied == {"ce": True, "dice": False, "focal": False}
+    assert b.miou.best == "ce" and b.miou.in_best_set == {"ce": True, "dice": False, "focal": False}
+    assert b.miou.ruled_out["dice"].by == "ce" and b.miou.ruled_out["focal"].by in ("ce", "dice")
     t = b.table.set_index("loss")
     # the estimate is the mean over seeds of each run's recorded test mean IoU
     recorded = [read_record(d).miou for d in sorted((tmp_path / "ce").iterdir())]
@@ -62,16 +63,16 @@ def test_a_clearly_better_loss_is_best_and_the_others_are_not_tied_with_it(tmp_p
     assert list(analysis.leaderboard.columns) == LEADERBOARD_COLUMNS and len(analysis.leaderboard) == 3
     md = leaderboard_md(b, "miou", analysis.focus)
     rows = [line for line in md.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
-    assert "`ce` | best" in rows[0] and "`dice` |  |" in rows[1]
+    assert "`ce` | **in**" in rows[0] and "`dice` | out: below `ce` (p" in rows[1]
 
 
-def test_the_same_predictions_under_two_labels_are_tied(tmp_path):
+def test_the_same_predictions_under_two_labels_are_both_in_the_best_set(tmp_path):
     cfg = suite(tmp_path, "[ce, dice]")
     for seed in (0, 1, 2):
         for label in ("ce", "dice"):
             write_run(tmp_path, cfg, label, seed, predictions(0.8, seed))
     (b,) = analyse(collect_runs(tmp_path)).budgets
-    assert b.miou.tied == {"ce": True, "dice": True} and b.miou.p_holm["dice"] == 1.0
+    assert b.miou.in_best_set == {"ce": True, "dice": True} and b.miou.ruled_out == {}
     assert b.miou.difference["dice"].delta == 0.0
 
 
@@ -98,7 +99,7 @@ def test_the_report_writes_every_file_and_regenerates_byte_identical(tmp_path):
     readme = write_report(out, report, log_to_wandb=False)
     text = readme.read_text()
     assert "## Verdict" in text and "### Leaderboard by mean IoU" in text and "## Failed and unfinished runs" in text
-    assert "**mean IoU**: highest `ce`" in text
+    assert "**mean IoU**: best set (these trained models, on this test set): `ce` (1 of 2;" in text
     results = pd.read_csv(report / "results.csv")
     assert list(results.columns) == RESULT_COLUMNS and len(results) == 2 * 2 * len(CLASSES)
     first = {p.name: p.read_bytes() for p in sorted(report.iterdir())}
@@ -129,8 +130,9 @@ def test_one_seed_says_training_randomness_is_not_measured_and_what_was_still_ri
     assert lines[0].startswith("- **No loss learned `spot`**: the best test IoU on it is 0.000")
     assert lines[1].startswith("- **Still improving when training stopped**: the validation mean IoU of `dice` (+0.050)")
     assert lines[2].startswith("- **1 seed per loss: training randomness is not measured.**")
-    assert "seed spread cannot be estimated from one seed" in lines[3]
-    assert "ahead of every other loss on this test set" in verdict and "a statement about these trained models" in verdict
+    assert lines[3].startswith("- **What this suite can detect**: one seed measures no training randomness")
+    assert "best set (these trained models, on this test set): `ce` (1 of 3;" in verdict
+    assert "P(best)" not in verdict  # one seed: no chance of being best is claimed for the losses
     assert "beyond the" not in verdict  # no seed-level certainty from one seed
     assert "unstable" not in readme and "level" in pd.read_csv(tmp_path / "report" / "leaderboard.csv")
     assert set(pd.read_csv(tmp_path / "report" / "leaderboard.csv")["level"]) == {"image"}
@@ -143,9 +145,11 @@ def test_three_seeds_compare_the_losses_at_seed_level_in_words(tmp_path):
         write_run(tmp_path, cfg, "dice", seed, predictions(0.89, seed))
     readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
     assert "**3 seeds per loss: training randomness is measured.**" in readme
-    assert "tied with it within the seed and test-image uncertainty: `dice`" in readme or "beyond the seed" in readme
-    assert "seeds per loss." in readme and "telling them apart reliably" in readme
-    assert "Welch's t-test" in readme and "Holm-corrected for the 1 comparison " in readme
+    assert "**mean IoU**: no loss can be ruled out as the best at 95 % — these seeds cannot separate them" in readme
+    assert "**What this suite can detect**: among 2 losses with 3 seeds each" in readme and "6 seeds: " in readme
+    assert "set a floor: even with unlimited seeds" in readme
+    assert "Welch's standard error" in readme and "Bonferroni over the others, Holm over the losses" in readme
+    assert "tied" not in readme.lower() and "Holm p" not in readme
 
 
 @pytest.mark.slow
@@ -174,7 +178,7 @@ def test_a_a_on_real_runs_of_one_loss_split_into_two_labels_on_disjoint_seeds(tm
             if a < b:
                 c = compare({"a": scores_of(a), "b": scores_of(b)}, 0.05)
                 assert c.level == "seed"
-                calls.append(not all(c.tied.values()))
+                calls.append(not all(c.in_best_set.values()))
     assert len(calls) == 280
     assert np.mean(calls) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / len(calls)), f"false-positive rate {np.mean(calls):.3f}"
 
@@ -187,7 +191,7 @@ def test_one_loss_and_one_seed_is_worded_as_such(tmp_path):
     assert "1 losses" not in readme and "every other loss" not in readme and "beyond the" not in readme
 
 
-def test_a_hundred_bootstrap_replicates_and_five_separated_losses_are_not_all_tied(tmp_path):
+def test_a_hundred_bootstrap_replicates_and_five_separated_losses_leave_one_in_the_best_set(tmp_path):
     # the old bootstrap p-value had a floor of 2/(B+1): with B = 100, Holm over 4 comparisons tied everything
     cfg = suite(tmp_path, "[ce, dice, focal, iou, tversky]", "[0, 1, 2]", "report.bootstrap=100")
     for seed in (0, 1, 2):
@@ -195,7 +199,7 @@ def test_a_hundred_bootstrap_replicates_and_five_separated_losses_are_not_all_ti
             write_run(tmp_path, cfg, label, seed, predictions(accuracy, seed))
     (b,) = analyse(collect_runs(tmp_path)).budgets
     assert b.replicates == 100 and b.miou.best == "ce"
-    assert [k for k, tied in b.miou.tied.items() if tied] == ["ce"]
+    assert b.miou.members == ["ce"]
 
 
 @pytest.mark.parametrize(
@@ -277,3 +281,37 @@ def test_a_loss_with_a_caveat_is_explained_before_the_ranks(tmp_path):
     readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
     notes = readme.split("**Before reading the ranks**:")[1].split("## Verdict")[0]
     assert "`hinge` (lovasz_hinge): a binary loss" in notes and "use lovasz\\_softmax" in notes and "`ce`" not in notes
+
+
+def test_a_raced_suite_reports_its_rounds_and_what_the_next_round_trains(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice, focal]", "[0, 1, 2]", "race={max_seeds: 6}")
+    accuracy = {"ce": 0.9, "dice": 0.9, "focal": 0.4}  # ce and dice: the same predictions
+    for seed in (0, 1, 2):
+        for label, a in accuracy.items():
+            write_run(tmp_path, cfg, label, seed, predictions(a, seed))
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    race = b.race
+    assert race.schedule == [3, 6] and len(race.rounds) == 1 and race.rounds[0].alpha == pytest.approx(0.05 / 3)
+    assert "focal" in race.rounds[0].ruled_out and race.next == (["ce", "dice"], 6)
+    assert b.miou.in_best_set == {"ce": True, "dice": True, "focal": False}
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "### The race (2 epochs)" in readme and "**The race is not finished**: round 2 trains 6 seeds for 2 losses" in readme
+    assert "out: below `" in readme and ", round 1)" in readme
+    # the next round's seeds (3, 4, 5) for the losses still racing, and the race ends at the schedule's end
+    for seed in (3, 4, 5):
+        for label in ("ce", "dice"):
+            write_run(tmp_path, cfg, label, seed, predictions(accuracy[label], seed))
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.race.next is None and len(b.race.rounds) == 2 and b.race.rounds[1].racing == ["ce", "dice"]
+    assert b.race.runs == 9 + 6 and b.race.ended.startswith("the schedule's last round (6 seeds per loss)")
+    t = b.table.set_index("loss")
+    assert t.at["ce", "seeds"] == 6 and t.at["focal", "seeds"] == 3 and not t["incomplete"].any()
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "**The race ended** (the schedule's last round (6 seeds per loss) is done) after 15 runs" in readme
+
+
+def test_a_race_is_checked_before_anything_trains():
+    for setting, words in (("seeds=[0, 1]", "list at least 3"), ("race.max_seeds=3", "must be above the 3 seeds"),
+                           ("race.max_runs=6", "leaves no run for a second round")):  # fmt: skip
+        with pytest.raises(ConfigError, match=words):
+            load_config(SMOKE, ["losses=[ce, dice]", "seeds=[0, 1, 2]", "race={max_seeds: 6}", setting])

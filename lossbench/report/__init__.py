@@ -7,13 +7,14 @@ suite in the folder's suite file (same resolved config hash), and writes into ``
 * ``README.md``: per budget a verdict that opens with plain words (classes no loss learned, losses
   still improving, what the seeds allow), then the leaderboards by mean IoU and by the focus class's
   IoU — each figure with its 95 % interval (at seed level with 3 or more seeds per loss, else at
-  image level: :mod:`lossbench.report.stats`), the difference to the best with its interval, the
-  losses *tied* with the best (Holm-corrected), each loss's chance of being best and its rank
+  image level: :mod:`lossbench.report.stats`), the difference to the highest with its interval, the
+  *best set* (the losses that cannot be ruled out as the best, family-wise), what the suite could
+  detect, a raced suite's rounds (:mod:`lossbench.report.race`), each loss's chance of being best and its rank
   interval, focus-class object detection, and flags (degenerate, unstable, budget-bound,
   incomplete) — the qualitative panel, per-class tables, failed, interrupted and missing runs,
   damaged records, and the suite's config;
 * ``results.csv``: one row per (loss, seed, budget, class), with the focus class's object metrics;
-* ``leaderboard.csv``: one row per (budget, loss) with the intervals, ties and flags;
+* ``leaderboard.csv``: one row per (budget, loss) with the intervals, best sets and flags;
 * the plots of :data:`~lossbench.report.plots.PLOTS`; and, unless told not to, a summary run in W&B.
 
 A tuned suite (``tune:``) is reported at each loss's selected point — the verdict above is theirs —

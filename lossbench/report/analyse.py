@@ -1,4 +1,4 @@
-"""The report's analysis at each training budget: estimates, intervals, ties with the best, objects and flags.
+"""The report's analysis at each training budget: estimates, intervals, the best set, objects and flags.
 
 :func:`analyse_budget` computes every statistic a leaderboard shows from the runs' records and
 evidence (:mod:`lossbench.report.stats`); :func:`flag_budgets` and :func:`flag_text` add the flags
@@ -18,16 +18,19 @@ import numpy as np
 import pandas as pd
 
 from lossbench.config import ReportConfig, SuiteConfig
+from lossbench.plan import race_schedule, race_seeds
 from lossbench.record import DamagedEvidence, RunRecord, read_evidence
 import lossbench.report.stats as stats
+from lossbench.report.race import Race, run_race
 from lossbench.report.markdown import code
 from lossbench.report.gather import Runs, focus_of, results_frame
 
 LEADERBOARD_COLUMNS = ["budget", "loss", "seeds", "level", "miou", "miou_lo", "miou_hi", "miou_p_best", "miou_rank_lo",
-                       "miou_rank_hi", "focus_iou", "focus_lo", "focus_hi", "focus_p_best", "tied_with_best",
-                       "focus_tied_with_best", "objects_recall", "objects_fp_per_image", "objects_f1", "flags", "wall_s"]  # fmt: skip
-"""The columns of ``leaderboard.csv``: one row per (budget, loss). ``level``: ``seed`` when the intervals and ties
-account for training randomness, ``image`` when they cover only the test images drawn."""
+                       "miou_rank_hi", "focus_iou", "focus_lo", "focus_hi", "focus_p_best", "in_best_set",
+                       "focus_in_best_set", "objects_recall", "objects_fp_per_image", "objects_f1", "flags", "wall_s"]  # fmt: skip
+"""The columns of ``leaderboard.csv``: one row per (budget, loss). ``level``: ``seed`` when the intervals and the best
+set account for training randomness, ``image`` when they cover only the test images drawn. ``in_best_set``: the loss
+cannot be ruled out as the best (by mean IoU; ``focus_in_best_set`` by the focus class's IoU)."""
 
 LEARNED_IOU = 0.05
 """A run whose IoU on a class present in the test set is below this has not learned it (flag *degenerate*);
@@ -43,14 +46,14 @@ def _num(value: Any) -> float:
 
 @dataclass
 class Budget:
-    """The comparison at one training budget: intervals, ties, objects and flags of every loss."""
+    """The comparison at one training budget: intervals, the best set, objects and flags of every loss."""
 
     budget: int
     table: pd.DataFrame  # one row per loss (LEADERBOARD_COLUMNS and more)
     miou: stats.Comparison | None
     focus: stats.Comparison | None
     replicates: int
-    alpha: float  # the level of the tie test
+    alpha: float  # the family-wise level of the best set
     images: int | None
     seeds: list[int]
     no_evidence: list[str]  # labels of losses shown without intervals
@@ -58,6 +61,10 @@ class Budget:
     rising: dict[str, float] = field(default_factory=dict)  # losses still rising at the end: the rise
     not_learned: list[tuple[str, float, str]] = field(default_factory=list)  # (class, best mean IoU, its loss)
     damaged_evidence: list[DamagedEvidence] = field(default_factory=list)  # evidence files that cannot be used
+    race: Race | None = None  # a raced suite's rounds (at its last budget)
+    race_on: str = "miou"  # the score the race ruled losses out on
+    detectable: dict[float, float] = field(default_factory=dict)  # seeds per loss → the gap ruled out with 80 % power
+    floor: float = math.nan  # that gap with infinitely many seeds: what the test images alone allow
 
     @property
     def level(self) -> str:
@@ -126,8 +133,10 @@ def _scores(ok: list[RunRecord], label: str, focus: str | None) -> tuple[np.ndar
 
 
 def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | None, focus: str | None,
-                   expected_seeds: int) -> Budget:  # fmt: skip
-    """Every statistic of the report at one budget, from the runs' records and evidence."""
+                   expected_seeds: int | dict[str, int], race: bool = False) -> Budget:  # fmt: skip
+    """Every statistic of the report at one budget, from the runs' records and evidence; with ``race``, the best
+    set of the raced score is the race's (:func:`race_of`). ``expected_seeds``: the seeds each loss should have
+    (one number for all, or per label)."""
     ok = [r for r in records if r.ok and r.budget == budget]
     labels = sorted({r.label for r in ok})
     seeds = sorted({r.seed for r in ok})
@@ -163,8 +172,13 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
         score_f[label] = stats.LossScores(per_seed_f, rep_f)
     with_ev = [k for k in labels if k in counts]
     level = stats.level_of(score_m)
-    cmp_m = stats.compare({k: score_m[k] for k in with_ev}, alpha, level) if with_ev else None
-    cmp_f = stats.compare({k: score_f[k] for k in with_ev}, alpha, level) if with_ev and focus_id is not None else None
+    the_race = race_of(records, budget, cfg, counts, weights, class_ids, focus, focus_id) if race and with_ev else None
+    on = cfg.race.on if the_race is not None else None
+    out_m = the_race.ruled_out if on == "miou" else None
+    out_f = the_race.ruled_out if on == "focus" else None
+    cmp_m = stats.compare({k: score_m[k] for k in with_ev}, alpha, level, ruled_out=out_m) if with_ev else None
+    cmp_f = (stats.compare({k: score_f[k] for k in with_ev}, alpha, level, ruled_out=out_f)
+             if with_ev and focus_id is not None else None)  # fmt: skip
 
     rows = [_row(budget, label, [r for r in ok if r.label == label], score_m[label], score_f[label], cmp_m, cmp_f, focus,
                  level, expected_seeds) for label in labels]  # fmt: skip
@@ -172,8 +186,56 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     if len(table):
         _flag_unstable(table)
     rising = {label: rise for label in labels if (rise := still_rising([r for r in ok if r.label == label])) is not None}
-    return Budget(budget, table, cmp_m, cmp_f, n_boot, alpha, images, seeds, sorted(no_evidence), score_m, rising,
-                  _not_learned(ok, classes), damaged)  # fmt: skip
+    b = Budget(budget, table, cmp_m, cmp_f, n_boot, alpha, images, seeds, sorted(no_evidence), score_m, rising,
+               _not_learned(ok, classes), damaged, the_race, on or "miou")  # fmt: skip
+    b.detectable, b.floor = _detectable(b)
+    return b
+
+
+def _detectable(b: Budget) -> tuple[dict[float, float], float]:
+    """The gap to the best that mean IoU rules out with 80 % power at this suite's seeds and at 2, 4 and 8 times
+    as many, and the test images' floor — from the pooled seed spread and the median image-paired spread."""
+    cmp_ = b.miou
+    if cmp_ is None or cmp_.best is None or len(cmp_.estimate) < 2:
+        return {}, math.nan
+    k = len(cmp_.estimate)
+    top = b.scores[cmp_.best]
+    image_sd = float(np.median([math.sqrt(stats._image_var_of_difference(top, b.scores[j])) for j in cmp_.difference]))
+    variances = [s.seed_sd**2 for s in b.scores.values() if s.n > 1]
+    if not variances:  # one seed: the test images' floor is all that can be said
+        return {}, stats.detectable_difference(0.0, math.inf, k, image_sd, b.alpha)
+    sd = math.sqrt(float(np.mean(variances)))
+    n = b.seeds_per_loss[0]
+    gaps = {m: stats.detectable_difference(sd, m, k, image_sd, b.alpha) for m in (n, 2 * n, 4 * n, 8 * n)}
+    return gaps, stats.detectable_difference(sd, math.inf, k, image_sd, b.alpha)
+
+
+def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dict[str, np.ndarray], weights: np.ndarray,
+            class_ids: list[int], focus: str | None, focus_id: int | None) -> Race:  # fmt: skip
+    """The race of a raced suite at ``budget``, judged on the runs that exist (:func:`lossbench.report.race.run_race`):
+    each loss's seeds in the race's order, a loss's first ``n`` of them scored from their evidence."""
+    order = {seed: i for i, seed in enumerate(race_seeds(cfg, cfg.race.max_seeds))}
+    mine = [r for r in records if r.budget == budget and r.seed in order]
+    labels = sorted(counts)
+    attempted = {}
+    for label in labels:
+        ended = {r.seed for r in mine if r.label == label and r.status in ("ok", "failed")}
+        attempted[label] = next((i for i, seed in enumerate(order) if seed not in ended), len(order))
+    ok = {label: sorted((r for r in mine if r.label == label and r.ok), key=lambda r: order[r.seed]) for label in labels}
+    cache: dict[tuple[str, int], stats.LossScores] = {}
+
+    def scores(label: str, n: int) -> stats.LossScores:
+        if (label, n) not in cache:
+            runs = [r for r in ok[label] if order[r.seed] < n]
+            if not runs:
+                return stats.LossScores(np.array([]))
+            m, f = stats.replicate_scores(_evidence_counts(runs, []), weights, class_ids, focus_id)
+            per_m, per_f = _scores(runs, label, focus)
+            on_miou = cfg.race.on == "miou"
+            cache[label, n] = stats.LossScores(per_m if on_miou else per_f, stats.seed_mean(m if on_miou else f))
+        return cache[label, n]
+
+    return run_race(labels, race_schedule(cfg), attempted, scores, cfg.report.alpha, cfg.race.max_runs)
 
 
 def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, sf: stats.LossScores,
@@ -193,12 +255,13 @@ def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, s
         "miou_rank_lo": rank[0], "miou_rank_hi": rank[1],
         "focus_iou": sf.estimate if focus else math.nan, "focus_lo": fi[0], "focus_hi": fi[1],
         "focus_p_best": cmp_f.p_best.get(label, math.nan) if cmp_f else math.nan,
-        "tied_with_best": bool(cmp_m.tied[label]) if cmp_m and cmp_m.best and label in cmp_m.tied else None,
-        "focus_tied_with_best": bool(cmp_f.tied[label]) if cmp_f and cmp_f.best and label in cmp_f.tied else None,
+        "in_best_set": bool(cmp_m.in_best_set[label]) if cmp_m and cmp_m.best and label in cmp_m.in_best_set else None,
+        "focus_in_best_set": (bool(cmp_f.in_best_set[label]) if cmp_f and cmp_f.best and label in cmp_f.in_best_set
+                              else None),  # fmt: skip
         "objects_recall": obj["recall"], "objects_fp_per_image": obj["fp_per_image"], "objects_f1": obj["f1"],
         "miou_std": sm.seed_sd, "focus_std": sf.seed_sd if focus else math.nan,
         "degenerate": _degenerate(runs),
-        "incomplete": len(runs) < expected_seeds,
+        "incomplete": len(runs) < (expected_seeds.get(label, 0) if isinstance(expected_seeds, dict) else expected_seeds),
         "wall_s": float(np.mean([_num(r.wall_s) for r in runs])),
     }  # fmt: skip
 
@@ -231,7 +294,7 @@ def _flag_unstable(table: pd.DataFrame) -> None:
 
 
 def flag_budgets(results: list[Budget]) -> None:
-    """*budget-bound*: a loss whose tie with the best, or whose focus-class IoU interval, moves between budgets."""
+    """*budget-bound*: a loss that enters or leaves a best set, or whose focus-class IoU interval moves, between budgets."""
     for b in results:
         b.table["budget_bound"] = False
     if len(results) < 2:
@@ -242,7 +305,7 @@ def flag_budgets(results: list[Budget]) -> None:
             loss = row["loss"]
             if loss not in first.index or loss not in last.index:
                 continue
-            moved = any(first.at[loss, c] != last.at[loss, c] for c in ("tied_with_best", "focus_tied_with_best"))
+            moved = any(first.at[loss, c] != last.at[loss, c] for c in ("in_best_set", "focus_in_best_set"))
             lo1, hi1, lo2, hi2 = (first.at[loss, "focus_lo"], first.at[loss, "focus_hi"], last.at[loss, "focus_lo"],
                                   last.at[loss, "focus_hi"])  # fmt: skip
             if not any(map(math.isnan, (lo1, hi1, lo2, hi2))) and (hi1 < lo2 or hi2 < lo1):
@@ -291,15 +354,19 @@ class Analysis:
 
 
 def analyse(found: Runs) -> Analysis:
-    """The report's analysis of a gathered runs folder: per budget the estimates, intervals, ties and flags."""
+    """The report's analysis of a gathered runs folder: per budget the estimates, intervals, best sets and flags."""
     records = found.current
     df = results_frame(records)
     ok_records = [r for r in records if r.ok]
     classes = list(ok_records[0].test["per_class"]) if ok_records else []
     focus = focus_of(records, found.cfg) or (classes[-1] if classes else None)
     budgets = [b for b in found.budgets if any(r.budget == b for r in ok_records)]
-    seeds = len(found.cfg.seeds) if found.cfg else len({r.seed for r in ok_records})
-    results = [analyse_budget(records, b, found.cfg, focus, seeds) for b in budgets]
+    seeds: int | dict[str, int] = len(found.cfg.seeds) if found.cfg else len({r.seed for r in ok_records})
+    raced = found.cfg is not None and found.cfg.race is not None
+    if raced:  # a raced loss should have every seed the race gave it (a failed one makes it incomplete)
+        ended = [r for r in records if r.status in ("ok", "failed")]
+        seeds = {label: max(seeds, len({r.seed for r in ended if r.label == label})) for label in {r.label for r in records}}
+    results = [analyse_budget(records, b, found.cfg, focus, seeds, raced and b == budgets[-1]) for b in budgets]
     flag_budgets(results)
     for b in results:
         b.table["flags"] = [flag_text(r) for r in b.table.to_dict("records")]

@@ -74,18 +74,18 @@ def _plot_intervals(d: PlotData, path: Path) -> None:
                                                       ("focus_iou", "focus_lo", "focus_hi", d.b.focus, f"{d.focus} IoU"))):  # fmt: skip
         for i, loss in enumerate(d.order):
             v, a, b_ = t.at[loss, col], t.at[loss, lo], t.at[loss, hi]
-            tied = cmp_ is not None and cmp_.tied.get(loss, False)
+            in_set = cmp_ is not None and cmp_.in_best_set.get(loss, False)
             colour = "#d62728" if d.flagged(loss) else "black"
             if not math.isnan(a):
-                ax.plot([a, b_], [i, i], color=colour, lw=2 if tied else 1)
-            ax.scatter([v], [i], color=colour if tied else "white", edgecolor=colour, zorder=3, s=30)
+                ax.plot([a, b_], [i, i], color=colour, lw=2 if in_set else 1)
+            ax.scatter([v], [i], color=colour if in_set else "white", edgecolor=colour, zorder=3, s=30)
         if cmp_ is not None and cmp_.best is not None:
             ax.axvspan(*cmp_.interval[cmp_.best], color="#2ca02c", alpha=0.12, lw=0)
         ax.set_xlabel(f"test {title}")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(d.order)), d.order)
     axes[0].invert_yaxis()
-    fig.suptitle(PLOTS["intervals.png"] + "\nfilled: tied with the best · red: flagged · green band: the best's interval", fontsize=9)
+    fig.suptitle(PLOTS["intervals.png"] + "\nfilled: in the best set (cannot be ruled out at 95 %) · red: flagged · green band: the highest's interval", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

@@ -61,7 +61,7 @@ def _log_summary(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path
     try:
         payload: dict[str, Any] = {
             "results": wandb.Table(dataframe=df.astype({"epochs": "float", "wall_s": "float", "budget": "float"})),
-            "leaderboard": wandb.Table(dataframe=lb.astype({"tied_with_best": "str", "focus_tied_with_best": "str"})),
+            "leaderboard": wandb.Table(dataframe=lb.astype({"in_best_set": "str", "focus_in_best_set": "str"})),
         }
         for name in PLOTS:
             if (report / name).exists():

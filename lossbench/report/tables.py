@@ -18,6 +18,7 @@ from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget
 from lossbench.report.gather import Runs
 from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
+from lossbench.report.race import Race
 from lossbench.progress import plural
 
 
@@ -45,20 +46,30 @@ def _fmt(value: float, spec: str = ".2f") -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def _tie_mark(comparison: stats.Comparison | None, loss: str) -> str:
+def _set_mark(comparison: stats.Comparison | None, loss: str, race: Race | None = None) -> str:
+    """``in`` for a loss of the best set; for one ruled out, which loss beat it, the family-wise p-value and
+    (in a race) the round."""
     if comparison is None or comparison.best is None or loss not in comparison.estimate:
         return "—"
-    if loss == comparison.best:
-        return "best"
-    return "tied" if comparison.tied.get(loss) else ""
+    if comparison.in_best_set.get(loss):
+        return "**in**"
+    out = comparison.ruled_out.get(loss)
+    if out is None:
+        return "—"
+    when = f", round {race.round_of(loss)}" if race is not None and race.round_of(loss) else ""
+    return f"out: below `{out.by}` ({_p(out.p)}{when})"
+
+
+def _p(p: float) -> str:
+    """``p=0.004``, or ``p<0.001``."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def _vs_best(comparison: stats.Comparison | None, loss: str) -> str:
     if comparison is None or loss not in comparison.difference:
         return "—" if comparison is None or loss != comparison.best else "0"
     d = comparison.difference[loss]
-    p = comparison.p_holm.get(loss, math.nan)
-    return f"−{d.delta:.3f} [{-d.hi:+.3f}, {-d.lo:+.3f}], p={_fmt(p, '.3f')}"
+    return f"−{d.delta:.3f} [{-d.hi:+.3f}, {-d.lo:+.3f}]"
 
 
 def _chance(comparison: stats.Comparison | None, loss: str) -> str:
@@ -72,18 +83,19 @@ def _chance(comparison: stats.Comparison | None, loss: str) -> str:
 def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
     t = b.table.sort_values([sort_by, "loss"], ascending=[False, True], kind="stable")
     main = b.miou if sort_by == "miou" else b.focus
+    race = b.race if b.race_on == ("miou" if sort_by == "miou" else "focus") else None
     rows = []
     for i, r in enumerate(t.to_dict("records"), 1):
         rows.append([
-            i, f"`{r['loss']}`", _tie_mark(main, r["loss"]), _chance(main, r["loss"]),
+            i, f"`{r['loss']}`", _set_mark(main, r["loss"], race), _chance(main, r["loss"]),
             _ci(r["miou"], r["miou_lo"], r["miou_hi"]), _ci(r["focus_iou"], r["focus_lo"], r["focus_hi"]),
             _vs_best(main, r["loss"]),
             f"{_fmt(r['objects_recall'])} / {_fmt(r['objects_fp_per_image'])} / {_fmt(r['objects_f1'])}",
             r["flags"] or "—", r["seeds"], f"{r['wall_s']:.0f}",
         ])  # fmt: skip
     what = "mean IoU" if sort_by == "miou" else f"{text(focus)} IoU"
-    header = ["#", "loss", "tie group", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"{code(focus)} IoU [95 % CI]",
-              f"{what}: vs best [95 % CI], Holm p", f"{code(focus)} objects: found / false per image / F1", "flags", "seeds",
+    header = ["#", "loss", "best set", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"{code(focus)} IoU [95 % CI]",
+              f"{what}: vs the highest [95 % CI]", f"{code(focus)} objects: found / false per image / F1", "flags", "seeds",
               "s/run"]  # fmt: skip
     return table(header, rows)
 
@@ -156,43 +168,56 @@ def _plain_words_md(b: Budget) -> list[str]:
     lo, hi = b.seeds_per_loss
     seeds = f"{lo}" if lo == hi else f"{lo} to {hi}"
     if b.level == stats.SEED:
-        out.append(f"- **{seeds} seeds per loss: training randomness is measured.** The intervals and the ties below "
-                   "say what another seed would give, as well as other test images: a loss is *better* only when its "
-                   "lead holds beyond both.")  # fmt: skip
+        out.append(f"- **{seeds} seeds per loss: training randomness is measured.** The intervals and the best set below "
+                   "say what another seed would give, as well as other test images: a loss is ruled out only when "
+                   "another loss beats it beyond both.")  # fmt: skip
     else:
         out.append(f"- **{seeds} seed{'s' if hi > 1 else ''} per loss: training randomness is not measured.** The "
-                   "intervals and ties below cover only which test images were drawn — they describe *these trained "
-                   "models on this test set*, not the losses: another seed can reorder losses that are close. "
+                   "intervals and the best set below cover only which test images were drawn — they describe *these "
+                   "trained models on this test set*, not the losses: another seed can reorder losses that are close. "
                    f"Train at least {stats.SEED_LEVEL_MIN} seeds per loss (`seeds:`) to compare the losses themselves.")  # fmt: skip
-    need = _seeds_needed(b)
-    if need:
-        out.append(need)
+    can = _detectable_md(b)
+    if can:
+        out.append(can)
     return out
 
 
-def _seeds_needed(b: Budget) -> str | None:
-    """Roughly how many seeds would separate the best from the closest loss, from the measured seed spread."""
-    cmp_ = b.miou
-    if cmp_ is None or cmp_.best is None or not cmp_.difference:
+def _gap(x: float) -> str:
+    return f"{x:.3f}" if x < 0.01 else f"{x:.2f}"
+
+
+def _detectable_md(b: Budget) -> str | None:
+    """What this design can detect, in words: the gap to the best at which a loss is ruled out 80 % of the time,
+    at these seeds and more, and the floor the test images set."""
+    if not b.detectable and math.isnan(b.floor):
         return None
-    closest = min(cmp_.difference, key=lambda k: (cmp_.difference[k].delta, k))
-    sds = [b.scores[k].seed_sd for k in (cmp_.best, closest)]
-    if any(math.isnan(v) for v in sds):
-        return (f"- The seed spread cannot be estimated from one seed, so neither can the number of seeds that would "
-                f"separate `{cmp_.best}` from `{closest}` ({cmp_.difference[closest].delta:.3f} apart in mean IoU).")  # fmt: skip
-    sd = math.sqrt((sds[0] ** 2 + sds[1] ** 2) / 2)
-    delta = cmp_.difference[closest].delta
-    n = stats.seeds_to_separate(delta, sd, b.alpha)
-    if n is None:
-        return None
-    if b.level == stats.SEED:
-        verdict = "tied" if cmp_.tied.get(closest) else "separated"
+    k, images = len(b.table), b.images
+    floor = (f"The {images} test {'images' if images != 1 else 'image'} set a floor: even with unlimited seeds a gap "
+             f"below about {_gap(b.floor)} is not ruled out reliably on them; a larger test set lowers it.")  # fmt: skip
+    if not b.detectable:
+        return (f"- **What this suite can detect**: one seed measures no training randomness, so no gap can be promised "
+                f"between the losses themselves. {floor}")  # fmt: skip
+    (n, now), *more = sorted(b.detectable.items())
+    if b.level != stats.SEED:
+        return (f"- **What this suite can detect**: with {n:g} seeds the seed spread is a rough figure; at "
+                f"{stats.SEED_LEVEL_MIN}+ seeds a loss is ruled out about 80 % of the time when it trails the best "
+                f"by the gap the next report states. {floor}")  # fmt: skip
+    rest = "; ".join(f"{m:g} seeds: {_gap(g) if g < 1 else 'none'}" for m, g in more)
+    if now >= 1:
+        can = (f"with {n:g} seeds each and the seed spread measured here, no gap an IoU can have (at most 1) is "
+               "ruled out reliably (80 % of the time): these seeds cannot separate losses by themselves")  # fmt: skip
     else:
-        verdict = "tied on this test set" if cmp_.tied.get(closest) else "separated on this test set only"
-    rough = "" if b.level == stats.SEED else f", a rough figure from {b.seeds_per_loss[0]} seeds"
-    return (f"- `{cmp_.best}` and the closest loss, `{closest}`, are {delta:.3f} apart in mean IoU ({verdict}); with the "
-            f"seed spread measured here (SD {sd:.3f}{rough}), telling them apart reliably (80 % of the time) takes "
-            f"about {n} seeds per loss.")  # fmt: skip
+        can = (f"with {n:g} seeds each and the seed spread measured here, a loss is ruled out (80 % of the time) when "
+               f"it trails the best by about {_gap(now)} in mean IoU; smaller gaps usually stay in the best set")  # fmt: skip
+    return f"- **What this suite can detect**: among {k} losses {can}. More seeds shrink the gap — {rest}. {floor}"
+
+
+def _ruled_out_md(cmp_: stats.Comparison, losses: list[str]) -> str:
+    """The ruled-out losses, grouped by the loss that beat them."""
+    by: dict[str, list[str]] = {}
+    for k in sorted(losses, key=lambda k: (-cmp_.estimate[k], k)):
+        by.setdefault(cmp_.ruled_out[k].by, []).append(f"`{k}`")
+    return "; ".join(f"{', '.join(v)} (below `{k}`)" for k, v in by.items())
 
 
 def _verdict_md(b: Budget, focus: str | None) -> list[str]:
@@ -205,23 +230,26 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         if cmp_.best is None:
             out.append(f"- **{name}**: every loss scores 0 — nothing to choose between.")
             continue
-        tied = [k for k in sorted(cmp_.tied) if cmp_.tied[k] and k != cmp_.best]
-        flag = t.at[cmp_.best, "flags"]
+        members = cmp_.members
         lo, hi = cmp_.interval[cmp_.best]
-        chance = f", P(best) {cmp_.p_best[cmp_.best]:.2f}" if cmp_.best in cmp_.p_best else ""
-        line = (f"- **{name}**: highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]{chance}"
-                + (f" — flagged: {flag}" if flag else ""))  # fmt: skip
+        chance = f", P(best) {cmp_.p_best[cmp_.best]:.2f}" if cmp_.best in cmp_.p_best and seed_level else ""
+        flag = t.at[cmp_.best, "flags"]
         n = len(cmp_.estimate)
+        top = (f"highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]{chance}"
+               + (f" — flagged: {flag}" if flag else ""))  # fmt: skip
         if n == 1:
-            line += "; the only loss with results here — nothing to compare it with"
-        elif tied:
-            within = "within the seed and test-image uncertainty" if seed_level else "on this test set"
-            line += f"; tied with it {within}: {', '.join(f'`{k}`' for k in tied)} ({len(tied) + 1} of {n} losses)"
-        elif seed_level:
-            line += f"; better than every other loss beyond the seed and test-image uncertainty ({n} losses)"
+            line = f"- **{name}**: {top}; the only loss with results here — nothing to compare it with"
+        elif len(members) == n:
+            why = ("these seeds cannot separate them" if seed_level else
+                   "on this test set these trained models cannot be told apart")  # fmt: skip
+            line = (f"- **{name}**: no loss can be ruled out as the best at {100 * (1 - b.alpha):g} % — {why}; the "
+                    f"{top}")  # fmt: skip
         else:
-            line += (f"; ahead of every other loss on this test set ({n} losses) — a statement about these trained "
-                     "models, not the losses, since another seed was not tried")  # fmt: skip
+            where = "" if seed_level else " (these trained models, on this test set)"
+            names = ", ".join(f"`{k}`" for k in members)
+            out_of = [k for k in cmp_.estimate if k in cmp_.ruled_out]
+            line = (f"- **{name}**: best set{where}: {names} ({len(members)} of {n}; cannot be ruled out at "
+                    f"{100 * (1 - b.alpha):g} %); ruled out: {_ruled_out_md(cmp_, out_of)}. The {top}")  # fmt: skip
         out.append(line + ".")
     flagged = [(r["loss"], r["flags"]) for r in b.table.to_dict("records") if r["flags"]]
     if flagged:
@@ -234,17 +262,18 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
 
 
 def _method_md(b: Budget) -> str:
-    m = len(b.table) - 1
+    k = len(b.table)
     if b.level == stats.SEED:
         how = (
             "How sure is this? Two things make a loss's score uncertain: the luck of training (another seed gives "
             "another model) and the luck of the test images (other images give another score). With "
             f"{stats.SEED_LEVEL_MIN} or more seeds per loss both are measured. A loss's interval is its mean over "
             "seeds ± a t-multiplier × the combined standard error (the spread of its seeds, and a bootstrap over the "
-            f"{b.images} test images, {b.replicates} replicates); with few seeds the t-multiplier is large (4.3 at 3 "
-            "seeds), so intervals are honest rather than narrow. *vs best*: the difference to the loss with the "
-            "highest estimate, tested with Welch's t-test (seeds are not paired across losses: a seed's luck is "
-            "not the same for two losses) with the image uncertainty added."
+            f"{b.images} test images, {b.replicates} replicates); the multiplier counts only the seeds (4.30 at 3 "
+            "seeds, 2.78 at 5), so a 95 % interval covers at least 95 % whatever the share of the images — honest "
+            "rather than narrow. *vs the highest*: the difference to the loss with the highest estimate, one "
+            "comparison on its own (Welch's standard error: seeds are not paired across losses, a seed's luck is not "
+            "the same for two losses; the image uncertainty added)."
         )
     else:
         how = (
@@ -253,18 +282,50 @@ def _method_md(b: Budget) -> str:
             f"cover only the luck of the test images: a bootstrap over the {b.images} test images ({b.replicates} "
             "replicates, the same draws for every loss, so losses are compared image by image). They say how "
             "sure we are about *these trained models on this test set*; they say nothing about what another seed "
-            "would give. *vs best*: the difference to the loss with the highest estimate, tested against its "
-            "bootstrap spread."
+            "would give. *vs the highest*: the difference to the loss with the highest estimate, one comparison on "
+            "its own."
         )
+    conf = f"{100 * (1 - b.alpha):g} %"
+    race = ""
+    if b.race is not None:
+        race = (f" In this suite's race the {100 * b.alpha:g} % is shared between the planned rounds in proportion to "
+                "their seeds per loss, and a loss ruled out in a round stays out (see *The race*).")  # fmt: skip
     return (
-        f"{how} Testing {m} loss{'es' if m != 1 else ''} against the best at once makes some difference look real "
-        f"by chance, so the p-values are Holm-corrected for the {m} comparison{'s' if m != 1 else ''} — adding losses "
-        "to a suite makes each tie harder to break. *tied*: not different from the best at the "
-        f"{100 * b.alpha:g} % level after that correction. "
-        "*P(best) · rank*: how often the loss comes out best, and the range of ranks it takes in 95 % of the "
-        "resamples (1: best). Objects: connected components (8-connectivity; 26 in volumes) of the focus class, found when a "
-        "predicted component overlaps one with IoU ≥ the threshold (`report.object_iou`)."
+        f"{how} *Best set*: the losses that cannot be ruled out as the best at {conf}. The best is picked from the "
+        "same data, so a loss is ruled out only when some other loss beats it beyond chance with every comparison "
+        f"of all {plural(k, 'loss', 'losses')} counted (Bonferroni over the others, Holm over the losses): when all losses are equally "
+        f"good, none is ruled out in {conf} of suites. A loss in the best set is not shown to be as good as the "
+        "best — only not shown to be worse; *What this suite can detect* says how large a gap it would have "
+        f"found.{race} *P(best) · rank*: how often the loss comes out best, and the range of ranks it takes in 95 % "
+        "of the resamples (1: best). Objects: connected components (8-connectivity; 26 in volumes) of the focus "
+        "class, found when a predicted component overlaps one with IoU ≥ the threshold (`report.object_iou`)."
     )
+
+
+def race_md(b: Budget) -> list[str]:
+    """The rounds of a raced suite: who raced, who was ruled out when and by whom, on how many seeds."""
+    race = b.race
+    if race is None:
+        return []
+    on = "mean IoU" if b.race_on == "miou" else "the focus class's IoU"
+    rows = []
+    for i, r in enumerate(race.rounds, 1):
+        out = ", ".join(f"`{k}` (below `{v.by}`, {_p(v.p)})" for k, v in sorted(r.ruled_out.items())) or "—"
+        rows.append([i, r.seeds, f"{r.alpha:.4f}", len(r.racing), r.runs, out])
+    left = ", ".join(f"`{k}`" for k in race.left)
+    epochs = plural(b.budget, "epoch")
+    lines = [f"### The race ({epochs})", "",
+             f"Rounds of seeds per loss {race.schedule} on {on}: each round trains more seeds only for the losses still in "
+             "the best set, at its share of the level; a loss ruled out keeps the seeds it had.", "",
+             table(["round", "seeds per loss", "level", "racing", "runs added", "ruled out"], rows), ""]  # fmt: skip
+    if race.next is not None:
+        losses, n = race.next
+        lines.append(f"**The race is not finished**: round {len(race.rounds) + 1} trains {n} seeds for {plural(len(losses), 'loss', 'losses')} "
+                     f"({', '.join(f'`{k}`' for k in losses)}); run `lossbench compare` again to train them — what is done is kept.")  # fmt: skip
+    else:
+        lines.append(f"**The race ended** ({race.ended}) after {plural(race.runs, 'run')}, with {left or 'no loss'} "
+                     f"in the best set.")  # fmt: skip
+    return [*lines, ""]
 
 
 def config_md(cfg: SuiteConfig | None, records: list[RunRecord], focus: str | None) -> str:
@@ -324,8 +385,8 @@ def header_md(suite: str, out: Path) -> list[str]:
         "",
         f"Generated by `lossbench report` from the runs in {code(out)}; do not edit by hand. Every number is a "
         "test-split metric pooled over all test pixels (IoU of each class at each mask's own resolution), with its "
-        "95 % interval in brackets. Losses are not ranked by a bold number: a loss is *best* when it has the "
-        "highest estimate and *tied* when its difference to the best is not significant — read the tie group, "
+        "95 % interval in brackets. Losses are not crowned by a bold number: the verdict names the *best set* — the "
+        "losses that cannot be ruled out as the best at 95 % — and what this suite could have detected; read it, "
         "and the flags.",
         "",
     ]
@@ -334,7 +395,7 @@ def header_md(suite: str, out: Path) -> list[str]:
 def budget_md(b: Budget, focus: str | None, several: bool) -> list[str]:
     """The verdict, the two leaderboards and the method note of one budget."""
     title = f" — {plural(b.budget, 'epoch')}" if several else ""
-    parts = [f"## Verdict{title}", "", *_verdict_md(b, focus), ""]
+    parts = [f"## Verdict{title}", "", *_verdict_md(b, focus), "", *race_md(b)]
     if not several:
         parts += [
             f"All runs trained for {plural(b.budget, 'epoch')} (one budget). Whether these conclusions hold with more training "

@@ -42,10 +42,10 @@ def _estimate(b: Budget | None, loss: str) -> str:
 
 
 def _group(b: Budget | None) -> tuple[str | None, list[str]]:
-    """The best loss by mean IoU and the losses tied with it."""
+    """The highest loss by mean IoU and the other losses of its best set."""
     if b is None or b.miou is None or b.miou.best is None:
         return None, []
-    return b.miou.best, sorted(k for k, tied in b.miou.tied.items() if tied and k != b.miou.best)
+    return b.miou.best, sorted(k for k in b.miou.members if k != b.miou.best)
 
 
 def _names(losses: list[str]) -> str:
@@ -142,21 +142,21 @@ def _budget_fight_md(cfg: SuiteConfig, searches: list[LossSearch], b_t: Budget |
                  + "*val*: the validation score, mean over the search seeds. Test columns: mean over the suite's seeds "
                  "with the 95 % interval, and the rank by mean IoU; *defaults*: the suite's own settings.")  # fmt: skip
     parts.append("")
-    best_t, tied_t = _group(b_t)
-    best_d, tied_d = _group(b_d)
+    best_t, others_t = _group(b_t)
+    best_d, others_d = _group(b_d)
     if best_t is None:
         parts += ["No verdict at the selected points yet: their runs have not finished.", ""]
         return parts
-    line = f"**Tuned**: the highest mean IoU is `{best_t}`, tied with it: {_names(tied_t)}."
+    line = f"**Tuned**: the highest mean IoU is `{best_t}`; also in the best set: {_names(others_t)}."
     if best_d is not None:
         common = sorted(set(ranks_t) & set(ranks_d))
-        line += f" **At the suite's own settings** it was `{best_d}`, tied with it: {_names(tied_d)}."
+        line += f" **At the suite's own settings** it was `{best_d}`; also in the best set: {_names(others_d)}."
         if len(common) >= 3:
             rho = spearmanr([ranks_t[k] for k in common], [ranks_d[k] for k in common]).statistic
             moved = sorted(((ranks_d[k] - ranks_t[k], k) for k in common if abs(ranks_d[k] - ranks_t[k]) >= 3), reverse=True)
             line += f" Rank correlation between the two orders: {rho:.2f}"
             line += ("; moved most: " + ", ".join(f"`{k}` {ranks_d[k]} → {ranks_t[k]}" for _, k in moved) + "." if moved else ".")
-        same = best_t == best_d and set(tied_t) | {best_t} == set(tied_d) | {best_d}
+        same = best_t == best_d and set(others_t) | {best_t} == set(others_d) | {best_d}
         line += (" Tuning did not change the verdict." if same else
                  " **Tuning changed the verdict**: a comparison at one setting answers which loss suits that setting, "
                  "not which loss is best.")  # fmt: skip

@@ -41,3 +41,33 @@ def suite_counts(rng: np.random.Generator, means: dict[str, float], seeds: int, 
     support, difficulty = test_set(rng, n_images)
     return {loss: np.stack([run_counts(rng, support, difficulty, mu + tau * rng.standard_normal()) for _ in range(seeds)])
             for loss, mu in means.items()}  # fmt: skip
+
+
+class LinearSuite:
+    """A suite of losses on one drawn test set, scored by a linear model (fast enough for thousands of suites).
+
+    Run ``s`` of loss ``l`` scores ``μ_l + a_ls + b_i + e_lsi`` on test image ``i``: ``a`` a seed effect drawn
+    for every run (variance 0.8), ``b`` the image's difficulty shared by all losses, ``e`` run × image noise
+    (adding 0.2 to the variance of a run's score), so a run's score spreads by one *seed SD* over seeds,
+    and the test images drawn add ``image_ratio`` seed variances to a loss's score (none to a difference,
+    which is paired by image). A run's score is its mean over the images; :meth:`scores` gives the report's
+    :class:`~lossbench.report.stats.LossScores` of a loss's first ``n`` seeds, with the same image bootstrap
+    draws for every loss, as the report makes them.
+    """
+
+    def __init__(self, rng: np.random.Generator, means: dict[str, float], max_seeds: int, n_images: int = 40,
+                 image_ratio: float = 1.0, replicates: int = 200):  # fmt: skip
+        from lossbench.report.stats import image_draws
+
+        n = n_images
+        difficulty = rng.normal(0.0, np.sqrt(image_ratio * n), n)
+        self.means = dict(means)
+        self.values = {loss: mu + rng.normal(0.0, np.sqrt(0.8), (max_seeds, 1)) + difficulty[None, :]
+                       + rng.normal(0.0, np.sqrt(0.2 * n), (max_seeds, n)) for loss, mu in means.items()}  # fmt: skip
+        self.weights = image_draws(n, replicates, seed=int(rng.integers(1 << 31))) / n
+
+    def scores(self, loss: str, n: int):
+        from lossbench.report.stats import LossScores
+
+        x = self.values[loss][:n]
+        return LossScores(x.mean(1), self.weights @ x.mean(0))

@@ -1,0 +1,97 @@
+"""A race: seeds spent where they decide.
+
+Every loss starts with the suite's seeds (at least :data:`~lossbench.report.stats.SEED_LEVEL_MIN`);
+each later round of the schedule (:func:`lossbench.plan.race_schedule`: the seeds per loss double up
+to ``race.max_seeds``) trains more seeds only for the losses still in the best set, and rules out
+those another loss beats beyond chance at that round's share of ``α``
+(:func:`~lossbench.report.stats.race_alphas`). A loss ruled out stays out, with the seeds it had;
+it still counts as a comparator for the others. The race ends when one loss is left, the schedule is
+done, or the next round would pass ``race.max_runs``.
+
+:func:`run_race` decides from scores alone — it is the same function for the report (scores from the
+runs' evidence, :func:`lossbench.report.analyse.race_of`), for ``compare`` (which trains what
+``Race.next`` asks for), and for the tests' simulated suites — so what ``compare`` trained and
+what the report shows can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lossbench.report.stats import SEED, LossScores, RuledOut, best_set, race_alphas
+
+
+@dataclass
+class Round:
+    """One round: the seeds per loss of the losses racing in it, its level, and who it ruled out."""
+
+    seeds: int
+    alpha: float
+    racing: list[str]  # in the race when the round was judged
+    ruled_out: dict[str, RuledOut]
+    runs: int  # runs the round added (for the first round: every loss's seeds)
+
+
+@dataclass
+class Race:
+    """The rounds judged so far, who is still in, and what to train next."""
+
+    schedule: list[int]
+    rounds: list[Round] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # still in the best set
+    next: tuple[list[str], int] | None = None  # (losses, seeds per loss) the next round trains
+    ended: str = ""  # why the race stopped ("" while a round waits for its runs)
+
+    @property
+    def ruled_out(self) -> dict[str, RuledOut]:
+        """Every loss ruled out, in any round."""
+        return {k: v for r in self.rounds for k, v in r.ruled_out.items()}
+
+    @property
+    def runs(self) -> int:
+        return sum(r.runs for r in self.rounds)
+
+    def round_of(self, loss: str) -> int | None:
+        """The round (1-based) that ruled ``loss`` out."""
+        return next((i for i, r in enumerate(self.rounds, 1) if loss in r.ruled_out), None)
+
+
+def run_race(losses: Sequence[str], schedule: Sequence[int], attempted: Mapping[str, int],
+             scores: Callable[[str, int], LossScores], alpha: float = 0.05, max_runs: int | None = None,
+             level: str = SEED) -> Race:  # fmt: skip
+    """Judge the race's rounds whose runs exist, and say what the next round trains.
+
+    ``attempted[loss]``: how many of the race's seeds of ``loss`` have ended (succeeded or failed), in the
+    order the race adds them; ``scores(loss, n)``: the loss's scores from its first ``n`` seeds (the failed
+    ones leave NaN, as everywhere in the report). A round is judged once every loss racing in it has its
+    seeds; the levels are fixed by the whole ``schedule`` in advance, so an unfinished race spends no more
+    than a finished one."""
+    schedule = list(schedule)
+    alphas = race_alphas(schedule, alpha)
+    race = Race(schedule, left=list(losses))
+    have = dict.fromkeys(losses, 0)
+    spent = 0
+    for r, (n, a) in enumerate(zip(schedule, alphas)):
+        racing = list(race.left)
+        added = sum(n - have[k] for k in racing)
+        if r and max_runs is not None and spent + added > max_runs:
+            race.ended = (f"the next round ({added} runs: {n} seeds for each of the {len(racing)} losses left) would "
+                          f"pass race.max_runs ({max_runs}; {spent} trained)")  # fmt: skip
+            return race
+        lacking = [k for k in racing if attempted.get(k, 0) < n]
+        if lacking:
+            race.next = (lacking, n)
+            return race
+        for k in racing:
+            have[k] = n
+        spent += added
+        now = {k: scores(k, have[k]) for k in losses}
+        out = best_set(now, level, a, candidates=racing)
+        race.rounds.append(Round(n, a, racing, out, added))
+        race.left = [k for k in racing if k not in out]
+        if len(race.left) <= 1:
+            race.ended = "one loss left" if race.left else "no loss left"
+            return race
+    race.ended = f"the schedule's last round ({schedule[-1]} seeds per loss) is done"
+    return race
