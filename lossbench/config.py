@@ -615,8 +615,20 @@ def _axis(value: Any) -> Any:
 Axis = Annotated[list[Any] | Range, BeforeValidator(_axis)]
 
 
-TUNABLE_SECTIONS = ("data", "model", "optim", "trainer")
-"""The sections whose keys ``tune.grid`` may vary: those that decide a run's result."""
+TUNABLE_SECTIONS = ("model", "optim", "trainer")
+"""The sections whose keys ``tune.grid`` may vary: the training's settings. Of ``data``, only how the training
+reads it (:data:`TUNABLE_DATA_KEYS`): a key that changes the data itself would select each point on another
+validation set and judge the losses on other test sets."""
+
+TUNABLE_DATA_KEYS = ("data.augment", "data.batch_size")
+"""The ``data`` keys (and the keys under them) ``tune.grid`` may vary: augmentation and the batch size."""
+
+
+def _tunable(key: str) -> bool:
+    section = key.split(".")[0]
+    if section == "data":
+        return any(key == k or key.startswith(k + ".") for k in TUNABLE_DATA_KEYS)
+    return section in TUNABLE_SECTIONS and "." in key
 
 
 class TuneConfig(_Section):
@@ -636,10 +648,14 @@ class TuneConfig(_Section):
     @classmethod
     def _grid_keys(cls, grid: dict[str, Axis]) -> dict[str, Axis]:
         for key, values in grid.items():
-            section = key.split(".")[0]
-            if section not in TUNABLE_SECTIONS or "." not in key:
-                raise ValueError(f"key {key!r} is not a run setting: use a key of {', '.join(TUNABLE_SECTIONS)} "
-                                 "(e.g. optim.lr); a loss's own parameters go under tune.params")  # fmt: skip
+            if key.split(".")[0] == "data" and not _tunable(key):
+                raise ValueError(f"key {key!r} changes the data, so each point would be selected on another validation "
+                                 f"set and judged on another test set: of data, only {' and '.join(TUNABLE_DATA_KEYS)} "
+                                 "may be searched")  # fmt: skip
+            if not _tunable(key):
+                raise ValueError(f"key {key!r} is not a run setting: use a key of {', '.join(TUNABLE_SECTIONS)}, "
+                                 f"{' or '.join(TUNABLE_DATA_KEYS)} (e.g. optim.lr); a loss's own parameters go under "
+                                 "tune.params")  # fmt: skip
             if key == "trainer.max_epochs":
                 raise ValueError("trainer.max_epochs is the training budget, not a setting to select: list the budgets "
                                  "under budgets: (the search runs at each, and each is reported on its own)")  # fmt: skip

@@ -47,6 +47,10 @@ def test_trials_give_every_loss_the_same_budget_drawn_per_loss():
         ("tune.grid={optim.lr: [0.01, abc]}", r"tune.grid\['optim.lr'\] value 'abc': optim.lr input should be a valid number"),
         ("tune.grid={wandb.mode: [online]}", "key 'wandb.mode' is not a run setting"),
         ("tune.grid={trainer.max_epochs: [2, 4]}", "list the budgets under budgets:"),
+        # keys that change the data would select each point on another validation set (issue 30, item 13)
+        ("tune.grid={data.seed: [0, 1]}", "key 'data.seed' changes the data, so each point would be selected on another"),
+        ("tune.grid={data.num_test: [10, 20]}", "key 'data.num_test' changes the data"),
+        ("tune.grid={data.image_size: [32, 48]}", "only data.augment and data.batch_size may be searched"),
         ("tune.grid={optim.lr: []}", r"must be a non-empty list"),
         ("tune.grid={optim.lr: [0.1, 0.1]}", "appears twice"),
         ("tune.params={fcoal: {gamma: [1]}}", "tune.params names 'fcoal', which is not a loss label of this suite; did you mean 'focal'"),
@@ -57,6 +61,12 @@ def test_trials_give_every_loss_the_same_budget_drawn_per_loss():
 def test_a_bad_tune_section_is_one_sentence_at_load(setting, message):
     with pytest.raises(ConfigError, match=message):
         load_config(SMOKE, ["losses=[ce, focal]", setting])
+
+
+def test_the_training_settings_and_augmentation_may_be_searched():
+    cfg = load_config(SMOKE, ["losses=[ce]", "tune.grid={data.batch_size: [4, 8], data.augment.hflip: [false, true], "
+                              "model.encoder: [tu-mobilenetv3_small_100], trainer.precision: [32-true]}"])  # fmt: skip
+    assert set(cfg.tune.grid) == {"data.batch_size", "data.augment.hflip", "model.encoder", "trainer.precision"}
 
 
 def test_a_bad_loss_parameter_value_is_caught_before_training():
