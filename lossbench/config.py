@@ -441,6 +441,9 @@ class TrainerConfig(BaseModel):
     precision: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v)] = "auto"  # auto: bf16-mixed on a GPU that supports it, else 32-true
     log_every_n_steps: PosInt = 10
     deterministic: bool | Literal["warn"] = False
+    # keep checkpoints/last.ckpt once the run has succeeded (the report and a resume never need it then; it is the
+    # model's weights, 165 MB a run of a UNet on a ResNet-34); not a Trainer argument, not part of a run's identity
+    keep_checkpoint: bool = False
 
     @model_validator(mode="after")
     def _known_keys(self) -> TrainerConfig:
@@ -454,7 +457,7 @@ class TrainerConfig(BaseModel):
 
     def kwargs(self) -> dict[str, Any]:
         """Every argument for ``lightning.Trainer``."""
-        return self.model_dump()
+        return self.model_dump(exclude={"keep_checkpoint"})
 
     @property
     def wants_gpu(self) -> bool:

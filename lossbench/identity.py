@@ -22,7 +22,7 @@ _MODEL_OFF: dict[str, Any] = {"encoder_weights": None, "dims": 2, "context": 0}
 """Keys that leave the hash when switched off, so runs made before the keys existed keep their folders."""
 
 # Trainer keys that change only logging or launching, not a run's result (left out of the run hash).
-_TRAINER_NOT_HASHED = {"strategy", "accelerator", "log_every_n_steps", "enable_progress_bar"}
+_TRAINER_NOT_HASHED = {"strategy", "accelerator", "log_every_n_steps", "enable_progress_bar", "keep_checkpoint"}
 
 
 def run_config(cfg: SuiteConfig, loss: LossEntry, seed: int, budget: int | None = None,
@@ -44,7 +44,7 @@ def config_hash(run_cfg: RunConfig) -> str:
     Excluded: W&B settings, the report section, the suite name, plugins, the loss label, the data cache
     folder and worker count, data and model keys at their "off" value (:data:`_DATA_OFF`,
     :data:`_MODEL_OFF`), and trainer keys that change only logging or how the work is launched
-    (``strategy``, ``accelerator``, logging cadence, progress bar). ``devices`` and ``num_nodes`` stay
+    (``strategy``, ``accelerator``, logging cadence, progress bar, whether the last checkpoint is kept). ``devices`` and ``num_nodes`` stay
     in: they change the global batch.
     """
     dumped = run_cfg.model_dump(mode="json")

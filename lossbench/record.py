@@ -10,7 +10,8 @@ A suite's runs folder (``--out``, default ``runs/<suite>``)::
         claim.json                         who trains the run now (:mod:`lossbench.claim`); gone when it is finished
         evidence.npz                       what the report's statistics are computed from (:class:`Evidence`),
                                            written before the record says ``ok``
-        checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it
+        checkpoints/last.ckpt              written after every epoch; an interrupted run resumes from it;
+                                           removed once the run succeeds (``trainer.keep_checkpoint`` keeps it)
         errors/rank<k>.json                what failed on each rank of a failed run (:func:`write_rank_error`)
         train.log                          the run process's output (runs started by ``compare``, SLURM jobs)
         wandb/                             the W&B run (a sink, never read back)

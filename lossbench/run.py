@@ -295,6 +295,9 @@ def _train_claimed(run_cfg: RunConfig, run_dir: Path, progress: bool, rank0: boo
         raise
     if rank0:
         write_record(run_dir, result)
+        if not run_cfg.trainer.keep_checkpoint:  # a finished run is never trained again: its weights are not needed
+            for ckpt in checkpoint_dir(run_dir).glob("*.ckpt"):
+                ckpt.unlink(missing_ok=True)
     return result
 
 

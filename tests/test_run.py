@@ -68,7 +68,9 @@ def test_smoke_run_end_to_end_writes_metrics_and_an_offline_wandb_run(tmp_path, 
     for row in m["test"]["per_class"].values():
         assert set(row) >= {"iou", "sensitivity", "specificity", "precision", "dice"}
     assert [h["epoch"] for h in m["history"]] == [1, 2]
-    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "config.yaml").exists() and (run_dir / "evidence.npz").exists()
+    # issue 30 (9): a finished run is never trained again, so its weights are not kept (165 MB a run on real data)
+    assert not list(tmp_path.rglob("*.ckpt"))
     assert "test mIoU" in r.stdout
 
     (wandb_file,) = offline_run_files(run_dir)
@@ -86,7 +88,6 @@ def test_smoke_run_end_to_end_writes_metrics_and_an_offline_wandb_run(tmp_path, 
                           "--out", str(tmp_path), "--set", f"data.cache_dir={data_cache}")  # fmt: skip
     assert again.returncode == 0
     assert json.loads((run_dir / "metrics.json").read_text())["finished_at"] == m["finished_at"]  # not retrained
-    assert sorted(tmp_path.rglob("*.ckpt")) == [run_dir / "checkpoints" / "last.ckpt"]  # bug 5: one checkpoint
 
 
 def test_ddp_run_through_the_cli_equals_a_single_process_evaluation(tmp_path, data_cache):
@@ -94,7 +95,7 @@ def test_ddp_run_through_the_cli_equals_a_single_process_evaluation(tmp_path, da
 
     r = lossbench_cli(
         "train", "--config", str(SMOKE), "--loss", "ce", "--out", str(tmp_path), "--no-progress",
-        "--set", f"data.cache_dir={data_cache}", "trainer.devices=2", "trainer.strategy=ddp",
+        "--set", f"data.cache_dir={data_cache}", "trainer.devices=2", "trainer.strategy=ddp", "trainer.keep_checkpoint=true",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir, m = _read_metrics(tmp_path)
@@ -226,9 +227,12 @@ def test_a_broken_last_checkpoint_is_set_aside_and_the_run_trains_from_the_start
     from lossbench.record import checkpoint_dir, read_record, run_dir_for
     from lossbench.run import run_process
 
-    cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled"])
+    cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1", "wandb.mode=disabled",
+                              "trainer.keep_checkpoint=true"])  # fmt: skip
     run_cfg = run_config(cfg, cfg.losses[0], 0)
     run_dir = run_dir_for(tmp_path, run_cfg)
+    assert run_dir == run_dir_for(tmp_path, run_config(load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=1"]),
+                                                     cfg.losses[0], 0))  # keeping the checkpoint is not the run's identity
     checkpoint_dir(run_dir).mkdir(parents=True)
     (checkpoint_dir(run_dir) / "last.ckpt").write_bytes(b"PK\x03\x04 a checkpoint cut short")
     assert run_process(run_dir, None, run_cfg=run_cfg) == 0
