@@ -285,20 +285,50 @@ def _check_writable(folder: Path, flag: str, what: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.config import load_config
+    from lossbench.record import load_suite, suite_path
     from lossbench.report import write_report
 
-    out, report = args.out, args.report
+    out, report, settings = args.out, args.report, None
     if args.config:
-        from lossbench.config import load_config
-
-        suite = load_config(args.config, args.overrides).suite
-        out, report = out or Path("runs") / suite, report or Path("reports") / suite
+        cfg = load_config(args.config, args.overrides)
+        out, report = out or Path("runs") / cfg.suite, report or Path("reports") / cfg.suite
+        folder = load_suite(Path(out))
+        if folder is not None:
+            differs = _suite_differences(cfg, folder)
+            if differs:
+                raise ConfigError(f"--config {args.config} is not the suite whose runs are in {out} ({suite_path(Path(out))} "
+                                  f"differs in {', '.join(differs)}): run compare with this config first, or report the "
+                                  f"folder's own suite with --out {out} alone")  # fmt: skip
+        settings = cfg.report
+    elif args.overrides:
+        bad = [o for o in args.overrides if not o.split("=", 1)[0].strip().startswith("report.")]
+        if bad:
+            raise ConfigError(f"report --set without --config changes only the report: section (report.focus, "
+                              f"report.bootstrap, ...), got {bad[0]!r}; a run setting needs compare")  # fmt: skip
+        if out and load_suite(Path(out)) is None:
+            raise ConfigError(f"report --set needs the suite file {suite_path(Path(out))}, which is not there: pass --config")
+        if out:
+            settings = load_config(suite_path(Path(out)), args.overrides).report
     if not out or not report:
         raise ConfigError("report needs --out and --report, or --config to name the suite they default from")
     _check_writable(Path(report), "--report", "the report")
-    write_report(Path(out), Path(report), log_to_wandb=not args.no_wandb)
+    write_report(Path(out), Path(report), log_to_wandb=not args.no_wandb, settings=settings)
     print(f"report: {Path(report) / 'README.md'}")
     return 0
+
+
+def _suite_differences(cfg, folder) -> list[str]:
+    """What makes ``cfg`` another suite than the one a runs folder holds: its name, losses, seeds, budgets, tune and
+    race sections, or what its runs train (data, model, optim, trainer, by a run's config hash)."""
+    from lossbench.identity import config_hash, run_config
+    from lossbench.config import LossEntry
+
+    differs = [key for key in ("suite", "losses", "seeds", "budgets", "tune", "race") if getattr(cfg, key) != getattr(folder, key)]
+    probe = LossEntry(name="ce")
+    if config_hash(run_config(cfg, probe, 0)) != config_hash(run_config(folder, probe, 0)):
+        differs.append("what its runs train (data, model, optim or trainer)")
+    return differs
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -315,3 +315,34 @@ def test_a_race_is_checked_before_anything_trains():
                            ("race.max_runs=6", "leaves no run for a second round")):  # fmt: skip
         with pytest.raises(ConfigError, match=words):
             load_config(SMOKE, ["losses=[ce, dice]", "seeds=[0, 1, 2]", "race={max_seeds: 6}", setting])
+
+
+def test_report_honours_its_report_settings_and_names_another_suites_folder(tmp_path):
+    # issue 30 (12): report --config S --set report.focus=blob report.bootstrap=100 ignored both settings, and
+    # report --config on another suite's folder silently wrote that suite's report
+    from lossbench.config import dump_yaml
+
+    out = tmp_path / "runs"
+    cfg = suite(out, "[ce, dice]")
+    for seed in (0, 1, 2):
+        write_run(out, cfg, "ce", seed, predictions(0.9, seed))
+        write_run(out, cfg, "dice", seed, predictions(0.7, seed))
+    config = tmp_path / "smoke.yaml"
+    config.write_text(dump_yaml(cfg))
+    report = tmp_path / "report"
+    r = lossbench_cli("report", "--config", str(config), "--out", str(out), "--report", str(report), "--no-wandb",
+                      "--set", "report.focus=blob", "report.bootstrap=100")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    readme = (report / "README.md").read_text()
+    assert "### Leaderboard by `blob` IoU (the focus class)" in readme and "100 replicates" in readme
+    # --out alone takes report.* settings too, on the folder's own suite file
+    r = lossbench_cli("report", "--out", str(out), "--report", str(report), "--no-wandb", "--set", "report.focus=spot")
+    assert r.returncode == 0 and "### Leaderboard by `spot` IoU" in (report / "README.md").read_text()
+    r = lossbench_cli("report", "--out", str(out), "--report", str(report), "--no-wandb", "--set", "data.seed=3")
+    assert r.returncode != 0 and "changes only the report: section" in r.stderr and "'data.seed=3'" in r.stderr
+    # another suite's config on this folder is one sentence naming what differs
+    other = tmp_path / "other.yaml"
+    other.write_text(dump_yaml(cfg.model_copy(update={"suite": "other", "seeds": [0, 1]})))
+    r = lossbench_cli("report", "--config", str(other), "--out", str(out), "--report", str(report), "--no-wandb")
+    assert r.returncode != 0 and "is not the suite whose runs are in" in r.stderr and "differs in suite, seeds" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lossbench.config import ReportConfig
 from lossbench.io import write_text_atomic
 from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
 from lossbench.report.gather import RESULT_COLUMNS, Runs, collect_runs
@@ -44,10 +45,13 @@ from lossbench.report.tables import readme_md
 __all__ = ["LEADERBOARD_COLUMNS", "PLOTS", "RESULT_COLUMNS", "write_report"]
 
 
-def write_report(out: Path, report: Path, log_to_wandb: bool = True) -> Path:
-    """Write the report of the runs under ``out`` into ``report``; return the README path."""
+def write_report(out: Path, report: Path, log_to_wandb: bool = True, settings: ReportConfig | None = None) -> Path:
+    """Write the report of the runs under ``out`` into ``report``; return the README path. ``settings``: a
+    ``report:`` section to use instead of the suite file's (``lossbench report --set report.focus=…``)."""
     out, report = Path(out), Path(report)
     found = collect_runs(out)
+    if settings is not None and found.cfg is not None:
+        found.cfg = found.cfg.model_copy(update={"report": settings})
     searched = found.tuning is not None and (found.tuning.search_records or found.tuning.default_records)
     if not found.current and not found.damaged and not searched:
         raise ValueError(f"no runs under {out}: run `lossbench compare` first")
