@@ -152,6 +152,14 @@ class Liveness:
         return pid_alive(owner.pid, owner.pid_start)
 
 
+def release_hint(owner: Owner, run_dir: Path) -> str:
+    """How to release a claim lossbench cannot see the end of (another host's process, no SLURM job); "" otherwise."""
+    if owner.damaged or owner.job or owner.host == socket.gethostname():
+        return ""
+    return (f"lossbench cannot see processes of {owner.host}: if pid {owner.pid} there is gone, delete "
+            f"{claim_path(run_dir)} and the waiting compare takes the run over")
+
+
 def read_claim(run_dir: Path) -> Owner | None:
     """The run's claim, or ``None``. Claims are written whole (a link or an atomic replace), so a file that still
     cannot be read as a claim after a second of retries is damaged: a damaged owner (:attr:`Owner.damaged`),

@@ -298,7 +298,8 @@ class _Elsewhere:
         self.next_look = 0.0
 
     def add(self, run: PlannedRun, holder: claim.Owner) -> None:
-        self.log(f"       {run}: being trained by {holder.describe()}; waiting for it")
+        hint = claim.release_hint(holder, run.run_dir)
+        self.log(f"       {run}: being trained by {holder.describe()}; waiting for it" + (f" ({hint})" if hint else ""))
         self.runs.append(_Watched(run, time.perf_counter()))
 
     def look(self, progress: _Progress, left: int) -> list[PlannedRun]:

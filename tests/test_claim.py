@@ -102,3 +102,30 @@ def test_a_damaged_claim_is_named_and_taken_over_like_a_stale_one(tmp_path, text
     assert result == [None] and claim.read_claim(tmp_path).token == me.token  # taken over
     rival = claim.me("compare")
     assert claim.claim(tmp_path, rival) == claim.read_claim(tmp_path)  # and now held, by a live owner
+
+
+def test_a_claim_held_on_another_host_says_how_to_release_it_and_a_released_one_is_taken_over(tmp_path):
+    # issue 30 (17): a claim held by another host whose run was interrupted blocked forever with no word on how
+    # to release it (lossbench cannot see another host's processes)
+    from dataclasses import replace
+
+    from lossbench.config import load_config
+    from lossbench.plan import plan_runs
+    from lossbench.suite import _Elsewhere, _Progress
+    from helpers.cli import SMOKE
+
+    cfg = load_config(SMOKE, ["losses=[ce]"])
+    (run,) = plan_runs(cfg, tmp_path, check=False)
+    away = replace(claim.me("compare"), host="elsewhere.cluster", pid=4242)
+    run.run_dir.mkdir(parents=True)
+    assert claim.claim(run.run_dir, away) is None
+    said = []
+    elsewhere = _Elsewhere(said.append)
+    elsewhere.add(run, claim.read_claim(run.run_dir))
+    assert f"if pid 4242 there is gone, delete {claim_path(run.run_dir)} and the waiting compare takes" in said[0]
+    progress = _Progress(1, 1, said.append)
+    assert elsewhere.look(progress, 0) == []  # still held: waited for
+    claim_path(run.run_dir).unlink()  # the user releases it
+    elsewhere.next_look = 0.0
+    assert elsewhere.look(progress, 0) == [run] and "taking it over" in said[-1]
+    assert claim.release_hint(claim.me("compare"), run.run_dir) == ""  # this host's claims are checked, no hint
