@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -89,6 +90,30 @@ def test_numpy_volumes_take_their_spacing_from_the_config_and_channels_first(tmp
     np.save(tmp_path / "b.npy", image[0, 0])
     with pytest.raises(ValueError, match=r"b.npy is 2-D \[6, 7\]; a volume .npy must be \[D, H, W\] or \[C, D, H, W\]"):
         read_volume(tmp_path / "b.npy")
+    # issue 30 (17): complex values passed with a raw ComplexWarning
+    np.save(tmp_path / "c.npy", image.astype(np.complex64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"volume file .*c.npy holds complex64 values; a volume holds real intensities"):
+            read_volume(tmp_path / "c.npy")
+        np.save(tmp_path / "m.npy", image[0].astype(np.complex64))
+        with pytest.raises(ValueError, match=r"m.npy holds complex64 values; a mask holds class ids"):
+            read_volume(tmp_path / "m.npy", mask=True)
+
+
+def test_a_nifti_file_without_nibabel_is_one_sentence_with_the_install(tmp_path):
+    # issue 30 (18): "volume file X volume data needs nibabel"; here nibabel cannot be imported, as without the extra
+    import subprocess
+    import sys
+
+    path = tmp_path / "v.nii.gz"
+    path.write_bytes(b"")
+    code = ("import sys; sys.modules['nibabel'] = None\n"
+            "from pathlib import Path\nfrom lossbench.data.volumes import read_volume\n"
+            f"try:\n    read_volume(Path({str(path)!r}))\nexcept ValueError as e:\n    print(e)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.stdout.strip() == (f"{path} is a NIfTI file, and volume data needs nibabel: pip install "
+                                "'lossbench[volumes]' (or pip install nibabel)"), r.stderr[-2000:]
 
 
 def test_ct_windows_and_mri_z_scores(tmp_path):

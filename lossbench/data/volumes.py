@@ -110,7 +110,10 @@ def read_volume(path: Path, default_spacing: tuple[float, float, float] | None =
                 raise ValueError(f"is {array.ndim}-D {list(array.shape)}; a {'mask' if mask else 'volume'} .npy must be {shape}")
             affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])  # x = W, y = H, z = D
         else:
-            nib = _nibabel()
+            try:
+                nib = _nibabel()
+            except ValueError as e:
+                raise ImportError(f"{path} is a NIfTI file, and {e}") from None
             img = nib.as_closest_canonical(nib.load(str(path)))
             data = np.asanyarray(img.dataobj)
             if data.ndim == 5 and data.shape[3] == 1:
@@ -124,10 +127,15 @@ def read_volume(path: Path, default_spacing: tuple[float, float, float] | None =
             array = np.swapaxes(array, -1, -3)  # [C,] z, y, x = D (superior), H (anterior), W (right)
             spacing = (round(float(zooms[2]), 6), round(float(zooms[1]), 6), round(float(zooms[0]), 6))  # float32 in the header
             affine = np.asarray(img.affine, np.float64)
+    except ImportError as e:
+        raise ValueError(str(e)) from None
     except ValueError as e:
         raise ValueError(f"volume file {path} {e}") from None
     except Exception as e:  # noqa: BLE001 — nibabel and numpy raise many kinds
         raise ValueError(f"volume file {path} cannot be read: {type(e).__name__}: {e}") from None
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_):
+        held = "class ids (integers)" if mask else "real intensities"
+        raise ValueError(f"volume file {path} holds {array.dtype} values; a {'mask' if mask else 'volume'} holds {held}")
     if not mask and array.ndim == 3:
         array = array[None]
     return Volume(np.ascontiguousarray(array), spacing, affine)
