@@ -396,3 +396,14 @@ def test_an_exif_orientation_is_applied_as_viewers_do(tmp_path):
     pixels = image.numpy().astype(np.float64) * (255.0 if image.is_floating_point() else 1.0)  # the split may be stored as float
     assert np.abs(pixels.transpose(1, 2, 0) - shown).max() <= 2  # the pixels as shown
     assert pixels[:, :, 30:].mean() > 200 and pixels[:, :, :10].mean() < 60  # the band lies on the mask
+
+
+def test_the_readme_says_plugins_and_dataset_factories_run_code_where_it_introduces_them():
+    # issue 30 (17): the README did not say that a plugin .py or data.kind: python runs code
+    from helpers.cli import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    plugins = readme.split("## Adding your own loss", 1)[1].split("\n## ", 1)[0]
+    assert "**A plugin is code that\nruns**" in plugins and "with your permissions" in plugins
+    factory = readme.split("**Your own Dataset** (`data.kind: python`)", 1)[1].split("```", 1)[0]
+    assert "the factory is your code" in factory and "runs with your permissions" in factory
