@@ -74,6 +74,14 @@ def test_the_same_predictions_under_two_labels_are_both_in_the_best_set(tmp_path
     (b,) = analyse(collect_runs(tmp_path)).budgets
     assert b.miou.in_best_set == {"ce": True, "dice": True} and b.miou.ruled_out == {}
     assert b.miou.difference["dice"].delta == 0.0
+    # issue 30 (17): at one seed the same predictions read "−0.000 [-0.000, -0.000], p=0.000" and left one out
+    for seed in (1, 2):
+        for label in ("ce", "dice"):
+            (next((tmp_path / label).glob(f"seed{seed}-*")) / "metrics.json").unlink()
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.level == "image" and b.miou.members == ["ce", "dice"]
+    md = leaderboard_md(b, "miou", "spot")
+    assert "0.000 (the same scores: nothing tells them apart)" in md and "-0.000" not in md and "−0.000" not in md
 
 
 def test_a_class_never_predicted_is_flagged_degenerate_and_a_missing_seed_incomplete(tmp_path):

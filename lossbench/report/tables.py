@@ -69,7 +69,10 @@ def _vs_best(comparison: stats.Comparison | None, loss: str) -> str:
     if comparison is None or loss not in comparison.difference:
         return "—" if comparison is None or loss != comparison.best else "0"
     d = comparison.difference[loss]
-    return f"−{d.delta:.3f} [{-d.hi:+.3f}, {-d.lo:+.3f}]"
+    if d.se == 0 and d.delta == 0:
+        return "0.000 (the same scores: nothing tells them apart)"
+    gap = round(d.delta, 3) + 0.0  # no "−0.000"
+    return f"{'−' if gap > 0 else ''}{gap:.3f} [{round(-d.hi, 3) + 0.0:+.3f}, {round(-d.lo, 3) + 0.0:+.3f}]"
 
 
 def _chance(comparison: stats.Comparison | None, loss: str) -> str:
