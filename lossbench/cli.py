@@ -163,9 +163,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.suite import run_suite
 
     if args.print_config:
-        from lossbench.config import dump_yaml
+        from lossbench.config import dump_shown
 
-        print(dump_yaml(cfg), end="")
+        print(dump_shown(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / cfg.suite)
     report = Path(args.report or Path("reports") / cfg.suite)

@@ -1004,3 +1004,23 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 def dump_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+_SYNTHETIC_KEYS = ("seed", "image_size", "num_train", "num_val", "num_test", "imbalance", "noise")
+_DATA_KEYS_UNUSED = {
+    "synthetic": ("path", "class_names", "ignore_index", "palette", "target", "kwargs", "volumes"),
+    "folder": (*_SYNTHETIC_KEYS, "target", "kwargs", "volumes"),
+    "python": (*_SYNTHETIC_KEYS, "path", "palette", "volumes"),
+    "volumes": (*_SYNTHETIC_KEYS, "palette", "target", "kwargs", "resize", "crop", "augment", "normalize"),
+    "synthetic_volumes": ("path", "class_names", "ignore_index", "palette", "target", "kwargs", "resize", "crop", "augment",
+                          "normalize"),
+}  # fmt: skip
+"""The ``data`` keys each kind of data does not read (``--print-config`` leaves them out)."""
+
+
+def dump_shown(config: SuiteConfig) -> str:
+    """The resolved config as ``--print-config`` shows it: every key, except the ``data`` keys its kind of data does
+    not read (a folder suite shows no synthetic image size)."""
+    dumped = config.model_dump(mode="json")
+    dumped["data"] = {k: v for k, v in dumped["data"].items() if k not in _DATA_KEYS_UNUSED[config.data.kind]}
+    return yaml.safe_dump(dumped, sort_keys=False)

@@ -11,7 +11,7 @@ import yaml
 from helpers.processes import HANG_S
 from helpers.cli import ROOT, SMOKE, lossbench_cli
 
-from lossbench.config import ConfigError, LossEntry, dump_yaml, load_config, parse_overrides
+from lossbench.config import ConfigError, LossEntry, dump_shown, load_config, parse_overrides
 from lossbench.identity import run_config
 from lossbench.plan import resolve_losses
 from lossbench.plugins import load_plugins
@@ -275,7 +275,15 @@ def test_version_print_config_dry_run_and_status_by_config(tmp_path, data_cache)
     printed = yaml.safe_load(r.stdout)
     assert printed["optim"]["lr"] == 0.01 and printed["report"]["bootstrap"] == 2000  # --set applied, defaults filled
     assert printed["jobs_per_gpu"] == "auto"  # issue 27: in the resolved config
-    assert printed == yaml.safe_load(dump_yaml(load_config(SMOKE, ["optim.lr=0.01"])))
+    assert printed == yaml.safe_load(dump_shown(load_config(SMOKE, ["optim.lr=0.01"])))
+    assert printed["data"]["image_size"] == 32 and "palette" not in printed["data"]
+    # issue 30 (18): a folder suite's printed config showed the synthetic data's keys
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--print-config", "--set", "data.kind=folder",
+                      f"data.path={tmp_path}", "data.class_names=[background, thing]", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data = yaml.safe_load(r.stdout)["data"]
+    assert data["path"] == str(tmp_path) and not {"image_size", "num_train", "imbalance", "noise", "seed"} & set(data)
+
     r = lossbench_cli("compare", "--config", str(SMOKE), "--dry-run", "--set", f"data.cache_dir={data_cache}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "0 of 3 runs are done, these 3 would train into runs/smoke" in r.stdout and "  dice seed 0" in r.stdout
