@@ -227,7 +227,7 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
             epochs = epochs_to_fit(found, timing, minutes, runs)
         seconds = suite_seconds(found, timing, epochs, runs)
         short = f"more than --minutes {minutes:g} even at one epoch: " if minutes is not None and seconds > minutes * 60 else ""
-        note = (f"{short}{shrunk}about {duration(seconds)} for {runs} runs of {epochs} epoch{'s' * (epochs != 1)}, one at a "
+        note = (f"{short}{shrunk}about {duration(seconds)} for {runs} run{'s' * (runs != 1)} of {epochs} epoch{'s' * (epochs != 1)}, one at a "
                 f"time (measured: {timing.step:.2f} s a training step of {BATCH} at {hw[0]}x{hw[1]}, {timing.device}; "
                 f"{START_S:.0f} s start-up a run)")  # fmt: skip
     elif minutes is not None:

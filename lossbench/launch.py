@@ -448,5 +448,5 @@ def submit(kind: str, runs: list[PlannedRun], token: str, out: Path, suite: str,
     if jobs:
         first = str(jobs[0].job_id).split("_")[0]
         where = "SLURM job array" if kind == "slurm" else "submitit local jobs from"
-        log(f"submitted {len(jobs)} runs as {where} {first} (job files and logs: {submitit_dir(out)}/<job>/)")
+        log(f"submitted {plural(len(jobs), 'run')} as {where} {first} (job files and logs: {submitit_dir(out)}/<job>/)")
     return submitted

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lossbench.progress import plural
 from lossbench.report.stats import SEED, LossScores, RuledOut, best_set, race_alphas
 
 
@@ -76,7 +77,7 @@ def run_race(losses: Sequence[str], schedule: Sequence[int], attempted: Mapping[
         racing = list(race.left)
         added = sum(n - have[k] for k in racing)
         if r and max_runs is not None and spent + added > max_runs:
-            race.ended = (f"the next round ({added} runs: {n} seeds for each of the {len(racing)} losses left) would "
+            race.ended = (f"the next round ({plural(added, 'run')}: {n} seeds for each of the {plural(len(racing), 'loss', 'losses')} left) would "
                           f"pass race.max_runs ({max_runs}; {spent} trained)")  # fmt: skip
             return race
         lacking = [k for k in racing if attempted.get(k, 0) < n]

@@ -374,7 +374,7 @@ def config_md(cfg: SuiteConfig | None, records: list[RunRecord], focus: str | No
     else:
         lines.append(f"- model: smp `{m.arch}`, encoder `{m.encoder}`{kwargs}, {weights}")
     lines.append(
-        f"- training: {', '.join(map(str, cfg.budget_list()))} epochs, batch {d.batch_size}, AdamW lr {o.lr} "
+        f"- training: {', '.join(map(str, cfg.budget_list()))} epoch{'s' if cfg.budget_list() != [1] else ''}, batch {d.batch_size}, AdamW lr {o.lr} "
         f"(cosine to 0), weight decay {o.weight_decay}, precision {t.precision}"
     )
     params = [f"`{e.label}`" + (f" ({e.name} {e.params})" if e.params or e.label != e.name else "") for e in cfg.losses]
