@@ -182,7 +182,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         runs = _race(cfg, out, args, runs)
         if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in runs):
             return 0
-    write_report(out, report, log_to_wandb=not args.no_wandb)
+    asked = ({run.label for run in runs}, {run.seed for run in runs}) if losses or seeds else None
+    write_report(out, report, log_to_wandb=not args.no_wandb, asked=asked)
     print(f"report: {report / 'README.md'}")
     from lossbench.report.summary import offline_note
 

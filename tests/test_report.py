@@ -93,7 +93,7 @@ def test_a_class_never_predicted_is_flagged_degenerate_and_a_missing_seed_incomp
     analysis = analyse(collect_runs(tmp_path))
     t = analysis.budgets[0].table.set_index("loss")
     assert t.at["dice", "degenerate"] == [("spot", 0.0, 0)] and t.at["ce", "degenerate"] == []
-    assert "degenerate (`spot` IoU 0.000 on seed 0: below 0.05, not learned)" in t.at["dice", "flags"]
+    assert t.at["dice", "flags"].startswith("degenerate: `spot` (seed 0)")
     assert "incomplete" in t.at["dice", "flags"] and "incomplete" not in t.at["ce", "flags"]
     assert t.at["dice", "focus_iou"] == 0.0
 
@@ -135,7 +135,10 @@ def test_one_seed_says_training_randomness_is_not_measured_and_what_was_still_ri
     readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
     verdict = readme[readme.index("## Verdict") : readme.index("### Leaderboard")]
     lines = [line for line in verdict.splitlines() if line.startswith("- ")]
-    assert lines[0].startswith("- **No loss learned `spot`**: the best test IoU on it is 0.000")
+    assert lines[0].startswith("- **Who learned what**")
+    # issue 30 (5): a class no loss learned names no "best" at zero
+    assert "  - **not learned by any loss**: `spot` (best 0.00) — a ranking on them means nothing yet" in verdict
+    assert "No loss learned" not in readme and "the best test IoU on it is 0.000" not in readme
     assert lines[1].startswith("- **Still improving when training stopped**: the validation mean IoU of `dice` (+0.050)")
     assert lines[2].startswith("- **1 seed per loss: training randomness is not measured.**")
     assert lines[3].startswith("- **What this suite can detect**: one seed measures no training randomness")
@@ -354,3 +357,54 @@ def test_report_honours_its_report_settings_and_names_another_suites_folder(tmp_
     r = lossbench_cli("report", "--config", str(other), "--out", str(out), "--report", str(report), "--no-wandb")
     assert r.returncode != 0 and "is not the suite whose runs are in" in r.stderr and "differs in suite, seeds" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_verdict_leads_with_who_learned_what_and_says_each_degenerate_run_once(tmp_path):
+    # issue 30 (4, 5): at one seed and one epoch the verdict crowned a 0.005 lead while the finding — one loss alone
+    # learned a class, at the cost of another — was only in the tables; each degenerate list appeared three times
+    cfg = suite(tmp_path, "[ce, dice, focal, lovasz_softmax]", "[0]")
+    for label in ("ce", "dice", "focal"):
+        rec_dir = write_run(tmp_path, cfg, label, 0, predictions(0.9, 0, never=2))
+        rec = read_record(rec_dir)
+        rec.history = rec.history[:1]  # one epoch
+        write_record(rec_dir, rec)
+    alone = predictions(0.9, 0)
+    alone[(alone == 1) & (np.random.default_rng(0).random(alone.shape) < 0.7)] = 0  # learns spot, pays on blob
+    rec_dir = write_run(tmp_path, cfg, "lovasz_softmax", 0, alone)
+    rec = read_record(rec_dir)
+    rec.history = rec.history[:1]
+    write_record(rec_dir, rec)
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    verdict = readme[readme.index("## Verdict") : readme.index("### Leaderboard")]
+    first = verdict.split("\n- ")[1]
+    assert first.startswith("**Who learned what**")
+    assert "  - `spot`: learned only by `lovasz_softmax` 0." in first and "not by the other 3 losses (at most 0.00)" in first
+    assert "`lovasz_softmax` pays on `blob` (0." in first
+    assert "- **Still improving?** Cannot be told from one epoch" in verdict
+    assert "P(best)" not in verdict
+    # the degenerate runs: in "who learned what" and in the flags column, not again in the verdict's lines
+    assert "degenerate" not in verdict.replace("flagged degenerate", "")
+    assert readme.count("degenerate: `spot` (seed 0)") == 2 * 3  # the three losses' rows of both leaderboards
+    assert "**0.000" not in readme  # nothing is crowned at zero
+
+
+def test_a_column_whose_best_reads_zero_crowns_nobody():
+    from lossbench.report.tables import per_class_md
+
+    df = pd.DataFrame({"loss": ["a", "b"], "class": ["spot", "spot"], "iou": [0.0004, 0.0], "status": ["ok", "ok"]})
+    assert "**" not in per_class_md(df, "iou", ["spot"], ["a", "b"])
+    df.loc[0, "iou"] = 0.2
+    assert "**0.200**" in per_class_md(df, "iou", ["spot"], ["a", "b"])
+
+
+def test_a_report_of_a_narrowed_compare_is_what_was_asked_and_the_rest_is_one_line(tmp_path):
+    # issue 30 (5): compare --losses ce --seeds 0 flagged every loss "incomplete" and listed 8 runs "missing"
+    cfg = suite(tmp_path, "[ce, dice, focal]")
+    write_run(tmp_path, cfg, "ce", 0, predictions(0.9, 0))
+    write_run(tmp_path, cfg, "dice", 0, predictions(0.8, 0))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False, asked=({"ce"}, {0})).read_text()
+    assert "incomplete" not in readme and "not trained yet |" not in readme
+    assert "| `dice` |" not in readme  # in no table: dice seed 0 was trained, but not asked for
+    assert "This report is what `compare --losses/--seeds` was asked; 7 other runs of the suite" in readme
+    whole = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()  # lossbench report: the suite
+    assert whole.count("| missing | not trained yet |") == 7 and "incomplete" in whole

@@ -37,7 +37,7 @@ from pathlib import Path
 from lossbench.config import ReportConfig
 from lossbench.io import write_text_atomic
 from lossbench.report.analyse import LEADERBOARD_COLUMNS, analyse
-from lossbench.report.gather import RESULT_COLUMNS, Runs, collect_runs
+from lossbench.report.gather import RESULT_COLUMNS, Runs, collect_runs, narrowed
 from lossbench.report.plots import PLOTS, plot_data, plot_sensitivity, write_plots
 from lossbench.report.summary import log_summary_to_wandb
 from lossbench.report.tables import readme_md
@@ -45,11 +45,15 @@ from lossbench.report.tables import readme_md
 __all__ = ["LEADERBOARD_COLUMNS", "PLOTS", "RESULT_COLUMNS", "write_report"]
 
 
-def write_report(out: Path, report: Path, log_to_wandb: bool = True, settings: ReportConfig | None = None) -> Path:
+def write_report(out: Path, report: Path, log_to_wandb: bool = True, settings: ReportConfig | None = None,
+                 asked: tuple[set[str], set[int]] | None = None) -> Path:  # fmt: skip
     """Write the report of the runs under ``out`` into ``report``; return the README path. ``settings``: a
-    ``report:`` section to use instead of the suite file's (``lossbench report --set report.focus=…``)."""
+    ``report:`` section to use instead of the suite file's (``lossbench report --set report.focus=…``);
+    ``asked``: the labels and seeds ``compare --losses/--seeds`` trained — the report is theirs."""
     out, report = Path(out), Path(report)
     found = collect_runs(out)
+    if asked is not None:
+        found = narrowed(found, *asked)
     if settings is not None and found.cfg is not None:
         found.cfg = found.cfg.model_copy(update={"report": settings})
     searched = found.tuning is not None and (found.tuning.search_records or found.tuning.default_records)

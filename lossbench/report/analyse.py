@@ -3,8 +3,8 @@
 :func:`analyse_budget` computes every statistic a leaderboard shows from the runs' records and
 evidence (:mod:`lossbench.report.stats`); :func:`flag_budgets` and :func:`flag_text` add the flags
 (degenerate, unstable, budget-bound, incomplete); :func:`leaderboard_frame` is ``leaderboard.csv``.
-Each budget also says in plain words what a person must know before any ranking: the classes no loss
-learned (:data:`LEARNED_IOU`) and the losses still improving when training stopped (:data:`RISING`).
+Each budget also says in plain words what a person must know before any ranking: who learned which class
+(:func:`who_learned`, :data:`LEARNED_IOU`) and the losses still improving when training stopped (:data:`RISING`).
 Settings come from the suite's ``report:`` section (its defaults when the folder has no suite file).
 """
 
@@ -33,8 +33,8 @@ set account for training randomness, ``image`` when they cover only the test ima
 cannot be ruled out as the best (by mean IoU; ``focus_in_best_set`` by the focus class's IoU)."""
 
 LEARNED_IOU = 0.05
-"""A run whose IoU on a class present in the test set is below this has not learned it (flag *degenerate*);
-a class whose best loss scores below it was learned by none (the verdict says so first)."""
+"""A run whose IoU on a class present in the test set is below this has not learned it (flag *degenerate*); a loss
+whose mean IoU on a class over its seeds is below it did not learn the class (the verdict's *who learned what*)."""
 
 RISING = 0.01
 """Validation mean IoU that rose by more than this over the last quarter of training was still rising."""
@@ -59,7 +59,8 @@ class Budget:
     no_evidence: list[str]  # labels of losses shown without intervals
     scores: dict[str, stats.LossScores] = field(default_factory=dict)  # mean IoU of each loss, per seed
     rising: dict[str, float] = field(default_factory=dict)  # losses still rising at the end: the rise
-    not_learned: list[tuple[str, float, str]] = field(default_factory=list)  # (class, best mean IoU, its loss)
+    learned: dict[str, dict[str, float]] = field(default_factory=dict)  # class → loss → mean test IoU over its seeds
+    epochs_seen: int = 0  # the most epochs any run's history holds (1: "still improving" cannot be told)
     damaged_evidence: list[DamagedEvidence] = field(default_factory=list)  # evidence files that cannot be used
     race: Race | None = None  # a raced suite's rounds (at its last budget)
     race_on: str = "miou"  # the score the race ruled losses out on
@@ -187,7 +188,8 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
         _flag_unstable(table)
     rising = {label: rise for label in labels if (rise := still_rising([r for r in ok if r.label == label])) is not None}
     b = Budget(budget, table, cmp_m, cmp_f, n_boot, alpha, images, seeds, sorted(no_evidence), score_m, rising,
-               _not_learned(ok, classes), damaged, the_race, on or "miou")  # fmt: skip
+               _class_means(ok, classes), max((len(r.history or []) for r in ok), default=0), damaged, the_race,
+               on or "miou")  # fmt: skip
     b.detectable, b.floor = _detectable(b)
     return b
 
@@ -266,9 +268,9 @@ def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, s
     }  # fmt: skip
 
 
-def _not_learned(ok: list[RunRecord], classes: list[str]) -> list[tuple[str, float, str]]:
-    """Classes whose best loss (mean test IoU over its seeds) scores below :data:`LEARNED_IOU`: ``(class, best, loss)``."""
-    out = []
+def _class_means(ok: list[RunRecord], classes: list[str]) -> dict[str, dict[str, float]]:
+    """Each class's mean test IoU over the seeds of each loss (a run that never predicted a present class counts 0)."""
+    out: dict[str, dict[str, float]] = {}
     for c in classes:
         means = {}
         for label in sorted({r.label for r in ok}):
@@ -276,11 +278,40 @@ def _not_learned(ok: list[RunRecord], classes: list[str]) -> list[tuple[str, flo
             values = [v for v in values if not math.isnan(v)]
             if values:
                 means[label] = float(np.mean(values))
-        if means:
-            loss = max(sorted(means), key=lambda k: means[k])
-            if means[loss] < LEARNED_IOU:
-                out.append((c, means[loss], loss))
+        out[c] = means
     return out
+
+
+def who_learned(b: Budget) -> tuple[list[str], list[tuple[str, dict[str, float], dict[str, float]]], list[tuple[str, float]]]:
+    """``(learned by every loss, [(class, learned by, not learned by)], [(class, best IoU)] learned by none)``: a loss
+    learned a class when its mean test IoU over the seeds is at least :data:`LEARNED_IOU`."""
+    every, some, none = [], [], []
+    for c, means in b.learned.items():
+        if not means:
+            continue
+        yes = {k: v for k, v in means.items() if v >= LEARNED_IOU}
+        no = {k: v for k, v in means.items() if v < LEARNED_IOU}
+        if not no:
+            every.append(c)
+        elif not yes:
+            none.append((c, max(means.values())))
+        else:
+            some.append((c, yes, no))
+    return every, some, none
+
+
+def cost_of(b: Budget, loss: str, learned: str) -> tuple[str, float, float] | None:
+    """The class on which ``loss`` — one of few to learn ``learned`` — pays most: ``(class, its IoU, the others'
+    median)``, when it trails the others' median there by more than :data:`LEARNED_IOU`."""
+    worst = None
+    for c, means in b.learned.items():
+        if c == learned or loss not in means or len(means) < 3:
+            continue
+        others = float(np.median([v for k, v in means.items() if k != loss]))
+        gap = others - means[loss]
+        if gap > LEARNED_IOU and (worst is None or gap > worst[2] - worst[1]):
+            worst = (c, means[loss], others)
+    return worst
 
 
 def _flag_unstable(table: pd.DataFrame) -> None:
@@ -317,8 +348,8 @@ def flag_text(row: Any) -> str:
     """The flags of one leaderboard row as text (kept in the table's ``flags`` column)."""
     flags = []
     if row["degenerate"]:
-        found = ", ".join(f"{code(c)} IoU {iou:.3f} on seed {seed}" for c, iou, seed in row["degenerate"])
-        flags.append(f"degenerate ({found}: below {LEARNED_IOU:g}, not learned)")
+        found = ", ".join(f"{code(c)} (seed {seed})" for c, _, seed in row["degenerate"])
+        flags.append(f"degenerate: {found}")
     if row.get("unstable"):
         flags.append("unstable (seed spread > spread across losses)")
     if row.get("budget_bound"):
@@ -362,6 +393,8 @@ def analyse(found: Runs) -> Analysis:
     focus = focus_of(records, found.cfg) or (classes[-1] if classes else None)
     budgets = [b for b in found.budgets if any(r.budget == b for r in ok_records)]
     seeds: int | dict[str, int] = len(found.cfg.seeds) if found.cfg else len({r.seed for r in ok_records})
+    if found.asked_seeds is not None:
+        seeds = found.asked_seeds
     raced = found.cfg is not None and found.cfg.race is not None
     if raced:  # a raced loss should have every seed the race gave it (a failed one makes it incomplete)
         ended = [r for r in records if r.status in ("ok", "failed")]

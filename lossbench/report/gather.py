@@ -49,6 +49,8 @@ class Runs:
     missing: list[tuple[str, int, int]]  # (label, seed, budget) of runs the suite lists that have no record
     cfg: SuiteConfig | None
     tuning: Tuning | None = None  # a tuned suite's search and default point (``current``: its selected points)
+    asked_seeds: int | None = None  # a report narrowed to what compare was asked (--losses/--seeds): seeds per loss
+    not_asked: int = 0  # runs of the suite left out of a narrowed report that are not trained yet
 
     @property
     def budgets(self) -> list[int]:
@@ -83,6 +85,17 @@ def collect_runs(out: Path) -> Runs:
     missing = [(run.label, run.seed, run.budget) for run in planned
                if (run.label, run.seed, run.budget) not in have and run.run_dir not in damaged_dirs]  # fmt: skip
     return Runs(current, stale, scan.damaged, missing, cfg)
+
+
+def narrowed(found: Runs, labels: set[str], seeds: set[int]) -> Runs:
+    """The report of what ``compare --losses/--seeds`` was asked: those losses and seeds only, the rest of the
+    suite's untrained runs counted in one line (:attr:`Runs.not_asked`) instead of listed as missing."""
+    def asked(label: str, seed: int) -> bool:
+        return label.split(" [")[0] in labels and seed in seeds
+
+    missing = [m for m in found.missing if asked(m[0], m[1])]
+    return Runs([r for r in found.current if asked(r.label, r.seed)], found.stale, found.damaged, missing, found.cfg,
+                found.tuning, len(seeds), len(found.missing) - len(missing))  # fmt: skip
 
 
 def _collect_tuned(cfg: SuiteConfig, scan: Any, out: Path) -> Runs:

@@ -14,7 +14,7 @@ from lossbench.config import SuiteConfig
 from lossbench.metrics import BOUNDARY_METRICS
 from lossbench.record import RunRecord
 import lossbench.report.stats as stats
-from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget
+from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget, cost_of, who_learned
 from lossbench.report.gather import Runs
 from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
@@ -105,7 +105,7 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
 
 def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str], lower_is_better: bool = False,
                  count: str | None = None) -> str:  # fmt: skip
-    """Mean ± std over seeds per loss and class; the best of a column in bold, unless it is 0 (nothing to crown).
+    """Mean ± std over seeds per loss and class; the best of a column in bold, unless it reads 0.000 (nothing to crown).
     ``count``: a column whose mean over seeds each cell shows as ``(n …)``."""
     ok = df[df["status"] == "ok"]
     stats_ = {(loss, c): _mean_std(g[metric]) for (loss, c), g in ok.groupby(["loss", "class"])}
@@ -118,7 +118,7 @@ def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[
         cells = []
         for c in classes:
             mean, std = stats_.get((loss, c), (math.nan, math.nan))
-            crown = not math.isnan(mean) and mean == best[c] and (lower_is_better or best[c] > 0)
+            crown = not math.isnan(mean) and mean == best[c] and (lower_is_better or round(best[c], 3) > 0)  # no **0.000**
             n = counts.get((loss, c), math.nan)
             cells.append(_cell(mean, std, crown) + (f" (n {n:.0f})" if not math.isnan(n) else ""))
         rows.append([f"`{loss}`", *cells])
@@ -156,13 +156,46 @@ def boundary_md(df: pd.DataFrame, records: list[RunRecord], classes: list[str], 
     ]  # fmt: skip
 
 
+def _names(losses: list[str], values: dict[str, float] | None = None, most: int = 6) -> str:
+    """`a` 0.32, `b` 0.21 — or, past ``most``, the first ones and how many more."""
+    shown = [f"`{k}`" + (f" {values[k]:.2f}" if values else "") for k in losses[:most]]
+    return ", ".join(shown) + (f" and {len(losses) - most} more" if len(losses) > most else "")
+
+
+def who_learned_md(b: Budget) -> list[str]:
+    """The report's first finding: which losses learned which class (mean test IoU over the seeds ≥ LEARNED_IOU),
+    each class said once — learned by all, by some (with the losses, and what a lone learner paid for it), by none."""
+    every, some, none = who_learned(b)
+    if not (some or none) or len(b.table) < 1:
+        return [f"- **Who learned what**: every loss learned every class ({', '.join(map(code, every))}; mean test IoU "
+                f"over the seeds at least {LEARNED_IOU:g})."] if every else []  # fmt: skip
+    lines = [f"- **Who learned what** (a loss learned a class when its mean test IoU over the seeds is at least {LEARNED_IOU:g}):"]
+    for c, yes, no in some:
+        order = sorted(yes, key=lambda k: (-yes[k], k))
+        if len(yes) <= len(no):
+            line = f"{code(c)}: learned only by {_names(order, yes)}; not by the other {plural(len(no), 'loss', 'losses')} (at most {max(no.values()):.2f})"
+            costs = [(k, cost) for k in order if (cost := cost_of(b, k, c)) is not None]
+            if costs and len(yes) <= 2:
+                line += "; " + "; ".join(f"`{k}` pays on {code(cc)} ({v:.2f} against the others' median {m:.2f})" for k, (cc, v, m) in costs)
+        else:
+            missed = sorted(no, key=lambda k: (no[k], k))
+            line = f"{code(c)}: not learned by {_names(missed, no)}; every other loss learned it (up to {max(yes.values()):.2f})"
+        lines.append(f"  - {line}.")
+    if none:
+        lines.append(f"  - **not learned by any loss**: {', '.join(f'{code(c)} (best {v:.2f})' for c, v in none)} — a ranking "
+                     "on them means nothing yet: train longer, or change the data or the model.")  # fmt: skip
+    if every:
+        lines.append(f"  - learned by every loss: {', '.join(map(code, every))}.")
+    return lines
+
+
 def _plain_words_md(b: Budget) -> list[str]:
-    """What a person must know before any ranking: classes no loss learned, losses still improving, what the
-    seeds allow, and how many seeds the observed differences would need."""
-    out = []
-    for c, best, loss in b.not_learned:
-        out.append(f"- **No loss learned {code(c)}**: the best test IoU on it is {best:.3f} (`{loss}`), below {LEARNED_IOU:g}. "
-                   f"A ranking on {code(c)} means nothing yet: train longer, or change the data or the model.")  # fmt: skip
+    """What a person must know before any ranking: who learned what, losses still improving (or that one epoch
+    cannot tell), what the seeds allow, and what the suite can detect."""
+    out = who_learned_md(b)
+    if b.epochs_seen == 1:
+        out.append("- **Still improving?** Cannot be told from one epoch: the validation curve has one point. Train "
+                   "longer, or list several `budgets:`.")  # fmt: skip
     if b.rising:
         rising = ", ".join(f"`{k}` (+{v:.3f})" for k, v in sorted(b.rising.items(), key=lambda kv: -kv[1]))
         out.append(f"- **Still improving when training stopped**: the validation mean IoU of {rising} rose by more than "
@@ -215,6 +248,12 @@ def _detectable_md(b: Budget) -> str | None:
     return f"- **What this suite can detect**: among {k} losses {can}. More seeds shrink the gap — {rest}. {floor}"
 
 
+def _flag_names(flags: str, degenerate: bool = True) -> str:
+    """The names of a row's flags (``degenerate, unstable``), without their details."""
+    names = [f.split(":")[0].split(" (")[0] for f in flags.split("; ") if f]
+    return ", ".join(n for n in names if degenerate or n != "degenerate")
+
+
 def _ruled_out_md(cmp_: stats.Comparison, losses: list[str]) -> str:
     """The ruled-out losses, grouped by the loss that beat them."""
     by: dict[str, list[str]] = {}
@@ -239,7 +278,7 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         flag = t.at[cmp_.best, "flags"]
         n = len(cmp_.estimate)
         top = (f"highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]{chance}"
-               + (f" — flagged: {flag}" if flag else ""))  # fmt: skip
+               + (f" — flagged {_flag_names(flag)}" if flag else ""))  # fmt: skip
         if n == 1:
             line = f"- **{name}**: {top}; the only loss with results here — nothing to compare it with"
         elif len(members) == n:
@@ -254,8 +293,9 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
             line = (f"- **{name}**: best set{where}: {names} ({len(members)} of {n}; cannot be ruled out at "
                     f"{100 * (1 - b.alpha):g} %); ruled out: {_ruled_out_md(cmp_, out_of)}. The {top}")  # fmt: skip
         out.append(line + ".")
-    flagged = [(r["loss"], r["flags"]) for r in b.table.to_dict("records") if r["flags"]]
-    if flagged:
+    flagged = [(r["loss"], _flag_names(r["flags"], degenerate=False)) for r in b.table.to_dict("records")]
+    flagged = [(k, v) for k, v in flagged if v]
+    if flagged:  # degenerate runs are in "who learned what" and the leaderboards' flags column: said once each
         out.append("- Flags: " + "; ".join(f"`{k}` {v}" for k, v in flagged) + ".")
     if b.no_evidence:
         out.append(f"- Shown without intervals (runs without `evidence.npz`, or tested on other images): {', '.join(b.no_evidence)}.")
@@ -418,6 +458,10 @@ def problems_md(found: Runs, out: Path) -> list[str]:
     rows = [[f"`{r.label}`", r.seed, r.budget, r.status, text((r.error or "still running, or killed")[:300])] for r in not_ok]
     rows += [[f"`{label}`", seed, budget, "missing", "not trained yet"] for label, seed, budget in found.missing]
     parts.append(table(["loss", "seed", "epochs", "status", "error"], rows) if rows else "None.")
+    if found.not_asked:
+        parts += ["", f"This report is what `compare --losses/--seeds` was asked; {plural(found.not_asked, 'other run')} of "
+                  f"the suite (other losses or seeds) {'is' if found.not_asked == 1 else 'are'} not trained yet: `lossbench "
+                  "compare` without `--losses`/`--seeds` trains them and reports the whole suite."]  # fmt: skip
     if found.damaged:
         parts += ["", "## Damaged run records", "", "These `metrics.json` files cannot be read; their runs are left out "
                   "and the next `lossbench compare` trains them again:", ""]  # fmt: skip
