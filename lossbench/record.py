@@ -302,6 +302,7 @@ EVIDENCE_ARRAYS = {
     "objects": "[N, 4] int64: per test image, focus-class objects: ground truth, hit, predicted, false positive",
     "boundary": "[N, C, 2] float32: per test image and class, HD95 and NSD (lossbench.metrics.boundary_scores; NaN: undefined)",
     "panel_index": "[K] int64: the test images of the qualitative panel (most focus-class pixels first)",
+    "panel_slice": "[K] int64: for volumes, the slice of each panel volume shown (the most focus-class voxels); -1 for images",
     "panel_image_<k>": "[H, W, 3] uint8: panel image k for display",
     "panel_target_<k>": "[H, W] int32: its mask",
     "panel_pred_<k>": "[H, W] int32: this run's prediction of it",
@@ -329,6 +330,7 @@ class Evidence:
     boundary: np.ndarray | None = None  # runs tested before boundary metrics have none
     panel_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     panel: list[PanelImage] = field(default_factory=list)
+    panel_slice: np.ndarray | None = None  # volumes: the slice shown of each panel volume (runs before it have none)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays as ``evidence.npz`` names them."""
@@ -337,6 +339,8 @@ class Evidence:
             out["boundary"] = self.boundary
         out["confmat"] = self.confmat
         out["panel_index"] = self.panel_index
+        if self.panel_slice is not None:
+            out["panel_slice"] = self.panel_slice
         for k, p in enumerate(self.panel):
             out |= {f"panel_image_{k}": p.image, f"panel_target_{k}": p.target, f"panel_pred_{k}": p.pred}
         return out
@@ -348,7 +352,8 @@ class Evidence:
         index = arrays.get("panel_index", np.zeros(0, np.int64))
         panel = [PanelImage(arrays[f"panel_image_{k}"], arrays[f"panel_target_{k}"], arrays[f"panel_pred_{k}"])
                  for k in range(len(index))]  # fmt: skip
-        return cls(arrays["counts"], arrays["confmat"], arrays["objects"], arrays.get("boundary"), index, panel)
+        return cls(arrays["counts"], arrays["confmat"], arrays["objects"], arrays.get("boundary"), index, panel,
+                   arrays.get("panel_slice"))  # fmt: skip
 
 
 def _check_evidence(a: dict[str, np.ndarray]) -> None:
@@ -371,6 +376,8 @@ def _check_evidence(a: dict[str, np.ndarray]) -> None:
             raise ValueError(f"{key} must hold non-negative integer counts, found {a[key].dtype}")
     if "boundary" in a and np.isinf(a["boundary"]).any():
         raise ValueError("boundary holds infinite distances")
+    if "panel_slice" in a and a["panel_slice"].shape != a.get("panel_index", np.zeros(0)).shape:
+        raise ValueError(f"panel_slice is {list(a['panel_slice'].shape)}, expected one slice per panel volume")
 
 
 class DamagedEvidence(ValueError):

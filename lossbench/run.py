@@ -527,7 +527,7 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
         trainer.test(module, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
             evidence = module.test_evidence
-            evidence.panel_index, evidence.panel = panel(module, datamodule, run_cfg.report.panel)
+            evidence.panel_index, evidence.panel, evidence.panel_slice = panel(module, datamodule, run_cfg.report.panel)
             log_panel(trainer.logger, evidence, bundle.class_names)
             write_evidence(run_dir, evidence)
     finally:
@@ -566,9 +566,10 @@ def display_image(image: Any) -> Any:
     return (x.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
 
 
-def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage]]:
+def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage], Any]:
     """The ``k`` test images with the most focus-class pixels (ties: the earlier image) and this run's
-    predictions of them, for the report: ``(their indices, the images)``.
+    predictions of them, for the report: ``(their indices, the images, for volumes the slice shown of each —
+    else None)``.
 
     The choice depends on the test set only, so every run of a suite stores the same images.
     """
@@ -580,7 +581,7 @@ def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage]]:
     counts, index = module.test_evidence.counts, module.test_index
     focus_pixels = counts[:, module.focus, TP] + counts[:, module.focus, FN]
     chosen = index[np.lexsort((index, -focus_pixels))][:k]
-    images = []
+    images, slices = [], []
     module.eval()
     for i in chosen.tolist():
         batch = datamodule.eval_collate([datamodule.test_set[i]])
@@ -590,10 +591,11 @@ def panel(module: Any, datamodule: Any, k: int) -> tuple[Any, list[PanelImage]]:
         if target.ndim == 3:  # a volume: its slice with the most focus-class voxels (ties: the first)
             d = int(np.argmax((target == module.focus).sum((1, 2))))
             image, target, pred = image[:, d], target[d], pred[d]
+            slices.append(d)
         images.append(PanelImage(
             image=display_image(image), target=target.astype(np.int32), pred=pred.astype(np.int32),
         ))  # fmt: skip
-    return np.asarray(chosen, np.int64), images
+    return np.asarray(chosen, np.int64), images, (np.asarray(slices, np.int64) if slices else None)
 
 
 def install_interrupt_handler() -> None:

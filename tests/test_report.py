@@ -408,3 +408,68 @@ def test_a_report_of_a_narrowed_compare_is_what_was_asked_and_the_rest_is_one_li
     assert "This report is what `compare --losses/--seeds` was asked; 7 other runs of the suite" in readme
     whole = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()  # lossbench report: the suite
     assert whole.count("| missing | not trained yet |") == 7 and "incomplete" in whole
+
+
+def _figures(monkeypatch):
+    """The figures the report's plot functions make, kept open to read their layout (not their pixels)."""
+    import lossbench.report.plots as plots
+
+    made = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: made.append(fig))
+    return made
+
+
+def test_plot_layouts_wrap_panels_fix_colours_by_name_and_say_one_epoch(tmp_path, monkeypatch):
+    # issue 30 (6): 11 classes made a 3,872×418 row of panels; labels overlapped; a loss's colour changed between
+    # reruns; one epoch drew an empty learning-curve plot
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import lossbench.report.plots as plots
+
+    cfg = suite(tmp_path, "[ce, dice, lovasz_softmax]", "[0]")
+    for label, a in (("ce", 0.9), ("dice", 0.8), ("lovasz_softmax", 0.7)):
+        rec_dir = write_run(tmp_path, cfg, label, 0, predictions(a, 0))
+        rec = read_record(rec_dir)
+        rec.history = rec.history[:1]
+        write_record(rec_dir, rec)
+    found = collect_runs(tmp_path)
+    d = plots.plot_data(analyse(found), found.current)
+    made = _figures(monkeypatch)
+    classes = [f"class{i}" for i in range(11)]
+    rows = [{"loss": k, "class": c, "sensitivity": 0.5, "precision": 0.5, "status": "ok"} for k in d.order for c in classes]
+    plots._plot_precision_recall(plots.PlotData(pd.DataFrame(rows), d.b, d.records, classes, d.focus, d.order), tmp_path / "pr.png")
+    grid = [ax for ax in made[-1].axes if ax.get_title()]
+    assert len(grid) == 11 and {ax.get_subplotspec().get_geometry()[:2] for ax in grid} == {(3, 4)}
+    plots._plot_miou_vs_focus(d, tmp_path / "m.png")
+    (ax,) = made[-1].axes
+    assert not ax.texts and [t.get_text() for t in ax.get_legend().get_texts()] == d.order  # a legend, no labels at points
+    plots._plot_learning_curves(d, tmp_path / "l.png")
+    assert "one epoch: a point per loss" in made[-1]._suptitle.get_text()
+    assert all(line.get_marker() == "o" for line in made[-1].axes[0].get_lines())
+    # a loss's colour is its name's, whatever else the suite holds; the documents' losses each have their own
+    assert d.colors["dice"] == plots.loss_colour("dice")
+    other = plots.PlotData(d.df, d.b, d.records, d.classes, d.focus, ["dice", "zz_mine", "ce"])
+    assert other.colors["dice"] == d.colors["dice"] and other.colors["ce"] == d.colors["ce"]
+    assert len({plots.loss_colour(k) for k in plots.BUILTIN_ORDER}) == len(plots.BUILTIN_ORDER)
+    from lossbench.losses import list_losses
+
+    assert {s if isinstance(s, str) else s.name for s in list_losses()} <= set(plots.BUILTIN_ORDER)  # every built-in loss
+    assert plots.loss_colour("zz_mine") == plots.loss_colour("zz_mine") not in {plots.loss_colour(k) for k in plots.BUILTIN_ORDER}
+
+
+def test_a_test_set_of_three_cases_gives_no_image_interval_and_says_why(tmp_path, monkeypatch):
+    # issue 30 (6): 2 test volumes gave an interval [0.537, 0.537] with no word that 2 cannot give one
+    import helpers.runs
+
+    monkeypatch.setattr(helpers.runs, "N", 3)
+    cfg = suite(tmp_path, "[ce, dice]", "[0]")
+    write_run(tmp_path, cfg, "ce", 0, predictions(0.9, 0))
+    write_run(tmp_path, cfg, "dice", 0, predictions(0.7, 0))
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.images == 3 and b.too_few_cases and math.isnan(b.miou.interval["ce"][0])
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "- **Only 3 test images**: too few to measure what other test images would give" in readme
+    assert "no interval is given" in readme and "at least 5 images" in readme
+    lb = pd.read_csv(tmp_path / "report" / "leaderboard.csv")
+    assert lb["miou_lo"].isna().all()

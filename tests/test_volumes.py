@@ -307,6 +307,13 @@ def test_both_modes_train_end_to_end_and_score_each_volume_as_its_saved_predicti
     report = (tmp_path / "report" / "README.md").read_text()
     assert "95th-percentile Hausdorff distance in mm" in report and "Each test case is a whole volume" in report
     assert (tmp_path / "report" / "predictions.png").exists()  # a slice through each of the chosen test volumes
+    # issue 30 (6): objects per volume, not "per image"; the panel says which slice of which volume it shows
+    assert "objects: found / false per volume / F1" in report and "false per image" not in report
+    ev = read_evidence(runs[0])
+    assert ev.panel_slice is not None and len(ev.panel_slice) == len(ev.panel_index)
+    target = bundle.test[int(ev.panel_index[0])][1].numpy()
+    focus = bundle.class_names.index(read_record(runs[0]).focus)
+    assert int(ev.panel_slice[0]) == int(np.argmax((target == focus).sum((1, 2))))
 
 
 @pytest.mark.slow

@@ -36,6 +36,9 @@ LEARNED_IOU = 0.05
 """A run whose IoU on a class present in the test set is below this has not learned it (flag *degenerate*); a loss
 whose mean IoU on a class over its seeds is below it did not learn the class (the verdict's *who learned what*)."""
 
+MIN_TEST_CASES = 5
+"""Fewer test images (or volumes) than this cannot measure what other test cases would give: no image bootstrap."""
+
 RISING = 0.01
 """Validation mean IoU that rose by more than this over the last quarter of training was still rising."""
 
@@ -66,6 +69,12 @@ class Budget:
     race_on: str = "miou"  # the score the race ruled losses out on
     detectable: dict[float, float] = field(default_factory=dict)  # seeds per loss → the gap ruled out with 80 % power
     floor: float = math.nan  # that gap with infinitely many seeds: what the test images alone allow
+    case: str = "image"  # what one test case is: an image, or a volume
+
+    @property
+    def too_few_cases(self) -> bool:
+        """Too few test cases for the image bootstrap (:data:`MIN_TEST_CASES`): intervals without the test set's part."""
+        return self.images is not None and self.images < MIN_TEST_CASES
 
     @property
     def level(self) -> str:
@@ -161,19 +170,20 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
         no_evidence += sorted(counts)
         counts = {}
     weights = stats.image_draws(images, n_boot, seed=0) if counts else None
+    bootstrap = images is not None and images >= MIN_TEST_CASES  # 2 test volumes cannot say what others would give
 
     score_m, score_f = {}, {}
     for label in labels:
         per_seed_m, per_seed_f = _scores(ok, label, focus)
         rep_m = rep_f = None
-        if label in counts:
+        if label in counts and bootstrap:
             m, f = stats.replicate_scores(counts[label], weights, class_ids, focus_id)
             rep_m, rep_f = stats.seed_mean(m), stats.seed_mean(f)
         score_m[label] = stats.LossScores(per_seed_m, rep_m)
         score_f[label] = stats.LossScores(per_seed_f, rep_f)
     with_ev = [k for k in labels if k in counts]
     level = stats.level_of(score_m)
-    the_race = race_of(records, budget, cfg, counts, weights, class_ids, focus, focus_id) if race and with_ev else None
+    the_race = race_of(records, budget, cfg, counts, weights if bootstrap else None, class_ids, focus, focus_id) if race and with_ev else None
     on = cfg.race.on if the_race is not None else None
     out_m = the_race.ruled_out if on == "miou" else None
     out_f = the_race.ruled_out if on == "focus" else None
@@ -191,6 +201,7 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
                _class_means(ok, classes), max((len(r.history or []) for r in ok), default=0), damaged, the_race,
                on or "miou")  # fmt: skip
     b.detectable, b.floor = _detectable(b)
+    b.case = "volume" if cfg is not None and cfg.data.is_volumes else "image"
     return b
 
 
@@ -212,7 +223,7 @@ def _detectable(b: Budget) -> tuple[dict[float, float], float]:
     return gaps, stats.detectable_difference(sd, math.inf, k, image_sd, b.alpha)
 
 
-def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dict[str, np.ndarray], weights: np.ndarray,
+def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dict[str, np.ndarray], weights: np.ndarray | None,
             class_ids: list[int], focus: str | None, focus_id: int | None) -> Race:  # fmt: skip
     """The race of a raced suite at ``budget``, judged on the runs that exist (:func:`lossbench.report.race.run_race`):
     each loss's seeds in the race's order, a loss's first ``n`` of them scored from their evidence."""
@@ -231,10 +242,13 @@ def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dic
             runs = [r for r in ok[label] if order[r.seed] < n]
             if not runs:
                 return stats.LossScores(np.array([]))
-            m, f = stats.replicate_scores(_evidence_counts(runs, []), weights, class_ids, focus_id)
             per_m, per_f = _scores(runs, label, focus)
             on_miou = cfg.race.on == "miou"
-            cache[label, n] = stats.LossScores(per_m if on_miou else per_f, stats.seed_mean(m if on_miou else f))
+            reps = None
+            if weights is not None:
+                m, f = stats.replicate_scores(_evidence_counts(runs, []), weights, class_ids, focus_id)
+                reps = stats.seed_mean(m if on_miou else f)
+            cache[label, n] = stats.LossScores(per_m if on_miou else per_f, reps)
         return cache[label, n]
 
     return run_race(labels, race_schedule(cfg), attempted, scores, cfg.report.alpha, cfg.race.max_runs)

@@ -27,6 +27,27 @@ PLOTS = {
 }
 """Every plot file the report writes, with its title."""
 
+BUILTIN_ORDER = ("ce", "weighted_ce", "focal", "dice", "iou", "tversky", "generalized_dice", "bce_dice", "focal_dice",
+                 "exp_log", "lovasz_hinge", "lovasz_softmax", "combo", "ohem", "focal_tversky", "log_cosh_dice",
+                 "sensitivity_specificity", "mcc", "boundary", "hausdorff_dt", "cldice", "recall_ce", "unified_focal", "sum")  # fmt: skip
+"""Losses with a colour of their own in every plot of every report (the documents' losses first)."""
+
+
+def loss_colour(name: str) -> Any:
+    """A loss's colour, fixed by its name — the same in every plot and every report, whatever else the suite holds:
+    the losses of :data:`BUILTIN_ORDER` each their own of 40 colours (tab20, then tab20b), any other name one of the
+    rest by a hash of its name."""
+    import zlib
+
+    import matplotlib.pyplot as plt
+
+    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
+    if name in BUILTIN_ORDER:
+        return palette[BUILTIN_ORDER.index(name)]
+    rest = palette[len(BUILTIN_ORDER) :]
+    return rest[zlib.crc32(name.encode()) % len(rest)]
+
+
 CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
                  "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"]  # fmt: skip
 
@@ -42,9 +63,7 @@ class PlotData:
 
     @cached_property
     def colors(self) -> dict[str, Any]:
-        import matplotlib.pyplot as plt
-
-        return {loss: plt.get_cmap("tab20")(i % 20) for i, loss in enumerate(sorted(self.order))}
+        return {loss: loss_colour(loss) for loss in self.order}
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -94,16 +113,18 @@ def _plot_miou_vs_focus(d: PlotData, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t = d.b.table.set_index("loss")
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    for loss in d.order:
+    fig, ax = plt.subplots(figsize=(9.5, 6))
+    markers = "osD^v<>phX*"
+    for i, loss in enumerate(d.order):  # named in the legend, not beside the points: close losses would overlap
         x, y = t.at[loss, "miou"], t.at[loss, "focus_iou"]
         xerr = [[x - t.at[loss, "miou_lo"]], [t.at[loss, "miou_hi"] - x]] if not math.isnan(t.at[loss, "miou_lo"]) else None
         yerr = [[y - t.at[loss, "focus_lo"]], [t.at[loss, "focus_hi"] - y]] if not math.isnan(t.at[loss, "focus_lo"]) else None
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=d.colors[loss], ms=5, capsize=2, lw=1)
-        ax.annotate(loss + (" ⚑" if d.flagged(loss) else ""), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[i % len(markers)], color=d.colors[loss], ms=6, capsize=2,
+                    lw=1, label=loss + (" ⚑" if d.flagged(loss) else ""))  # fmt: skip
     ax.set_xlabel("test mean IoU")
     ax.set_ylabel(f"test IoU, {d.focus}")
     ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_title(PLOTS["miou_vs_focus.png"] + " — ⚑ flagged", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
@@ -113,8 +134,10 @@ def _plot_precision_recall(d: PlotData, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ok = d.ok
-    fig, axes = plt.subplots(1, len(d.classes), figsize=(3.2 * len(d.classes), 3.8), squeeze=False)
-    for ax, c in zip(axes[0], d.classes):
+    cols = min(PANELS_PER_ROW, len(d.classes))
+    rows = math.ceil(len(d.classes) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1.6, 3.4 * rows + 0.4), squeeze=False)
+    for ax, c in zip(axes.flat, d.classes):
         for loss in d.order:
             sel = ok[(ok["loss"] == loss) & (ok["class"] == c)]
             ax.scatter(sel["sensitivity"].mean(), sel["precision"].mean(), color=d.colors[loss], s=30, label=loss)
@@ -123,12 +146,19 @@ def _plot_precision_recall(d: PlotData, path: Path) -> None:
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("precision")
+    for row in axes:
+        row[0].set_ylabel("precision")
+    for ax in list(axes.flat)[len(d.classes) :]:
+        ax.axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(PLOTS["precision_recall.png"], fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.85, 1))
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (3.2 * cols + 1.6), 1))
     _save(fig, path)
+
+
+PANELS_PER_ROW = 4
+"""Panels in a row of a per-class figure: more classes wrap into more rows."""
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, skip: int | None) -> np.ndarray:
@@ -177,13 +207,22 @@ def _plot_predictions(d: PlotData, path: Path) -> None:
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(cols[col], fontsize=7)
-        axes[row][0].set_ylabel(f"test {int(first.panel_index[row])}", fontsize=7)
+        where = f"test {int(first.panel_index[row])}"
+        if first.panel_slice is not None:
+            where = f"volume {int(first.panel_index[row])}\nslice {int(first.panel_slice[row])}"
+        axes[row][0].set_ylabel(where, fontsize=7)
     legend = [Patch(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], label=n) for i, n in enumerate(names) if i != skip]
     if skip is not None:
         legend.append(Patch(facecolor="none", edgecolor="gray", label=f"{names[skip]}: unpainted"))
     fig.legend(handles=legend, loc="lower center", ncol=min(len(names), 8), fontsize=7, frameon=False)
-    fig.suptitle(PLOTS["predictions.png"] + " (seed " + str(min(d.b.seeds)) + ")", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    title = PLOTS["predictions.png"] + f" (seed {min(d.b.seeds)})"
+    if first.panel_slice is not None:
+        title = ("Test volumes with the most focus-class voxels, each at its slice with the most: ground truth and every "
+                 f"loss's prediction (seed {min(d.b.seeds)})")  # fmt: skip
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(title, max(40, int(14 * 1.55 * len(cols))))), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     _save(fig, path)
 
 
@@ -230,21 +269,24 @@ def _plot_learning_curves(d: PlotData, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = 0
     for loss in d.order:
         hist = [pd.DataFrame(r.history) for r in d.records if r.label == loss and r.ok and r.history]
         if not hist:
             continue
         h = pd.concat(hist).groupby("epoch").mean(numeric_only=True)
-        axes[0].plot(h.index, h["val_miou"], color=d.colors[loss], label=loss)
+        epochs = max(epochs, len(h))
+        axes[0].plot(h.index, h["val_miou"], "o-", color=d.colors[loss], label=loss, ms=3)
         if f"val_iou/{d.focus}" in h:
-            axes[1].plot(h.index, h[f"val_iou/{d.focus}"], color=d.colors[loss], label=loss)
+            axes[1].plot(h.index, h[f"val_iou/{d.focus}"], "o-", color=d.colors[loss], label=loss, ms=3)
     axes[0].set_ylabel("validation mean IoU")
     axes[1].set_ylabel(f"validation IoU, {d.focus}")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2, frameon=False)
-    fig.suptitle(PLOTS["learning_curves.png"] + " (mean over seeds)", fontsize=10)
+    one = " — one epoch: a point per loss, no curve yet (train longer, or list budgets:)" if epochs == 1 else ""
+    fig.suptitle(PLOTS["learning_curves.png"] + " (mean over seeds)" + one, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
@@ -302,7 +344,7 @@ def plot_sensitivity(searches: list[Any], select_on: str, path: Path) -> None:
     cols = min(3, len(axes))
     rows = math.ceil(len(axes) / cols)
     fig, grid = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
-    colours = {s.label: plt.get_cmap("tab20")(i % 20) for i, s in enumerate(sorted(searches, key=lambda s: s.label))}
+    colours = {s.label: loss_colour(s.label) for s in searches}
     for ax, axis in zip(grid.flat, axes):
         values = sorted({values_of(s, p.point)[axis] for s in searches for p in s.points if axis in values_of(s, p.point)},
                         key=_order_key)  # fmt: skip

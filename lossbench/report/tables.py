@@ -14,7 +14,7 @@ from lossbench.config import SuiteConfig
 from lossbench.metrics import BOUNDARY_METRICS
 from lossbench.record import RunRecord
 import lossbench.report.stats as stats
-from lossbench.report.analyse import LEARNED_IOU, RISING, Analysis, Budget, cost_of, who_learned
+from lossbench.report.analyse import LEARNED_IOU, MIN_TEST_CASES, RISING, Analysis, Budget, cost_of, who_learned
 from lossbench.report.gather import Runs
 from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
@@ -98,7 +98,7 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
         ])  # fmt: skip
     what = "mean IoU" if sort_by == "miou" else f"{text(focus)} IoU"
     header = ["#", "loss", "best set", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"{code(focus)} IoU [95 % CI]",
-              f"{what}: vs the highest [95 % CI]", f"{code(focus)} objects: found / false per image / F1", "flags", "seeds",
+              f"{what}: vs the highest [95 % CI]", f"{code(focus)} objects: found / false per {b.case} / F1", "flags", "seeds",
               "s/run"]  # fmt: skip
     return table(header, rows)
 
@@ -212,6 +212,12 @@ def _plain_words_md(b: Budget) -> list[str]:
                    "intervals and the best set below cover only which test images were drawn — they describe *these "
                    "trained models on this test set*, not the losses: another seed can reorder losses that are close. "
                    f"Train at least {stats.SEED_LEVEL_MIN} seeds per loss (`seeds:`) to compare the losses themselves.")  # fmt: skip
+    if b.too_few_cases:
+        out.append(f"- **Only {plural(b.images, 'test ' + b.case)}**: too few to measure what other test {b.case}s would "
+                   "give, so no interval here covers it — "
+                   + ("they cover training randomness only." if b.level == stats.SEED else "and with one seed there is "
+                      "nothing else to measure: no interval is given.")
+                   + f" Test on at least {MIN_TEST_CASES} {b.case}s (`data.num_test`, or more files in `test/`).")  # fmt: skip
     can = _detectable_md(b)
     if can:
         out.append(can)
@@ -228,8 +234,10 @@ def _detectable_md(b: Budget) -> str | None:
     if not b.detectable and math.isnan(b.floor):
         return None
     k, images = len(b.table), b.images
-    floor = (f"The {images} test {'images' if images != 1 else 'image'} set a floor: even with unlimited seeds a gap "
+    floor = (f"The {images} test {b.case}{'s' if images != 1 else ''} set a floor: even with unlimited seeds a gap "
              f"below about {_gap(b.floor)} is not ruled out reliably on them; a larger test set lowers it.")  # fmt: skip
+    if b.too_few_cases:
+        floor = f"What the {plural(images, 'test ' + b.case)} add to that is not measured (see above)."
     if not b.detectable:
         return (f"- **What this suite can detect**: one seed measures no training randomness, so no gap can be promised "
                 f"between the losses themselves. {floor}")  # fmt: skip
