@@ -80,6 +80,8 @@ class Progress:
     epoch_s: float | None = None  # seconds the epochs done took, on average (training and validation)
     gpu_peak_mib: float | None = None  # on a GPU: the most memory torch's allocator reserved so far (MiB)
     gpu_free_mib: float | None = None  # on a GPU: its free memory after the latest epoch, all processes counted (MiB)
+    test_step: int | None = None  # after training: test batches scored so far (None: not testing)
+    test_steps: int | None = None  # test batches in all
 
     @classmethod
     def from_json(cls, data: Any) -> Progress | None:
@@ -92,11 +94,14 @@ class Progress:
 
         return cls(number("epoch", int) or 0, number("max_epochs", int) or 0, number("val_miou", float),
                    number("step", int), number("steps", int), number("rate", float), number("epoch_s", float),
-                   number("gpu_peak_mib", float), number("gpu_free_mib", float))  # fmt: skip
+                   number("gpu_peak_mib", float), number("gpu_free_mib", float), number("test_step", int),
+                   number("test_steps", int))  # fmt: skip
 
     def describe(self) -> str:
         """``epoch 3/8, step 40/63 (3.1 it/s), val mIoU 0.412`` inside an epoch (the third, under way;
         the validation of the second), ``epoch 2/8, val mIoU 0.412`` between epochs: for people."""
+        if self.test_step is not None:
+            return f"testing, batch {self.test_step}/{self.test_steps or '?'} (after {self.epoch}/{self.max_epochs} epochs)"
         if self.step is None:
             text = f"epoch {self.epoch}/{self.max_epochs}"  # epochs done
         else:  # the epoch under way

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,28 @@ class ProgressRecord(Callback):
         write_record(self.run_dir, self.record)
         eta = f", epoch ETA {fmt_time((steps - step) / rate)}" if steps else ""
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {step}/{steps or '?'} ({rate:.2f} it/s{eta})", flush=True)
+
+    @rank_zero_only
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_start = self.last_note = time.monotonic()
+
+    @rank_zero_only
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:  # fmt: skip
+        """Scoring the test set can take minutes after the last epoch (whole volumes, boundary metrics): say so."""
+        step, now = batch_idx + 1, time.monotonic()
+        total = trainer.num_test_batches[0] if trainer.num_test_batches else None
+        steps = int(total) if total is not None and math.isfinite(total) else None
+        if step != 1 and now - self.last_note < NOTE_EVERY_S:
+            return
+        self.last_note = now
+        done = self.record.progress
+        self.record.progress = replace(done, test_step=step, test_steps=steps) if done else Progress(
+            trainer.current_epoch, trainer.max_epochs, None, test_step=step, test_steps=steps)  # fmt: skip
+        write_record(self.run_dir, self.record)
+        rate = step / max(now - self.epoch_start, 1e-9)
+        eta = f", ETA {fmt_time((steps - step) / rate)}" if steps and step > 1 else ""
+        print(f"testing: batch {step}/{steps or '?'} ({rate:.2f} it/s{eta})", flush=True)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

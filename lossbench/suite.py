@@ -223,19 +223,34 @@ class _Watched:
     seen: int = 0  # mtime of the record when last read
     progress: Progress | None = None  # as last read
     noted: float = 0.0  # when the console last showed this run inside an epoch
+    testing: bool = False  # the console has said the run is scoring its test set
 
 
 CONSOLE_EVERY_S = 60.0
 """Inside a long epoch, compare shows a run's step at most this often (seconds); its train.log has more."""
 
 
+ETA_STEP = 0.3
+"""How far each new estimate moves the suite ETA shown (the rest: the last one shown, less the time since)."""
+
+
 class _Progress:
     """The lines that show runs training: one per epoch with its validation mIoU and the suite's ETA,
-    one every :data:`CONSOLE_EVERY_S` inside a long epoch, one when a run ends."""
+    one every :data:`CONSOLE_EVERY_S` inside a long epoch, one when a run starts scoring its test set, one
+    when a run ends. The suite ETA is smoothed (:data:`ETA_STEP`) so consecutive lines do not jump."""
 
     def __init__(self, total: int, at_once: int, log: Callable[[str], None]):
         self.total, self.at_once, self.log = total, at_once, log
         self.durations: list[float] = []
+        self.shown: tuple[float, float] | None = None  # (ETA shown, when)
+
+    def _smooth(self, eta: float) -> float:
+        now = time.perf_counter()
+        if self.shown is not None:
+            before = max(self.shown[0] - (now - self.shown[1]), 0.0)
+            eta = before + ETA_STEP * (eta - before)
+        self.shown = (eta, now)
+        return eta
 
     def epochs(self, watched: list[_Watched], queued: list[PlannedRun] = ()) -> None:
         for state in watched:
@@ -258,26 +273,34 @@ class _Progress:
                 ended = Progress(prog.epoch, prog.max_epochs, prog.val_miou)  # the epoch that ended, whatever came since
                 self.log(f"    {state.run}: {ended.describe()} ({fmt_time(now - state.started)})"
                          + (f" · suite ETA {fmt_time(eta)}" if eta is not None else ""))  # fmt: skip
+            elif prog.test_step is not None and (not state.testing or now - state.noted >= CONSOLE_EVERY_S):
+                state.testing, state.noted = True, now
+                self.log(f"    {state.run}: {prog.describe()} ({fmt_time(now - state.started)})")
             elif prog.step is not None and now - max(state.noted, state.started) >= CONSOLE_EVERY_S:
                 state.noted = now
                 self.log(f"    {state.run}: {prog.describe()} ({fmt_time(now - state.started)})")
 
     def suite_eta(self, watched: list[_Watched], queued: list[PlannedRun]) -> float | None:
-        """Seconds until the runs training and queued here are done, from the epochs timed so far
-        (before any run has ended; afterwards :meth:`ended` also has whole runs to go by)."""
-        timed = [w.progress.epoch_s for w in watched if w.progress is not None and w.progress.epoch_s]
-        if not timed:
-            return None
-        per_epoch = sum(timed) / len(timed)
-        left = sum(w.progress.seconds_left() if w.progress and w.progress.epoch_s else per_epoch * w.run.budget for w in watched)
-        left += sum(per_epoch * run.budget for run in queued)
-        return left / max(min(self.at_once, len(watched) + len(queued)), 1)
+        """Seconds until the runs training and queued here are done (smoothed): from whole runs once one has ended —
+        their test included — else from the epochs timed so far."""
+        now = time.perf_counter()
+        if self.durations:
+            per_run = sum(self.durations) / len(self.durations)
+            left = sum(max(per_run - (now - w.started), 0.05 * per_run) for w in watched) + per_run * len(queued)
+        else:
+            timed = [w.progress.epoch_s for w in watched if w.progress is not None and w.progress.epoch_s]
+            if not timed:
+                return None
+            per_epoch = sum(timed) / len(timed)
+            left = sum(w.progress.seconds_left() if w.progress and w.progress.epoch_s else per_epoch * w.run.budget for w in watched)
+            left += sum(per_epoch * run.budget for run in queued)
+        return self._smooth(left / max(min(self.at_once, len(watched) + len(queued)), 1))
 
     def ended(self, state: _Watched, rec: RunRecord | None, left: int, where: str = "") -> None:
         elapsed = time.perf_counter() - state.started
         self.durations.append(elapsed)
         mean = sum(self.durations) / len(self.durations)
-        eta = mean * left / max(self.at_once, 1)
+        eta = self._smooth(mean * left / max(self.at_once, 1))
         if rec is not None and rec.ok:
             what = f"ok in {fmt_time(elapsed)}, test mIoU {rec.miou:.3f}"
         else:

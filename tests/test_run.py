@@ -72,6 +72,7 @@ def test_smoke_run_end_to_end_writes_metrics_and_an_offline_wandb_run(tmp_path, 
     # issue 30 (9): a finished run is never trained again, so its weights are not kept (165 MB a run on real data)
     assert not list(tmp_path.rglob("*.ckpt"))
     assert "test mIoU" in r.stdout
+    assert "testing: batch 1/" in r.stdout  # issue 30 (7): scoring the test set shows progress too
 
     (wandb_file,) = offline_run_files(run_dir)
     logged = logged_values(wandb_file)

@@ -119,3 +119,32 @@ def test_a_record_of_valid_json_with_wrong_types_is_named_damaged(tmp_path, caps
     from lossbench.record import Progress
 
     assert Progress.from_json(prog).describe() == "epoch 0/8"
+
+
+def test_the_suite_says_when_a_run_scores_its_test_set_and_its_eta_does_not_jump(tmp_path):
+    # issue 30 (7): nothing was printed for minutes while the test set was scored; the ETA jumped 3m45s -> 12m37s
+    import time
+
+    from lossbench.plan import plan_runs
+    from lossbench.suite import ETA_STEP, _Progress, _Watched
+
+    cfg = load_config(SMOKE, ["losses=[ce, dice]"])
+    ce, dice = plan_runs(cfg, tmp_path, check=False)
+    said = []
+    progress = _Progress(2, 1, said.append)
+    watched = _Watched(ce, time.perf_counter())
+    rec = RunRecord.start(run_config(cfg, cfg.losses[0], 0), attempts=1)
+    rec.progress = Progress(2, 2, 0.5, epoch_s=1.0)
+    write_record(ce.run_dir, rec)
+    progress.epochs([watched], [dice])
+    assert said[-1].startswith("    ce seed 0: epoch 2/2, val mIoU 0.500") and "suite ETA" in said[-1]
+    rec.progress = Progress(2, 2, 0.5, epoch_s=1.0, test_step=1, test_steps=40)
+    write_record(ce.run_dir, rec)
+    os.utime(ce.run_dir / "metrics.json", ns=(1, time.time_ns() + 10**9))  # a new write, as the run makes
+    progress.epochs([watched], [dice])
+    assert said[-1].startswith("    ce seed 0: testing, batch 1/40 (after 2/2 epochs)")
+    # a run that took far longer than its epochs said (its test) moves the ETA shown part of the way, not all of it
+    first = progress.suite_eta([watched], [dice])
+    progress.durations.append(60.0)
+    second = progress.suite_eta([], [dice])
+    assert first < second < 60.0 and second == pytest.approx(first + ETA_STEP * (60.0 - first), abs=0.5)
