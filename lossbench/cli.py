@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "init": cmd_init,
                 "losses": cmd_losses}  # fmt: skip
-    from lossbench.run import exit_status
-    from lossbench.suite import SuiteError
+    from lossbench.errors import SuiteError, exit_status
 
     try:
         code = handlers[args.command](args)

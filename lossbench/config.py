@@ -447,8 +447,8 @@ class TrainerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_keys(self) -> TrainerConfig:
-        accepted = trainer_arguments()
-        for key in self.model_extra or {}:
+        for key in self.model_extra or {}:  # lightning is imported only when there is a key to check
+            accepted = trainer_arguments()
             if key in _TRAINER_OWNED:
                 raise ValueError(f"trainer.{key} cannot be set: {_TRAINER_OWNED[key]}")
             if key not in accepted:

@@ -38,8 +38,6 @@ def resolve_losses(
     ``num_classes`` (default: the config's) is what the check builds the losses for; when neither
     says — a Python dataset whose factory names the classes — the run checks each loss as it builds it.
     """
-    from lossbench.losses import check_loss
-
     if wanted is None:
         if not cfg.losses:
             raise ConfigError("the config lists no losses: add them under losses: or pass --losses")
@@ -55,6 +53,8 @@ def resolve_losses(
         _reject_duplicate_picks([e.label for e in chosen], "--losses picks")
     num_classes = num_classes or cfg.data.num_classes
     for entry in chosen if check and num_classes else ():
+        from lossbench.losses import check_loss  # torch: only when losses are built
+
         check_loss(
             entry.name,
             entry.params,

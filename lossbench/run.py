@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import signal
-import sys
 import time
 import traceback
 import warnings
@@ -29,7 +28,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lossbench.config import GPU_ACCELERATORS, ConfigError, RunConfig, load_run_config
+from lossbench.config import GPU_ACCELERATORS, RunConfig, load_run_config
+from lossbench.errors import exit_status
 from lossbench.record import (
     FAILED,
     INTERRUPTED,
@@ -375,22 +375,6 @@ def run_process(run_dir: str | Path, token: str | None, progress: bool = False, 
 
 def _fmt(value: float | None) -> str:
     return "  —   " if value is None or value != value else f"{value:.4f}"
-
-
-def exit_status(exc: BaseException) -> int:
-    """The exit status of a ``lossbench`` process that ``exc`` ends, after one line on stderr saying why:
-    2 for a problem with the config or data (told before training wherever it can be), 1 for a run that
-    failed, 130 for an interrupt (resumable). Any other exception is raised again."""
-    if isinstance(exc, (ConfigError, ValueError)):
-        print(f"lossbench: error: {exc}", file=sys.stderr)
-        return 2
-    if isinstance(exc, FloatingPointError):
-        print(f"lossbench: run failed: {exc}", file=sys.stderr)
-        return 1
-    if isinstance(exc, KeyboardInterrupt):
-        print("lossbench: interrupted (resumable: run the same command again)", file=sys.stderr)
-        return 130
-    raise exc
 
 
 def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: BaseException) -> RunRecord:

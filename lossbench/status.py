@@ -11,7 +11,10 @@ interrupted stopped and resumable: the next ``compare`` (or its requeued job) re
 stalled    its record says running but its owner is gone: the next ``compare`` resumes it
 unclaimed  set up, never started, no owner: the next ``compare`` trains it
 damaged    its record cannot be read: the next ``compare`` trains it again
+planned    in the suite (``suite.yaml``) but not set up yet: the next ``compare`` trains it
 ========== ===================================================================================
+
+A raced suite (``race:``) plans its first seeds; the seeds a race adds are listed once a round has set them up.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from lossbench.record import (
 )
 from lossbench.progress import plural
 
-STATES = ("queued", "running", "finished", "failed", "interrupted", "stalled", "unclaimed", "damaged")
+STATES = ("queued", "running", "finished", "failed", "interrupted", "stalled", "unclaimed", "damaged", "planned")
 
 
 @dataclass
@@ -118,7 +121,22 @@ def folder_status(out: Path) -> list[RunState]:
         suite = load_suite(out)
     except ConfigError:
         suite = None  # a damaged suite.yaml: the runs are still listed
-    return [run_state(run_dir, liveness, suite) for run_dir in planned_run_dirs(out)]
+    states = [run_state(run_dir, liveness, suite) for run_dir in planned_run_dirs(out)]
+    return states + _not_set_up(out, suite, {s.run_dir for s in states})
+
+
+def _not_set_up(out: Path, suite: SuiteConfig | None, seen: set[Path]) -> list[RunState]:
+    """The suite's planned runs that have no folder yet (a tuned suite: its search and default-settings runs)."""
+    if suite is None or not suite.losses:
+        return []
+    from lossbench.plan import plan_runs
+
+    try:
+        planned = plan_runs(suite, out, check=False)
+    except (ConfigError, ValueError):
+        return []
+    return [RunState(run.label, run.seed, run.budget, "planned", "not started", "", 0, run.run_dir,
+                     run.point.describe() if run.point else "") for run in planned if run.run_dir not in seen]  # fmt: skip
 
 
 def format_status(states: list[RunState]) -> str:

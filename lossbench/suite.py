@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from lossbench import claim
 from lossbench.config import LAUNCHERS, ConfigError, SuiteConfig, check_jobs, dump_yaml
+from lossbench.errors import SuiteError
 from lossbench.io import write_text_atomic
 from lossbench.plan import PlannedRun, plan_runs, resolve_seeds
 from lossbench.progress import plural
@@ -60,10 +61,6 @@ from lossbench.record import (
     write_record,
     write_run_config,
 )
-
-
-class SuiteError(RuntimeError):
-    """The suite cannot go on (its folder cannot be written); finished runs are intact."""
 
 
 def _say(message: str) -> None:

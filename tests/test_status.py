@@ -148,3 +148,25 @@ def test_the_suite_says_when_a_run_scores_its_test_set_and_its_eta_does_not_jump
     progress.durations.append(60.0)
     second = progress.suite_eta([], [dice])
     assert first < second < 60.0 and second == pytest.approx(first + ETA_STEP * (60.0 - first), abs=0.5)
+
+
+def test_status_lists_planned_runs_and_neither_status_nor_losses_imports_the_training_stack(tmp_path):
+    # issue 30 (8): status and losses took 32-36 s on a busy machine (they imported the training stack), and status
+    # did not list the runs the suite plans that have not started
+    import subprocess
+    import sys
+
+    from helpers.runs import predictions, suite, write_run
+
+    cfg = suite(tmp_path, "[ce, dice]", "[0, 1]")
+    write_run(tmp_path, cfg, "ce", 0, predictions(0.9, 0))
+    code = ("import sys\nfrom lossbench.cli import main\n"
+            f"main(['status', '--out', {str(tmp_path)!r}])\n"
+            "print('heavy:', sorted(m for m in ('lightning', 'torch', 'pandas', 'matplotlib') if m in sys.modules))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "heavy: []" in r.stdout
+    assert "4 runs: 1 finished, 3 planned" in r.stdout and "dice seed 1  planned   not started" in r.stdout
+    code = "import sys\nfrom lossbench.cli import main\nmain(['losses'])\nprint('heavy:', 'lightning' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "heavy: False" in r.stdout and "lovasz_softmax" in r.stdout

@@ -1,0 +1,31 @@
+"""How a ``lossbench`` command ends when something goes wrong: one line on stderr and an exit status.
+
+Light on purpose — the command line imports it before it knows whether it will train anything, so
+``lossbench status`` and ``lossbench losses`` never import the training stack.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lossbench.config import ConfigError
+
+
+class SuiteError(RuntimeError):
+    """The suite cannot go on (its folder cannot be written); finished runs are intact."""
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of a ``lossbench`` process that ``exc`` ends, after one line on stderr saying why:
+    2 for a problem with the config or data (told before training wherever it can be), 1 for a run that
+    failed, 130 for an interrupt (resumable). Any other exception is raised again."""
+    if isinstance(exc, (ConfigError, ValueError)):
+        print(f"lossbench: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, FloatingPointError):
+        print(f"lossbench: run failed: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, KeyboardInterrupt):
+        print("lossbench: interrupted (resumable: run the same command again)", file=sys.stderr)
+        return 130
+    raise exc
