@@ -89,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a commented suite config for your own data folder (classes, sizes, a measured time)")
     p.add_argument("--data", required=True, help="your data folder: train/ val/ test/, each with images/ and masks/")
     p.add_argument("--config", default=None, help="the config file to write (default ./<data folder name>.yaml)")
-    p.add_argument("--minutes", type=_minutes_arg, default=None, help="choose the epochs so the suite takes about this long on this machine")
-    p.add_argument("--no-estimate", action="store_true", help="skip the few timed training steps (no time estimate)")
+    p.add_argument("--minutes", type=_minutes_arg, default=None,
+                   help="propose a plan that fits this long on this machine (epochs, input size, losses, seeds; what it gave up is said)")
+    p.add_argument("--losses", default=None, help="your favourite losses, comma-separated: listed first and kept longest when --minutes trims")
+    p.add_argument("--void", type=int, default=None, help="the mask value that marks void pixels (data.ignore_index)")
+    p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps (no time estimate)")
     p.add_argument("--force", action="store_true", help="replace the config file if it exists")
 
     p = sub.add_parser("losses", help="list the registered losses and their parameters")
@@ -356,7 +359,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     from lossbench.init import write_config
 
     print(f"lossbench init: reading {args.data} …", flush=True)
-    path, note = write_config(args.data, args.config, args.minutes, args.force, not args.no_estimate)
+    favourites = _split_list(args.losses)
+    if favourites:
+        from lossbench.losses import list_losses
+
+        known = [spec if isinstance(spec, str) else spec.name for spec in list_losses()]
+        unknown = [k for k in favourites if k not in known]
+        if unknown:
+            raise ConfigError(f"--losses names {unknown[0]!r}, which is not a loss lossbench knows (lossbench losses lists them)")
+    path, note = write_config(args.data, args.config, args.minutes, args.force, not args.no_estimate, favourites, args.void)
     print(f"wrote {path}: {note}")
     print(f"next: lossbench compare --config {path} --dry-run   (checks everything, trains nothing); then without --dry-run")
     return 0

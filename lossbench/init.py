@@ -6,11 +6,24 @@ class occurs. Class names come from ``classes.txt`` when the folder has one; oth
 values found name the classes (``class_0`` …, to be renamed) and a value of 255 is taken as the void
 label. RGB colour masks get a ``data.palette`` of the colours found.
 
-The time estimate is measured, not guessed: a few training steps and evaluation batches of the
-config's model at its input size, on this machine (its first GPU if it has one), scaled by the
-number of steps the suite will take. With ``--minutes`` the epochs are chosen to fit that time, and
-when even one epoch does not fit, the input size is halved (measured again each time) down to a
-short side of :data:`MIN_SIDE`; the config says so.
+A mask value beyond the classes of ``classes.txt`` (the void label of many public sets), a
+``classes.txt`` entry named void (:data:`VOID_NAMES`) or the value given with ``--void`` becomes
+``data.ignore_index``, with a comment saying why.
+
+The time estimate is measured, not guessed: training steps of the config's model at its input size,
+and the test's own work on a batch — the model's forward pass and the metrics every test image gets
+(counts, boundary distances, objects) — on this machine (its first GPU if it has one), within a tenth
+of ``--minutes``; scaled by the steps, validation and test images the suite will have, each run's
+start-up and reading the folder once. With ``--minutes`` :func:`fit_plan` proposes a plan that fits:
+it gives up, in this order, epochs (down to :data:`MIN_EPOCHS`), input size (halved down to a short
+side of :data:`MIN_SIDE`), losses (the user's favourites kept first, then the documents' classics,
+down to three), seeds (to one), then the last epochs; the config says what was given up and whether
+the budget was met.
+
+A folder of volumes (NIfTI or ``.npy``) gets a volume config: ``data.kind: volumes``, a 3-D model by
+default, the spacing read from the headers, a patch that fits the volumes; without nibabel for NIfTI
+files, ``init`` says so before reading anything, with the install command for how lossbench was
+installed.
 The config written is loaded back through :func:`lossbench.config.load_config` before ``init``
 returns, so it is valid by the same rules as any other.
 """
@@ -31,10 +44,11 @@ from lossbench.config import ConfigError, load_config, read_class_list
 from lossbench.data.checks import SPLITS
 from lossbench.data.folder import SplitFiles
 from lossbench.data.images import decode_image_array, read_mask
-from lossbench.data.volumes import case_name
+from lossbench.data.volumes import VolumeFiles, case_name, install_extra, missing_for_volumes, read_volume
 
-LOSSES = ["ce", "weighted_ce", "focal", "dice", "generalized_dice", "lovasz_softmax", "combo"]
-"""The losses a new suite compares: the common baselines and the imbalance-aware favourites."""
+LOSSES = ["ce", "dice", "lovasz_softmax", "focal", "generalized_dice", "weighted_ce", "combo"]
+"""The losses a new suite compares, in the order a plan keeps them: a pixel baseline, a region loss and a
+direct IoU surrogate first (three kinds of answer), then the imbalance-aware variants."""
 SEEDS = [0, 1, 2]  # three seeds: the report's seed-level verdict needs at least three per loss
 EPOCHS = 40
 BATCH = 8
@@ -43,6 +57,11 @@ SAMPLE = 100  # masks read per split for sizes and class frequencies
 VOID = 255
 START_S = 3.0  # a run's start-up (forked from a server that imported torch once; data, model): not measured by the timed steps
 MIN_SIDE = 64  # --minutes halves the input size to fit, down to this short side
+MIN_EPOCHS = 10  # --minutes gives up epochs down to this before anything else (fewer: a loss has barely started)
+MIN_LOSSES = 3  # --minutes keeps at least this many losses (fewer answers no "which loss?")
+MEASURE_SHARE = 0.1  # --minutes: the measuring takes at most this share of the budget
+VOID_NAMES = ("void", "ignore", "unlabeled", "unlabelled", "unknown")
+"""``classes.txt`` entries read as the void label (case-insensitive)."""
 
 
 @dataclass
@@ -56,12 +75,36 @@ class Survey:
     class_names: list[str] | None  # from classes.txt
     values: dict[int, int] = field(default_factory=dict)  # mask value -> pixels (training masks read)
     colours: dict[tuple[int, int, int], int] = field(default_factory=dict)  # RGB masks: colour -> pixels
+    void: int | None = None  # the value the user named as void (--void)
+    decode_s: float = 0.0  # seconds to read one image and its mask (measured on the sample)
+
+    @property
+    def beyond(self) -> list[int]:
+        """Mask values past the last class of ``classes.txt``."""
+        return sorted(v for v in self.values if self.class_names is not None and v >= len(self.class_names))
 
     @property
     def ignore_index(self) -> int | None:
+        return self._ignore()[0]
+
+    @property
+    def ignore_why(self) -> str:
+        return self._ignore()[1]
+
+    def _ignore(self) -> tuple[int | None, str]:
         if self.colours:
-            return None
-        return VOID if VOID in self.values and (self.class_names is None or len(self.class_names) <= VOID) else None
+            return None, ""
+        if self.void is not None:
+            return self.void, "named void with --void"
+        named = [i for i, n in enumerate(self.class_names or []) if n.strip().lower() in VOID_NAMES]
+        if named:
+            return named[0], f"classes.txt names it {self.class_names[named[0]]!r}"
+        if len(self.beyond) == 1:
+            v = self.beyond[0]
+            return v, f"value {v} is in the masks but beyond the {len(self.class_names)} classes of classes.txt: the void label"
+        if VOID in self.values and (self.class_names is None or len(self.class_names) <= VOID):
+            return VOID, "value 255 is in the masks: the usual void label"
+        return None, ""
 
     @property
     def names(self) -> list[str]:
@@ -72,12 +115,17 @@ class Survey:
         top = max((v for v in self.values if v != self.ignore_index), default=1)
         return [f"class_{i}" for i in range(max(top, 1) + 1)]
 
+    @property
+    def scored(self) -> list[int]:
+        """The class ids scored (the void one, when it is a named class, left out)."""
+        return [i for i in range(len(self.names)) if i != self.ignore_index]
+
     def frequencies(self) -> list[float]:
         """Each class's share of the scored training pixels read."""
         if self.colours:
             pixels = [self.colours[c] for c in sorted(self.colours)]
         else:
-            pixels = [self.values.get(i, 0) for i in range(len(self.names))]
+            pixels = [self.values.get(i, 0) if i != self.ignore_index else 0 for i in range(len(self.names))]
         total = sum(pixels) or 1
         return [p / total for p in pixels]
 
@@ -92,23 +140,31 @@ class Survey:
         return size  # type: ignore[return-value]
 
 
-def survey(root: str | Path) -> Survey:
+def holds_volumes(root: Path) -> bool:
+    """Whether ``root/train/images`` holds volume files (NIfTI or ``.npy``)."""
+    images = root / "train" / "images"
+    return images.is_dir() and any(case_name(p) for p in images.iterdir())
+
+
+def survey(root: str | Path, void: int | None = None) -> Survey:
     """Read the folder's layout, sizes, channels and mask values (a sample of :data:`SAMPLE` per split)."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"--data {str(root)!r} is not a folder (resolved to {root.resolve()})")
-    volumes = root / "train" / "images"
-    if volumes.is_dir() and any(case_name(p) for p in volumes.iterdir()):
-        raise ConfigError(f"--data {str(root)!r} holds volumes ({volumes} has NIfTI or .npy files); lossbench init writes "
-                          "configs for 2-D image folders: write data.kind volumes by hand, as experiments/volumes.yaml "
-                          "does (README, 'Volumes')")  # fmt: skip
     files = {split: SplitFiles.find(root, split) for split in SPLITS}
     listing = root / "classes.txt"
     names = read_class_list(listing) if listing.is_file() else None  # read as training reads it
-    found = Survey(root, {s: len(f.images) for s, f in files.items()}, decode_image_array(files["train"].images[0]).shape[0], [], names)
+    found = Survey(root, {s: len(f.images) for s, f in files.items()}, decode_image_array(files["train"].images[0]).shape[0], [], names,
+                   void=void)  # fmt: skip
+    timed: list[float] = []
     for split, f in files.items():
         for i in np.unique(np.linspace(0, len(f.masks) - 1, min(SAMPLE, len(f.masks))).astype(int)):
+            t0 = time.perf_counter()
+            if len(timed) < 8:  # a few images read with their masks: reading the whole set once is part of the suite
+                decode_image_array(f.images[i])
             mask = _read_ids_or_colours(f.masks[i])
+            if len(timed) < 8:
+                timed.append(time.perf_counter() - t0)
             found.sizes.append(mask.shape[:2])
             if split != "train":
                 continue
@@ -121,6 +177,7 @@ def survey(root: str | Path) -> Survey:
             for key, k in zip(keys.tolist(), n.tolist()):
                 key = tuple(key) if isinstance(key, list) else key
                 tally[key] = tally.get(key, 0) + k
+    found.decode_s = float(np.median(timed)) if timed else 0.0
     return found
 
 
@@ -136,19 +193,34 @@ def _read_ids_or_colours(path: Path) -> np.ndarray:
 
 @dataclass
 class Timing:
-    """Seconds per training step and per evaluated image, measured on ``device``."""
+    """Seconds per training step and per tested image (the forward pass and the test's metrics), measured on
+    ``device`` at ``size`` (H, W); ``spent``: the seconds the measuring took."""
 
     step: float
     eval_image: float
     device: str
+    size: tuple[int, int] = (0, 0)
+    spent: float = 0.0
+
+    def at(self, size: tuple[int, int]) -> Timing:
+        """The timing scaled to another input size (a convolutional net's work grows with the pixels)."""
+        if not self.size[0] or tuple(size) == tuple(self.size):
+            return self
+        scale = size[0] * size[1] / (self.size[0] * self.size[1])
+        return Timing(self.step * scale, self.eval_image * scale, self.device, tuple(size), 0.0)  # type: ignore[arg-type]
 
 
-def measure(channels: int, classes: int, size: tuple[int, int], batch: int, steps: int = 3) -> Timing:
-    """Train ``steps`` steps (after one to warm up) of the default model at ``size`` and evaluate one batch."""
+def measure(channels: int, classes: int, size: tuple[int, int], batch: int, budget_s: float | None = None,
+            steps: int = 3) -> Timing:  # fmt: skip
+    """Train the default model at ``size`` (one step to warm up, then up to ``steps`` timed ones, fewer when
+    ``budget_s`` would be passed) and test one batch as a run tests it: the forward pass, then per image the
+    counts, the boundary distances and the objects of :mod:`lossbench.metrics`."""
     import torch
 
+    from lossbench.metrics import boundary_scores, object_counts, per_image_counts
     from lossbench.module import build_model
 
+    begun = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model({"arch": "Unet", "encoder": "resnet18", "encoder_weights": None}, channels, classes).to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -159,40 +231,127 @@ def measure(channels: int, classes: int, size: tuple[int, int], batch: int, step
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def train_step() -> None:
+    def train_step() -> float:
+        start = time.perf_counter()
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+        sync()
+        return time.perf_counter() - start
 
-    train_step()
-    sync()
-    start = time.perf_counter()
+    warm = train_step()
+    timed = []
     for _ in range(steps):
-        train_step()
-    sync()
-    step = (time.perf_counter() - start) / steps
+        last = timed[-1] if timed else warm
+        if timed and budget_s is not None and time.perf_counter() - begun + 2 * last > budget_s:
+            break  # keep a step's time for the test below
+        timed.append(train_step())
     model.eval()
     with torch.no_grad():
         start = time.perf_counter()
-        model(x)
+        pred = model(x).argmax(1)
         sync()
+        per_image_counts(pred, y, classes, None)
+        p, t = pred.cpu().numpy(), y.cpu().numpy()
+        for i in range(batch):
+            boundary_scores(p[i], t[i], classes, None, 2.0)
+            object_counts(t[i], p[i], classes - 1)
         per_image = (time.perf_counter() - start) / batch
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    return Timing(step, per_image, name)
+    return Timing(float(np.median(timed)) if timed else warm, per_image, name, tuple(size), time.perf_counter() - begun)  # type: ignore[arg-type]
 
 
 def suite_seconds(found: Survey, timing: Timing, epochs: int, runs: int, batch: int = BATCH) -> float:
-    """The suite's time, one run at a time: steps × step time, every epoch's validation, the final
-    test and each run's start-up (:data:`START_S`)."""
+    """The suite's time, one run at a time: per run the training steps, every epoch's validation, the test and
+    the start-up (:data:`START_S`); once, reading the folder into the cache."""
     steps = math.ceil(found.counts["train"] / batch)
     per_run = epochs * (steps * timing.step + found.counts["val"] * timing.eval_image) + found.counts["test"] * timing.eval_image
-    return runs * (per_run + START_S)
+    return runs * (per_run + START_S) + found.decode_s * sum(found.counts.values())
 
 
 def epochs_to_fit(found: Survey, timing: Timing, minutes: float, runs: int) -> int:
     """The most epochs (at least one) whose suite takes at most ``minutes``, by :func:`suite_seconds`."""
     fixed = suite_seconds(found, timing, 0, runs)  # start-up and test: paid whatever the epochs
     return max(1, int((minutes * 60 - fixed) // (suite_seconds(found, timing, 1, runs) - fixed)))
+
+
+@dataclass
+class Plan:
+    """A suite that fits (or the smallest tried): what it trains, its estimated time, what was given up."""
+
+    losses: list[str]
+    seeds: list[int]
+    size: tuple[int, int]
+    epochs: int
+    seconds: float
+    minutes: float | None
+    gave_up: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        return len(self.losses) * len(self.seeds)
+
+    @property
+    def fits(self) -> bool:
+        return self.minutes is None or self.seconds <= self.minutes * 60
+
+    def describe(self) -> str:
+        what = (f"{len(self.losses)} losses × {len(self.seeds)} seed{'s' * (len(self.seeds) != 1)} ({self.runs} "
+                f"run{'s' * (self.runs != 1)}) of {self.epochs} epoch{'s' * (self.epochs != 1)} at "
+                f"{self.size[0]}x{self.size[1]}, one at a time")  # fmt: skip
+        if self.minutes is None:
+            return f"about {duration(self.seconds)} for {what}"
+        if not self.fits:
+            return (f"does NOT fit --minutes {self.minutes:g}: even the smallest plan, {what}, takes about "
+                    f"{duration(self.seconds)}")  # fmt: skip
+        return f"fits --minutes {self.minutes:g}: about {duration(self.seconds)} for {what}"
+
+
+def halved(size: tuple[int, int]) -> tuple[int, int]:
+    return tuple(max(MIN_SIDE, round(n / 2 / 32) * 32) for n in size)  # type: ignore[return-value]
+
+
+def fit_plan(found: Survey, timing: Timing, size: tuple[int, int], minutes: float | None, losses: list[str],
+             seeds: list[int] = SEEDS) -> Plan:  # fmt: skip
+    """The plan to write: with ``minutes``, the most that fits — giving up, in this order, epochs down to
+    :data:`MIN_EPOCHS`, input size (halved down to a short side of :data:`MIN_SIDE`), losses from the end of
+    ``losses`` down to :data:`MIN_LOSSES`, seeds down to one, then epochs down to one — and what was given up;
+    without, :data:`EPOCHS` epochs of everything. ``timing`` is scaled to each size tried (:meth:`Timing.at`)."""
+    def plan(n_losses: int, n_seeds: int, hw: tuple[int, int], floor: int) -> Plan:
+        t = timing.at(hw)
+        runs = n_losses * n_seeds
+        epochs = EPOCHS if minutes is None else min(EPOCHS, epochs_to_fit(found, t, minutes, runs))
+        epochs = max(epochs, floor)
+        return Plan(losses[:n_losses], seeds[:n_seeds], hw, epochs, suite_seconds(found, t, epochs, runs), minutes)
+
+    full = plan(len(losses), len(seeds), size, 1)
+    if minutes is None or (full.fits and full.epochs >= MIN_EPOCHS):
+        return _gave_up(full, losses, seeds, size)
+    sizes = [size]
+    while min(sizes[-1]) >= 2 * MIN_SIDE:
+        sizes.append(halved(sizes[-1]))
+    tries = [(len(losses), len(seeds), hw) for hw in sizes]  # smaller inputs first ...
+    tries += [(n, len(seeds), sizes[-1]) for n in range(len(losses) - 1, MIN_LOSSES - 1, -1)]  # ... then fewer losses
+    tries += [(min(MIN_LOSSES, len(losses)), 1, sizes[-1])] if len(seeds) > 1 else []  # ... then seeds (2 measure no more than 1)
+    for n_losses, n_seeds, hw in tries:
+        p = plan(n_losses, n_seeds, hw, MIN_EPOCHS)
+        if p.fits:
+            return _gave_up(p, losses, seeds, size)
+    return _gave_up(plan(min(MIN_LOSSES, len(losses)), 1, sizes[-1], 1), losses, seeds, size)  # epochs: the last to go
+
+
+def _gave_up(p: Plan, losses: list[str], seeds: list[int], size: tuple[int, int]) -> Plan:
+    if p.minutes is None:
+        return p
+    if p.epochs < EPOCHS:
+        p.gave_up.append(f"epochs {EPOCHS} → {p.epochs}")
+    if tuple(p.size) != tuple(size):
+        p.gave_up.append(f"input size {size[0]}x{size[1]} → {p.size[0]}x{p.size[1]}")
+    if len(p.losses) < len(losses):
+        p.gave_up.append(f"losses {', '.join(losses[len(p.losses):])}")
+    if len(p.seeds) < len(seeds):
+        p.gave_up.append(f"seeds {len(seeds)} → {len(p.seeds)} (the verdict then speaks of these trained models only)")
+    return p
 
 
 def duration(seconds: float) -> str:
@@ -202,37 +361,52 @@ def duration(seconds: float) -> str:
     return f"{int(minutes // 60)} h {round(minutes % 60):02d} min"
 
 
+def chosen_losses(favourites: list[str] | None) -> list[str]:
+    """The losses a plan keeps first: the user's favourites, then the documents' classics (:data:`LOSSES`)."""
+    out = list(dict.fromkeys(favourites or []))
+    return out + [k for k in LOSSES if k not in out]
+
+
 def write_config(data: str | Path, config: str | Path | None = None, minutes: float | None = None,
-                 force: bool = False, estimate: bool = True) -> tuple[Path, str]:  # fmt: skip
+                 force: bool = False, estimate: bool = True, favourites: list[str] | None = None,
+                 void: int | None = None) -> tuple[Path, str]:  # fmt: skip
     """Survey ``data``, write a commented suite config to ``config`` (default ``./<folder name>.yaml``)
     and return its path and a summary line for the console."""
-    found = survey(data)
-    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", found.root.resolve().name).lstrip(".-") or "mine"
+    root = Path(data)
+    if root.is_dir() and holds_volumes(root):
+        return write_volume_config(root, config, force, favourites or [], void)
+    found = survey(data, void)
+    path = _config_path(found.root, config, force)
+    size = found.input_size()
+    hw = size or found.sizes[0]
+    losses = chosen_losses(favourites)
+    plan = Plan(losses, list(SEEDS), tuple(hw), EPOCHS, math.nan, None)  # type: ignore[arg-type]
+    note = "no time estimate (--no-estimate)"
+    if estimate:
+        classes = len(found.names) if not found.colours else len(found.colours)
+        budget = MEASURE_SHARE * minutes * 60 if minutes is not None else None
+        timing = measure(found.channels, classes, hw, BATCH, budget)
+        plan = fit_plan(found, timing, tuple(hw), minutes, losses)  # type: ignore[arg-type]
+        note = (plan.describe() + (f"; gave up to fit: {'; '.join(plan.gave_up)}" if plan.gave_up else "")
+                + f" (measured in {timing.spent:.0f} s: {timing.step:.2f} s a training step of {BATCH} and "
+                f"{timing.eval_image:.3f} s a test image at {hw[0]}x{hw[1]}, {timing.device}; {START_S:.0f} s start-up a run; "
+                f"reading the folder {found.decode_s * sum(found.counts.values()):.0f} s once)")  # fmt: skip
+    elif minutes is not None:
+        raise ConfigError("--minutes chooses the epochs from a measured time; leave out --no-estimate")
+    resize = tuple(plan.size) if (size is not None or tuple(plan.size) != tuple(hw)) else None
+    text = _render(found, path, resize, plan, note)
+    return _write_checked(path, text), note
+
+
+def _config_path(root: Path, config: str | Path | None, force: bool) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", root.resolve().name).lstrip(".-") or "mine"
     path = Path(config) if config else Path(f"{name}.yaml")
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; choose another --config or add --force to replace it")
-    size = found.input_size()
-    hw = size or found.sizes[0]
-    runs = len(LOSSES) * len(SEEDS)
-    epochs, timing, note = EPOCHS, None, "no time estimate (--no-estimate)"
-    if estimate:
-        classes = len(found.names) if not found.colours else len(found.colours)
-        first, shrunk = hw, ""
-        timing = measure(found.channels, classes, hw, BATCH)
-        while minutes is not None and suite_seconds(found, timing, 1, runs) > minutes * 60 and min(hw) >= 2 * MIN_SIDE:
-            hw = size = tuple(max(MIN_SIDE, round(n / 2 / 32) * 32) for n in hw)  # type: ignore[assignment]
-            shrunk = f"input size halved to {hw[0]}x{hw[1]} (from {first[0]}x{first[1]}) to fit --minutes; "
-            timing = measure(found.channels, classes, hw, BATCH)
-        if minutes is not None:
-            epochs = epochs_to_fit(found, timing, minutes, runs)
-        seconds = suite_seconds(found, timing, epochs, runs)
-        short = f"more than --minutes {minutes:g} even at one epoch: " if minutes is not None and seconds > minutes * 60 else ""
-        note = (f"{short}{shrunk}about {duration(seconds)} for {runs} run{'s' * (runs != 1)} of {epochs} epoch{'s' * (epochs != 1)}, one at a "
-                f"time (measured: {timing.step:.2f} s a training step of {BATCH} at {hw[0]}x{hw[1]}, {timing.device}; "
-                f"{START_S:.0f} s start-up a run)")  # fmt: skip
-    elif minutes is not None:
-        raise ConfigError("--minutes chooses the epochs from a measured time; leave out --no-estimate")
-    text = _render(found, path, size, epochs, note)
+    return path
+
+
+def _write_checked(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     try:
@@ -240,10 +414,10 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
     except ConfigError as e:
         path.unlink()
         raise ConfigError(f"lossbench init wrote a config it cannot load (a bug; please report it): {e}") from None
-    return path, note
+    return path
 
 
-def _render(found: Survey, path: Path, size: tuple[int, int] | None, epochs: int, note: str) -> str:
+def _render(found: Survey, path: Path, size: tuple[int, int] | None, plan: Plan, note: str) -> str:
     root = found.root.resolve()
     here = Path(os.path.abspath(path)).parent
     cwd = Path.cwd().resolve()
@@ -262,8 +436,8 @@ def _render(found: Survey, path: Path, size: tuple[int, int] | None, epochs: int
         f"#   time: {note}",
         f"# Check it, then run it:  lossbench compare --config {path} --dry-run   (then without --dry-run)",
         f"suite: {re.sub(r'[^A-Za-z0-9_.+-]+', '-', path.stem).lstrip('.-') or 'mine'}   # runs/<suite> and reports/<suite>",
-        f"losses: [{', '.join(LOSSES)}]   # lossbench losses: every loss you can add",
-        f"seeds: [{', '.join(map(str, SEEDS))}]            # three or more per loss: the verdict then speaks of the losses, not just these runs",
+        f"losses: [{', '.join(plan.losses)}]   # lossbench losses: every loss you can add",
+        f"seeds: [{', '.join(map(str, plan.seeds))}]            # three or more per loss: the verdict then speaks of the losses, not just these runs",
         "jobs: auto                # runs at once: one per GPU; on a CPU one at a time",
         "data:",
         "  kind: folder",
@@ -277,8 +451,13 @@ def _render(found: Survey, path: Path, size: tuple[int, int] | None, epochs: int
     else:
         lines.append("  # class names: classes.txt")
     ignore = found.ignore_index
-    lines.append(f"  ignore_index: {'null' if ignore is None else ignore}" + ("         # the void label found in the masks: excluded from losses and metrics"
-                                               if ignore is not None else "        # a mask value to leave out of losses and metrics, if any"))  # fmt: skip
+    if ignore is not None:
+        lines.append(f"  ignore_index: {ignore}         # {found.ignore_why} — excluded from losses and metrics")
+    elif len(found.beyond) > 1:
+        lines.append(f"  ignore_index: null        # values {', '.join(map(str, found.beyond))} are beyond the classes of classes.txt: "
+                     "name them there, or set the one that is void here (lossbench init --void N)")  # fmt: skip
+    else:
+        lines.append("  ignore_index: null        # a mask value to leave out of losses and metrics, if any")
     lines.append(f"  resize: [{size[0]}, {size[1]}]      # [H, W] the model sees (metrics stay at each mask's own size)"
                  if size else "  # resize: [H, W]        # every image already has one size, a multiple of 32")  # fmt: skip
     lines += [
@@ -288,10 +467,100 @@ def _render(found: Survey, path: Path, size: tuple[int, int] | None, epochs: int
         "model: {arch: Unet, encoder: resnet18, encoder_weights: null}   # imagenet weights: downloaded once",
         "optim: {lr: 0.001, weight_decay: 0.0001}",
         "trainer:",
-        f"  max_epochs: {epochs}",
+        f"  max_epochs: {plan.epochs}",
         "  accelerator: auto",
         "  devices: 1",
         "wandb: {project: lossbench}   # offline unless you are logged in (wandb login)",
         "",
     ]
     return "\n".join(lines)
+
+
+VOLUME_LOSSES = ["ce", "dice", "generalized_dice", "focal_tversky", "lovasz_softmax", "boundary", "cldice"]
+"""A volume suite's losses: the baselines and the 3-D favourites (README, "Volumes")."""
+PATCH = (32, 64, 64)  # the largest training patch init proposes, [D, H, W]
+
+
+def write_volume_config(root: Path, config: str | Path | None, force: bool, favourites: list[str],
+                        void: int | None) -> tuple[Path, str]:  # fmt: skip
+    """A folder of volumes: a ``data.kind: volumes`` config with a 3-D model, the spacing its headers give, a patch
+    that fits every volume, and the class shares of its training masks. A missing package of the ``volumes``
+    extra is said first, before any volume is read."""
+    files = {split: VolumeFiles.find(root, split) for split in SPLITS}
+    nifti = any(not p.name.lower().endswith(".npy") for f in files.values() for p in f.images)
+    missing = missing_for_volumes(nifti)
+    if missing:
+        raise ConfigError(f"--data {str(root)!r} holds volumes, which need {' and '.join(missing)} (the volumes extra): "
+                          f"{install_extra()}")  # fmt: skip
+    path = _config_path(root, config, force)
+    listing = root / "classes.txt"
+    found = Survey(root, {s: len(f.images) for s, f in files.items()}, 0, [], read_class_list(listing) if listing.is_file() else None,
+                   void=void)  # fmt: skip
+    shapes, spacings, low = [], [], math.inf
+    for split, f in files.items():
+        for i in np.unique(np.linspace(0, len(f.images) - 1, min(8, len(f.images))).astype(int)):
+            image = read_volume(f.images[i])
+            found.channels = image.array.shape[0]
+            shapes.append(image.array.shape[1:])
+            spacings.append(image.spacing)
+            low = min(low, float(image.array.min()))
+            if split == "train":
+                keys, n = np.unique(read_volume(f.masks[i], mask=True).array, return_counts=True)
+                for key, k in zip(keys.tolist(), n.tolist()):
+                    found.values[int(key)] = found.values.get(int(key), 0) + k
+    smallest = np.min(np.array(shapes), axis=0)
+    patch = [int(max(4, min(p, (s // 4) * 4))) for p, s in zip(PATCH, smallest)]  # the UNet's two strides of 2: multiples of 4
+    spacing = np.median(np.array(spacings), axis=0)
+    ct = low <= -500  # Hounsfield units: air at -1000
+    losses = list(dict.fromkeys([*favourites, *VOLUME_LOSSES]))  # the user's favourites first
+    names, freq = found.names, found.frequencies()
+    here = Path(os.path.abspath(path)).parent
+    shown = os.path.relpath(root.resolve(), here)
+    npy = not nifti
+    ignore = found.ignore_index
+    rare = min(found.scored, key=lambda i: freq[i]) if found.scored else None
+    lines = [
+        f"# lossbench volume suite for {root.resolve()}, written by `lossbench init` — edit freely.",
+        f"#   volumes: train {found.counts['train']}, val {found.counts['val']}, test {found.counts['test']}; "
+        f"{found.channels} channel(s); smallest [D, H, W] read {list(map(int, smallest))}; median spacing "
+        f"{' x '.join(f'{v:g}' for v in spacing)} mm ({'from the NIfTI headers' if nifti else '.npy: set data.volumes.spacing'})",
+        "#   class share of the training voxels read (the rarer, the more the choice of loss matters):",
+        *[f"#     {n:<20} {100 * f:6.2f} %" for n, f in zip(names, freq)],
+        "#   time: not estimated for volumes; try one epoch first (--set trainer.max_epochs=1) and scale",
+        f"# Check it, then run it:  lossbench compare --config {path} --dry-run   (then without --dry-run)",
+        f"suite: {re.sub(r'[^A-Za-z0-9_.+-]+', '-', path.stem).lstrip('.-') or 'mine'}",
+        f"losses: [{', '.join(losses)}]   # lossbench losses: every loss you can add",
+        "seeds: [0, 1, 2]",
+        "data:",
+        "  kind: volumes",
+        f"  path: {json.dumps(shown)}   # relative paths are read from this file's folder",
+    ]
+    if found.class_names is None:
+        lines.append(f"  class_names: [{', '.join(names)}]   # from the mask values found: give them real names (or write classes.txt)")
+    if ignore is not None:
+        lines.append(f"  ignore_index: {ignore}         # {found.ignore_why} — excluded from losses and metrics")
+    lines += [
+        "  batch_size: 2",
+        "  volumes:",
+        (f"    intensity: ct           # intensities down to {low:g}: Hounsfield units\n    window: [-100, 300]     # soft tissue; "
+         "widen for bone or lung" if ct else "    intensity: mri          # z-score per volume (ct: a Hounsfield window; none: as stored)"),
+        *([f"    spacing: [{', '.join(f'{v:g}' for v in spacing)}]   # .npy has no header: mm per voxel, [D, H, W]"] if npy else []),
+        f"    patch: [{', '.join(map(str, patch))}]   # training patch and sliding window [D, H, W], within every volume",
+        "    samples_per_volume: 4",
+        "    pos_fraction: 0.5      # half the patches centred on a foreground class",
+        "model:",
+        "  dims: 3                 # a 3-D MONAI UNet; dims 2 (with context) trains on slices instead",
+        "  arch: UNet",
+        "  kwargs: {channels: [16, 32, 64], strides: [2, 2], num_res_units: 1}",
+        "optim: {lr: 0.001, weight_decay: 0.0001}",
+        "trainer:",
+        f"  max_epochs: {EPOCHS}",
+        "  accelerator: auto",
+        "  devices: 1",
+        "wandb: {project: lossbench}",
+        f"report: {{focus: {names[rare]}, nsd_tolerance: 2.0}}   # the rarest class; NSD tolerance in mm" if rare is not None else "",
+        "",
+    ]
+    note = (f"a volume suite: {len(losses)} losses × 3 seeds, {found.counts['train']} training volumes, patch "
+            f"{'x'.join(map(str, patch))}, spacing {' x '.join(f'{v:g}' for v in spacing)} mm; time not estimated")  # fmt: skip
+    return _write_checked(path, "\n".join(lines)), note

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from helpers.cli import ROOT, lossbench_cli
+from helpers.volumes import SPACING, nifti_folder, ras_volume, save_nifti
 from scipy import ndimage
 
 from lossbench.config import ConfigError, VolumeConfig, load_config
@@ -25,45 +26,6 @@ from lossbench.metrics import per_image_counts
 from lossbench.module import LossbenchModule
 from lossbench.record import read_evidence, read_prediction, read_record
 from lossbench.volume_model import slice_stack
-
-SPACING = (3.0, 0.7, 1.2)  # [D, H, W] mm: anisotropic
-
-
-def ras_volume(seed: int = 0, shape=(10, 14, 12)) -> tuple[np.ndarray, np.ndarray]:
-    """An image ``[D, H, W]`` and a mask with a lesion (1) and a tube (2), in RAS order."""
-    rng = np.random.default_rng(seed)
-    image = rng.normal(0, 50, shape).astype(np.float32)
-    mask = np.zeros(shape, np.uint8)
-    mask[2:4, 3:6, 4:7] = 1
-    mask[:, 9, 8] = 2
-    image[mask == 1] += 200
-    image[mask == 2] += 400
-    return image, mask
-
-
-def save_nifti(path: Path, array_dhw: np.ndarray, spacing=SPACING, orientation: str = "RAS") -> None:
-    """Write ``array_dhw`` (RAS, slice-first) as NIfTI stored in another ``orientation`` (e.g. ``LPI``, ``PSL``):
-    the same anatomy under a non-identity affine (axes flipped and permuted), with the spacing in it."""
-    xyz = np.swapaxes(array_dhw, 0, 2)  # x (R), y (A), z (S)
-    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-    affine[:3, 3] = [-20.0, 13.5, 7.0]
-    img = nib.Nifti1Image(xyz, affine)
-    target = nib.orientations.axcodes2ornt(tuple(orientation))
-    img = img.as_reoriented(nib.orientations.ornt_transform(nib.orientations.io_orientation(affine), target))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
-
-
-def nifti_folder(root: Path, counts=(3, 2, 2), orientation: str = "PIL") -> Path:
-    """A user's NIfTI folder in the split layout, stored in a non-RAS orientation."""
-    for split, n, offset in zip(("train", "val", "test"), counts, (0, 10, 20)):
-        for i in range(n):
-            image, mask = ras_volume(offset + i)
-            save_nifti(root / split / "images" / f"case{i}.nii.gz", image, orientation=orientation)
-            save_nifti(root / split / "masks" / f"case{i}.nii.gz", mask, orientation=orientation)
-    (root / "classes.txt").write_text("background\nlesion\nvessel\n")
-    return root
-
 
 # --- reading ----------------------------------------------------------------------------------------
 
@@ -112,8 +74,10 @@ def test_a_nifti_file_without_nibabel_is_one_sentence_with_the_install(tmp_path)
             "from pathlib import Path\nfrom lossbench.data.volumes import read_volume\n"
             f"try:\n    read_volume(Path({str(path)!r}))\nexcept ValueError as e:\n    print(e)")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.stdout.strip() == (f"{path} is a NIfTI file, and volume data needs nibabel: pip install "
-                                "'lossbench[volumes]' (or pip install nibabel)"), r.stderr[-2000:]
+    from lossbench.data.volumes import install_extra
+
+    assert r.stdout.strip() == f"{path} is a NIfTI file, and volume data needs nibabel: {install_extra()} (or pip install nibabel)"
+    assert install_extra() == f"pip install -e '{ROOT}[volumes]'", r.stderr[-2000:]  # this checkout, installed editable
 
 
 def test_ct_windows_and_mri_z_scores(tmp_path):
@@ -157,14 +121,6 @@ def test_bad_volumes_are_one_sentence_naming_the_file(tmp_path):
         f.unlink()
     with pytest.raises(ValueError, match=r"split 'val' is empty: no volume files"):
         VolumeFiles.find(root, "val")
-
-
-def test_init_on_a_folder_of_volumes_says_to_write_the_volume_config(tmp_path):
-    from lossbench.init import survey
-
-    root = nifti_folder(tmp_path / "set", counts=(1, 1, 1))
-    with pytest.raises(ConfigError, match=r"holds volumes .*write data.kind volumes by hand"):
-        survey(root)
 
 
 @pytest.mark.parametrize(("sets", "message"), [

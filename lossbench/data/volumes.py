@@ -45,11 +45,28 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy")
 _CACHE_VERSION = 1
 
 
+def install_extra(extra: str = "volumes") -> str:
+    """The command that installs lossbench's ``extra`` for how lossbench is installed: run from a checkout
+    (editable, or on ``PYTHONPATH``) ``pip install -e '<checkout>[volumes]'``, else ``pip install 'lossbench[volumes]'``."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and "site-packages" not in Path(__file__).resolve().parts:
+        return f"pip install -e '{checkout}[{extra}]'"
+    return f"pip install 'lossbench[{extra}]'"
+
+
+def missing_for_volumes(nifti: bool, dims3: bool = True) -> list[str]:
+    """The packages of the ``volumes`` extra that volume data needs and this environment lacks."""
+    from importlib.util import find_spec
+
+    wanted = (["nibabel"] if nifti else []) + (["monai"] if dims3 else [])
+    return [name for name in wanted if find_spec(name) is None]
+
+
 def _nibabel():
     try:
         import nibabel
     except ImportError:
-        raise ValueError("volume data needs nibabel: pip install 'lossbench[volumes]' (or pip install nibabel)") from None
+        raise ValueError(f"volume data needs nibabel: {install_extra()} (or pip install nibabel)") from None
     return nibabel
 
 
