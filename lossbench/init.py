@@ -218,7 +218,7 @@ def measure(channels: int, classes: int, size: tuple[int, int], batch: int, budg
     import torch
 
     from lossbench.metrics import boundary_scores, object_counts, per_image_counts
-    from lossbench.module import build_model
+    from lossbench.models import build_model
 
     begun = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -7,7 +7,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 from torch import Tensor
 
@@ -24,6 +23,7 @@ from lossbench.metrics import (
     per_image_counts,
     scored_pixels,
 )
+from lossbench.models import build_model, input_multiple
 from lossbench.record import Evidence
 
 
@@ -33,50 +33,6 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, message: str, on_this_rank: bool = True):
         super().__init__(message)
         self.on_this_rank = on_this_rank
-
-
-class WeightsUnavailable(ValueError):
-    """Pretrained encoder weights were asked for but cannot be had (no network and no cached copy)."""
-
-
-def build_model(model_cfg: dict[str, Any], in_channels: int, num_classes: int) -> torch.nn.Module:
-    """A segmentation-models-pytorch model.
-
-    ``model_cfg["encoder_weights"]`` (e.g. ``"imagenet"``) loads a pretrained encoder through smp,
-    from the Hugging Face cache or by downloading it once; ``None`` (the default) initialises at
-    random and never touches the network. Weights that cannot be had are a
-    :class:`WeightsUnavailable` sentence.
-    """
-    weights = model_cfg.get("encoder_weights")
-    encoder = model_cfg["encoder"]
-    if weights is not None and encoder.startswith("tu-"):
-        weights = True  # timm encoders take a flag; the pretrained tag is part of the encoder name
-    try:
-        return smp.create_model(
-            arch=model_cfg["arch"],
-            encoder_name=encoder,
-            encoder_weights=weights,
-            in_channels=in_channels,
-            classes=num_classes,
-            **(model_cfg.get("kwargs") or {}),
-        )
-    except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"cannot build model arch={model_cfg['arch']!r} encoder={encoder!r}: {e}") from None
-    except Exception as e:  # noqa: BLE001 — hub and network errors come in many types
-        if weights is None:
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsUnavailable(
-            f"model.encoder_weights={model_cfg.get('encoder_weights')!r} for encoder {encoder!r} cannot be loaded — no "
-            f"cached copy and no download ({type(e).__name__}: {first[:200]}); connect once to fill the cache "
-            "(~/.cache/huggingface), or set model.encoder_weights: null"
-        ) from None
-
-
-def input_multiple(model: torch.nn.Module) -> int:
-    """The multiple an input's height and width must be for ``model`` (its encoder's output stride)."""
-    encoder = getattr(model, "encoder", None)
-    return int(getattr(encoder, "output_stride", 32) or 32)
 
 
 def original_resolution(logits: Tensor, batch: dict[str, Tensor]):
@@ -123,7 +79,7 @@ class LossbenchModule(L.LightningModule):
             the training volumes, median per axis; the in-plane two at dims 2).
 
     On volumes (``dims`` and a batch with ``"spacing"``) validation and test predict each volume whole
-    (:mod:`lossbench.volume_model`) and score it at its own spacing: HD95 and NSD in millimetres, objects as
+    (:mod:`lossbench.models`) and score it at its own spacing: HD95 and NSD in millimetres, objects as
     26-connected components. With :attr:`predictions_dir` set, the test writes each volume's prediction there.
 
     The test keeps its evidence (:attr:`test_evidence`, a :class:`~lossbench.record.Evidence`): per
@@ -160,7 +116,7 @@ class LossbenchModule(L.LightningModule):
         self.loss_label = loss_label or loss_name
         num_classes = len(self.class_names)
         if dims == 3:
-            from lossbench.volume_model import build_volume_model
+            from lossbench.models import build_volume_model
 
             self.model = build_volume_model(model_cfg, in_channels, num_classes, tuple(patch))
         else:
@@ -230,8 +186,8 @@ class LossbenchModule(L.LightningModule):
     # --- evaluation ---------------------------------------------------------------------------
 
     def predict_volume(self, volume: Tensor) -> Tensor:
-        """Logits ``[1, C, D, H, W]`` of a whole volume ``[1, C_in, D, H, W]`` (:mod:`lossbench.volume_model`)."""
-        from lossbench.volume_model import predict_patches, predict_slices
+        """Logits ``[1, C, D, H, W]`` of a whole volume ``[1, C_in, D, H, W]`` (:mod:`lossbench.models`)."""
+        from lossbench.models import predict_patches, predict_slices
 
         h = self.hparams
         if h.dims == 3:

@@ -433,7 +433,7 @@ class Components:
 
 def _datamodule(run_cfg: RunConfig, bundle: Any, module: Any) -> Any:
     from lossbench.data import SegmentationDataModule
-    from lossbench.module import input_multiple
+    from lossbench.models import input_multiple
 
     dims = run_cfg.model.dims
     multiple = input_multiple(module.model) if dims == 2 else 1

@@ -201,7 +201,7 @@ def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:
     """Before any run starts: read the data once (building its cache and raising any problem with a
     file or item now, not in every run) and fetch pretrained encoder weights once; return the class count."""
     from lossbench.data import load_data
-    from lossbench.module import build_model
+    from lossbench.models import build_model
 
     t0 = time.perf_counter()
     bundle = load_data(cfg.data)

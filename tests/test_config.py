@@ -369,3 +369,37 @@ def test_class_names_for_the_synthetic_sets_are_refused_not_ignored():
     cfg = load_config(SMOKE, ["data.kind=synthetic_volumes", "model.dims=3", "model.arch=UNet"])
     assert load_config(SMOKE, ["data.kind=synthetic_volumes", "model.dims=3", "model.arch=UNet",
                                f"data.class_names={cfg.data.class_names}"]).data.class_names == cfg.data.class_names  # fmt: skip
+
+
+def test_the_package_has_no_import_cycle_and_the_config_loads_without_torch():
+    # issue 30 (20): config.py was 892 lines of schema, loading, overrides, paths and a data concern; split into
+    # lossbench/config/ (schema, loading) with classes.txt read in lossbench/data/classes.py — without a cycle
+    import ast
+
+    root = ROOT / "lossbench"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()  # a package's own __init__ importing its modules is no cycle: they need nothing from it
+        for node in ast.parse(path.read_text()).body:  # module level only: an import inside a function is lazy
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in graph[node]:
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join([*stack, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*stack, node])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [])
+    assert {"lossbench.config.schema", "lossbench.config.loading", "lossbench.data.classes", "lossbench.models"} <= set(modules)
+    assert "lossbench.volume_model" not in modules and len((root / "config" / "schema.py").read_text().splitlines()) < 800
+    code = "import sys, lossbench.config as c; c.load_config('default'); print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.stdout.strip() == "[]", r.stderr[-2000:]

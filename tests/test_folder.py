@@ -223,7 +223,8 @@ def test_batches_pad_to_the_model_multiple_with_an_ignored_label(tmp_path):
 def test_metrics_are_computed_at_each_masks_original_resolution(tmp_path):
     import lightning as L
 
-    from lossbench.module import LossbenchModule, input_multiple
+    from lossbench.models import input_multiple
+    from lossbench.module import LossbenchModule
 
     write_mixed_folder(tmp_path / "d")
     for resize in (None, [48, 64]):

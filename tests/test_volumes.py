@@ -25,7 +25,7 @@ from lossbench.data.volumes import VolumeFiles, load_volume_splits, read_volume
 from lossbench.metrics import per_image_counts
 from lossbench.module import LossbenchModule
 from lossbench.record import read_evidence, read_prediction, read_record
-from lossbench.volume_model import slice_stack
+from lossbench.models import slice_stack
 
 # --- reading ----------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ lesion of 0.1 % of the voxels is drawn as often as a vessel of 1 % — else on a
 The randomness is seeded per (run seed, epoch, sample), as for images (:func:`~lossbench.data.transforms.item_seed`).
 
 Evaluation (:class:`VolumeEvalItems`): item ``i`` is the whole volume ``i`` at its own grid, its mask, its
-index and its spacing; the module predicts it whole (:mod:`lossbench.volume_model`).
+index and its spacing; the module predicts it whole (:mod:`lossbench.models`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Models on volumes: a 3-D MONAI network (``model.dims: 3``), and whole-volume prediction in either mode.
+"""The models: building a network from ``model:`` and predicting whole images and volumes with it.
+
+* ``model.dims: 2`` (images, and volumes slice by slice) — :func:`build_model`: a segmentation-models-pytorch
+  model (``model.arch``, ``model.encoder``, ``model.encoder_weights``, ``model.kwargs``); pretrained weights that
+  cannot be had are a :class:`WeightsUnavailable` sentence.
+
+Volumes:
 
 * ``model.dims: 3`` — :func:`build_volume_model`: a class of ``monai.networks.nets`` by name (``model.arch``:
   ``UNet``, ``SegResNet``, ``BasicUNet``, ``AttentionUnet``, ...) built with ``spatial_dims=3`` and the data's
@@ -17,9 +23,55 @@ from __future__ import annotations
 
 from typing import Any
 
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class WeightsUnavailable(ValueError):
+    """Pretrained encoder weights were asked for but cannot be had (no network and no cached copy)."""
+
+
+def build_model(model_cfg: dict[str, Any], in_channels: int, num_classes: int) -> torch.nn.Module:
+    """A segmentation-models-pytorch model.
+
+    ``model_cfg["encoder_weights"]`` (e.g. ``"imagenet"``) loads a pretrained encoder through smp,
+    from the Hugging Face cache or by downloading it once; ``None`` (the default) initialises at
+    random and never touches the network. Weights that cannot be had are a
+    :class:`WeightsUnavailable` sentence.
+    """
+    weights = model_cfg.get("encoder_weights")
+    encoder = model_cfg["encoder"]
+    if weights is not None and encoder.startswith("tu-"):
+        weights = True  # timm encoders take a flag; the pretrained tag is part of the encoder name
+    try:
+        return smp.create_model(
+            arch=model_cfg["arch"],
+            encoder_name=encoder,
+            encoder_weights=weights,
+            in_channels=in_channels,
+            classes=num_classes,
+            **(model_cfg.get("kwargs") or {}),
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"cannot build model arch={model_cfg['arch']!r} encoder={encoder!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 — hub and network errors come in many types
+        if weights is None:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsUnavailable(
+            f"model.encoder_weights={model_cfg.get('encoder_weights')!r} for encoder {encoder!r} cannot be loaded — no "
+            f"cached copy and no download ({type(e).__name__}: {first[:200]}); connect once to fill the cache "
+            "(~/.cache/huggingface), or set model.encoder_weights: null"
+        ) from None
+
+
+def input_multiple(model: torch.nn.Module) -> int:
+    """The multiple an input's height and width must be for ``model`` (its encoder's output stride)."""
+    encoder = getattr(model, "encoder", None)
+    return int(getattr(encoder, "output_stride", 32) or 32)
+
 
 _UNET_DEFAULTS = {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1}
 

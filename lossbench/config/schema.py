@@ -1,103 +1,28 @@
-"""The config schema: typed sections, YAML loading, ``--set`` overrides, the resolved run config, its hash.
+"""The config schema: every section of a suite config as a typed model, with its defaults, ranges and the rules
+that tie sections together (checked at load, before anything runs); how a pydantic error becomes one sentence
+(:func:`explain`); dotted settings applied to a config (:func:`with_settings`).
 
-A suite config is a YAML file (the examples are ``experiments/``, shipped as ``lossbench/suites``
-and found by name: ``--config default``). :func:`load_config` reads it, applies
-``--set key=value`` overrides and validates the whole of it against :class:`SuiteConfig` before
-anything runs: an unknown key (with the closest valid one), a wrong type, a value out of range, a
-duplicate loss label or a trainer key ``lightning.Trainer`` does not take is one sentence naming the
-file and the key. Defaults and their meaning live on the fields below.
-
-A run's resolved config (:class:`RunConfig`, its ``config.yaml``) and its hash are
-:mod:`lossbench.identity`'s; which losses and seeds a suite runs is :mod:`lossbench.plan`'s.
+Reading files, ``--set`` overrides and the packaged suites are :mod:`lossbench.config.loading`'s; a folder's
+``classes.txt`` is read by :func:`lossbench.data.classes.read_class_list`.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import os
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lossbench.data.classes import read_class_list
 
 
 class ConfigError(ValueError):
     """A config problem, told in one sentence."""
-
-
-# --- YAML -----------------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a number, not the string ``'1e-3'``."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-MAX_YAML_VALUES = 100_000
-"""The most values a config may hold once its aliases are expanded (a config has hundreds)."""
-
-
-class YamlTooLarge(yaml.YAMLError):
-    """A YAML document whose aliases expand past :data:`MAX_YAML_VALUES` (a "billion laughs")."""
-
-    def __init__(self, values: int):
-        super().__init__(f"its aliases expand to more than {values:,} values (nested aliases of aliases); write the values out")
-        self.problem = str(self)
-
-
-def _expanded_size(node: yaml.Node, limit: int) -> int:
-    """How many values ``node`` holds with every alias expanded, counted without expanding anything (each
-    node's count is computed once); stops with :class:`YamlTooLarge` past ``limit``."""
-    sizes: dict[int, int] = {}
-
-    def size(n: yaml.Node) -> int:
-        if id(n) in sizes:
-            return sizes[id(n)]
-        sizes[id(n)] = 1  # a node that contains itself (a recursive alias) counts once
-        if isinstance(n, yaml.SequenceNode):
-            total = 1 + sum(size(child) for child in n.value)
-        elif isinstance(n, yaml.MappingNode):
-            total = 1 + sum(size(k) + size(v) for k, v in n.value)
-        else:
-            total = 1
-        if total > limit:
-            raise YamlTooLarge(limit)
-        sizes[id(n)] = total
-        return total
-
-    return size(node)
-
-
-def yaml_load(text: str) -> Any:
-    """Parse YAML text as configs are parsed (YAML 1.2 numbers), refusing a document whose aliases expand
-    past :data:`MAX_YAML_VALUES` values before anything expands them."""
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _expanded_size(node, MAX_YAML_VALUES)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
 
 
 # --- field types ----------------------------------------------------------------------------------
@@ -334,20 +259,6 @@ def _folder_class_names(d: DataConfig) -> list[str]:
     if not listing.is_file():
         raise ValueError(f"a folder dataset needs data.class_names, data.palette or {listing} (one class name per line)")
     return read_class_list(listing)
-
-
-def read_class_list(listing: Path) -> list[str]:
-    """The class names of a ``classes.txt``: one per line, the class with mask value k on line k + 1."""
-    lines = [line.strip() for line in listing.read_text().splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()  # trailing blank lines end the file
-    if "" in lines:
-        raise ValueError(f"{listing} line {lines.index('') + 1} is empty: write one class name per line, the "
-                         "class with mask value k on line k + 1")  # fmt: skip
-    if len(lines) < 2:
-        raise ValueError(f"{listing} names {len(lines)} class(es); a dataset needs at least two")
-    return lines
-
 
 _MODEL_OWNED = {
     "encoder_name": "set model.encoder",
@@ -813,8 +724,6 @@ def reject_duplicates(values: list, what: str, hint: str) -> None:
         seen.add(v)
 
 
-# --- loading --------------------------------------------------------------------------------------
-
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
@@ -876,151 +785,3 @@ def with_settings(raw: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[s
             node = node.setdefault(part, {})
         node[last] = value
     return deep_merge(raw, nested)
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["trainer.max_epochs=1", "optim.lr=1e-3"]`` → nested dict; values are parsed as YAML (``1e-3`` is a number)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set expects key=value with a dotted key, got {item!r}")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r} conflicts with another --set on {part!r}")
-        try:
-            node[parts[-1]] = yaml_load(raw) if raw != "" else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e.problem})") from None
-    return out
-
-
-SUITES_DIR = Path(__file__).parent / "suites"
-"""The example suites (``experiments/`` in the repository; shipped in the wheel): ``--config default``."""
-
-
-def packaged_suites() -> list[str]:
-    """The names of the example suites that ``--config NAME`` finds wherever lossbench is installed."""
-    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
-
-
-def find_config(path: str | Path) -> Path:
-    """The config file ``path`` names: the file itself, else (a bare name such as ``default``) the
-    packaged example suite of that name; otherwise a :class:`ConfigError` saying where it looked."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p
-    if p.parent == Path(".") and not p.suffix and (SUITES_DIR / f"{p.name}.yaml").is_file():
-        return SUITES_DIR / f"{p.name}.yaml"
-    where = f" (resolved to {Path(os.path.abspath(p))})" if not p.is_absolute() else ""
-    raise ConfigError(f"config file {str(path)!r} does not exist{where}; the packaged example suites are "
-                      f"named {', '.join(packaged_suites())} (e.g. --config default)")  # fmt: skip
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a :class:`ConfigError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        raw = yaml_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-    return raw
-
-
-def anchor_paths(raw: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """``raw`` with its relative file paths — ``data.path`` and the ``.py`` entries of ``plugins`` —
-    read from the folder ``base`` (a config file's folder, or the working directory for ``--set``);
-    also ``{resolved: as written}`` for the messages. Other keys (``data.cache_dir``, like ``--out``)
-    stay relative to the working directory."""
-    out, written = dict(raw), {}
-
-    def anchored(value: Any) -> Any:
-        if not isinstance(value, str) or not value:
-            return value
-        resolved = os.path.abspath(base / Path(value).expanduser())
-        written[resolved] = value
-        return resolved
-
-    if isinstance(out.get("data"), Mapping) and "path" in out["data"]:
-        out["data"] = {**out["data"], "path": anchored(out["data"]["path"])}
-    if isinstance(out.get("plugins"), list):
-        out["plugins"] = [anchored(p) if isinstance(p, str) and p.endswith(".py") else p for p in out["plugins"]]
-    return out, written
-
-
-def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> SuiteConfig:
-    """Read a suite config (a file, or a packaged example suite by name: :func:`find_config`), apply
-    ``--set`` overrides and validate it; the suite name defaults to the file's stem.
-
-    Relative paths written in the file are read from the file's folder, those given with ``--set``
-    from the working directory (:func:`anchor_paths`), as Hydra and mmsegmentation read theirs.
-    """
-    written: dict[str, str] = {}
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = find_config(path)
-        raw, written = anchor_paths(read_yaml_mapping(path), path.parent)
-    overrides = list(overrides)
-    given, written_set = anchor_paths(parse_overrides(overrides), Path.cwd())
-    raw = deep_merge(raw, given)
-    written.update(written_set)
-    raw.setdefault("suite", Path(path).stem if path is not None else "adhoc")
-    source = f"config {str(path)!r}" if path is not None else "config"
-    if overrides:
-        source += " with --set " + " ".join(overrides)
-    data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
-    folder = data.get("path")
-    if data.get("kind") == "folder" and isinstance(folder, str) and folder and not Path(folder).is_dir():
-        shown = written.get(folder, folder)
-        where = f" (resolved to {folder})" if shown != folder else ""
-        raise ConfigError(f"{source}: data.path {shown!r} does not exist{where}")
-    return validate_config(raw, source)
-
-
-def validate_config(raw: Mapping[str, Any], source: str = "config") -> SuiteConfig:
-    """A :class:`SuiteConfig` from a mapping, or a :class:`ConfigError` naming ``source`` and the key."""
-    try:
-        return SuiteConfig.model_validate(dict(raw))
-    except ValidationError as e:
-        raise explain(e, source) from None
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    """A run's resolved ``config.yaml``."""
-    try:
-        return RunConfig.model_validate(read_yaml_mapping(path))
-    except ValidationError as e:
-        raise explain(e, f"run config {str(path)!r}") from None
-
-
-def dump_yaml(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
-_SYNTHETIC_KEYS = ("seed", "image_size", "num_train", "num_val", "num_test", "imbalance", "noise")
-_DATA_KEYS_UNUSED = {
-    "synthetic": ("path", "class_names", "ignore_index", "palette", "target", "kwargs", "volumes"),
-    "folder": (*_SYNTHETIC_KEYS, "target", "kwargs", "volumes"),
-    "python": (*_SYNTHETIC_KEYS, "path", "palette", "volumes"),
-    "volumes": (*_SYNTHETIC_KEYS, "palette", "target", "kwargs", "resize", "crop", "augment", "normalize"),
-    "synthetic_volumes": ("path", "class_names", "ignore_index", "palette", "target", "kwargs", "resize", "crop", "augment",
-                          "normalize"),
-}  # fmt: skip
-"""The ``data`` keys each kind of data does not read (``--print-config`` leaves them out)."""
-
-
-def dump_shown(config: SuiteConfig) -> str:
-    """The resolved config as ``--print-config`` shows it: every key, except the ``data`` keys its kind of data does
-    not read (a folder suite shows no synthetic image size)."""
-    dumped = config.model_dump(mode="json")
-    dumped["data"] = {k: v for k, v in dumped["data"].items() if k not in _DATA_KEYS_UNUSED[config.data.kind]}
-    return yaml.safe_dump(dumped, sort_keys=False)
