@@ -473,3 +473,17 @@ def test_a_test_set_of_three_cases_gives_no_image_interval_and_says_why(tmp_path
     assert "no interval is given" in readme and "at least 5 images" in readme
     lb = pd.read_csv(tmp_path / "report" / "leaderboard.csv")
     assert lb["miou_lo"].isna().all()
+
+
+def test_a_race_on_the_focus_class_rules_out_by_the_focus_iou(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice, focal]", "[0, 1, 2]", "race={max_seeds: 6, score: focus}")
+    for seed in (0, 1, 2):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.9, seed))
+        write_run(tmp_path, cfg, "dice", seed, predictions(0.9, seed))
+        write_run(tmp_path, cfg, "focal", seed, predictions(0.9, seed, never=2))  # never finds the focus class (spot)
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.race_on == "focus" and "focal" in b.race.rounds[0].ruled_out
+    assert b.focus.in_best_set == {"ce": True, "dice": True, "focal": False} and b.focus.ruled_out == b.race.ruled_out
+    assert b.race.next == (["ce", "dice"], 6)
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "on the focus class's IoU" in readme

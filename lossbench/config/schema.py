@@ -614,7 +614,7 @@ class RaceConfig(_Section):
 
     max_seeds: PosInt  # the most seeds a loss trains
     max_runs: PosInt | None = None  # the most runs of the whole suite (all rounds, every budget counted once per seed)
-    on: Literal["miou", "focus"] = "miou"  # the score the race rules losses out on: mean IoU or the focus class's IoU
+    score: Literal["miou", "focus"] = "miou"  # what the race rules losses out on: mean IoU or the focus class's IoU (not "on": YAML reads it as true)
 
 
 class SuiteConfig(RunSections):

@@ -184,7 +184,7 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     with_ev = [k for k in labels if k in counts]
     level = stats.level_of(score_m)
     the_race = race_of(records, budget, cfg, counts, weights if bootstrap else None, class_ids, focus, focus_id) if race and with_ev else None
-    on = cfg.race.on if the_race is not None else None
+    on = cfg.race.score if the_race is not None else None
     out_m = the_race.ruled_out if on == "miou" else None
     out_f = the_race.ruled_out if on == "focus" else None
     cmp_m = stats.compare({k: score_m[k] for k in with_ev}, alpha, level, ruled_out=out_m) if with_ev else None
@@ -243,7 +243,7 @@ def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dic
             if not runs:
                 return stats.LossScores(np.array([]))
             per_m, per_f = _scores(runs, label, focus)
-            on_miou = cfg.race.on == "miou"
+            on_miou = cfg.race.score == "miou"
             reps = None
             if weights is not None:
                 m, f = stats.replicate_scores(_evidence_counts(runs, []), weights, class_ids, focus_id)
