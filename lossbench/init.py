@@ -76,6 +76,7 @@ class Survey:
     values: dict[int, int] = field(default_factory=dict)  # mask value -> pixels (training masks read)
     colours: dict[tuple[int, int, int], int] = field(default_factory=dict)  # RGB masks: colour -> pixels
     void: int | None = None  # the value the user named as void (--void)
+    sample_mask: np.ndarray | None = None  # one test mask (class ids), to time the test's metrics on
     decode_s: float = 0.0  # seconds to read one image and its mask (measured on the sample)
 
     @property
@@ -166,6 +167,8 @@ def survey(root: str | Path, void: int | None = None) -> Survey:
             if len(timed) < 8:
                 timed.append(time.perf_counter() - t0)
             found.sizes.append(mask.shape[:2])
+            if split == "test" and mask.ndim == 2 and found.sample_mask is None:
+                found.sample_mask = mask
             if split != "train":
                 continue
             if mask.ndim == 3:
@@ -193,28 +196,43 @@ def _read_ids_or_colours(path: Path) -> np.ndarray:
 
 @dataclass
 class Timing:
-    """Seconds per training step and per tested image (the forward pass and the test's metrics), measured on
-    ``device`` at ``size`` (H, W); ``spent``: the seconds the measuring took."""
+    """Seconds, measured on ``device``: a training step of :data:`BATCH` and a model's forward pass per image at
+    ``size`` (H, W) — both grow with the input's pixels (:meth:`at`) — and, at the masks' own size (which the
+    metrics use whatever the input size), bringing an image's logits back to its mask (validation and test) and
+    the test's own metrics (counts, boundary distances, objects). ``spent``: the seconds the measuring took."""
 
     step: float
-    eval_image: float
-    device: str
+    forward_image: float
+    native_image: float = 0.0
+    metrics_image: float = 0.0
+    device: str = "cpu"
     size: tuple[int, int] = (0, 0)
     spent: float = 0.0
 
+    @property
+    def val_image(self) -> float:
+        return self.forward_image + self.native_image
+
+    @property
+    def test_image(self) -> float:
+        return self.forward_image + self.native_image + self.metrics_image
+
     def at(self, size: tuple[int, int]) -> Timing:
-        """The timing scaled to another input size (a convolutional net's work grows with the pixels)."""
+        """The timing at another input size: a convolutional net's work grows with the pixels; the masks' does not."""
         if not self.size[0] or tuple(size) == tuple(self.size):
             return self
         scale = size[0] * size[1] / (self.size[0] * self.size[1])
-        return Timing(self.step * scale, self.eval_image * scale, self.device, tuple(size), 0.0)  # type: ignore[arg-type]
+        return Timing(self.step * scale, self.forward_image * scale, self.native_image, self.metrics_image, self.device,
+                      tuple(size), 0.0)  # type: ignore[arg-type]  # fmt: skip
 
 
 def measure(channels: int, classes: int, size: tuple[int, int], batch: int, budget_s: float | None = None,
-            steps: int = 3) -> Timing:  # fmt: skip
+            steps: int = 3, mask: np.ndarray | None = None) -> Timing:  # fmt: skip
     """Train the default model at ``size`` (one step to warm up, then up to ``steps`` timed ones, fewer when
-    ``budget_s`` would be passed) and test one batch as a run tests it: the forward pass, then per image the
-    counts, the boundary distances and the objects of :mod:`lossbench.metrics`."""
+    ``budget_s`` would be passed), time its forward pass on a batch, and time what a run does per image at the
+    mask's own size: the logits brought back to the mask (bilinear) and their argmax, then the test's metrics
+    of :mod:`lossbench.metrics` on ``mask`` (one of the user's) against itself shifted by a few pixels — a
+    prediction with real edges, not noise."""
     import torch
 
     from lossbench.metrics import boundary_scores, object_counts, per_image_counts
@@ -226,6 +244,9 @@ def measure(channels: int, classes: int, size: tuple[int, int], batch: int, budg
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(batch, channels, *size, device=device)
     y = torch.randint(0, classes, (batch, *size), device=device)
+    if mask is None:  # blocks of classes at the input size
+        mask = (np.arange(size[0])[:, None] // 16 + np.arange(size[1])[None, :] // 16) % classes
+    mask = np.where(mask < classes, mask, 0).astype(np.int64)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -249,23 +270,32 @@ def measure(channels: int, classes: int, size: tuple[int, int], batch: int, budg
     model.eval()
     with torch.no_grad():
         start = time.perf_counter()
-        pred = model(x).argmax(1)
+        logits = model(x)
         sync()
-        per_image_counts(pred, y, classes, None)
-        p, t = pred.cpu().numpy(), y.cpu().numpy()
-        for i in range(batch):
-            boundary_scores(p[i], t[i], classes, None, 2.0)
-            object_counts(t[i], p[i], classes - 1)
-        per_image = (time.perf_counter() - start) / batch
+        forward = (time.perf_counter() - start) / batch
+        start = time.perf_counter()
+        native = torch.nn.functional.interpolate(logits[:1].float(), size=mask.shape, mode="bilinear", align_corners=False).argmax(1)
+        sync()
+        back = time.perf_counter() - start
+        target = torch.as_tensor(mask)[None]
+        pred = torch.roll(target, shifts=(3, 3), dims=(1, 2))
+        start = time.perf_counter()
+        per_image_counts(pred, target, classes, None)
+        p, t = pred[0].numpy(), target[0].numpy()
+        boundary_scores(p, t, classes, None, 2.0)
+        object_counts(t, p, int(np.bincount(t.ravel(), minlength=classes).argmin()))
+        metrics = time.perf_counter() - start
+        del native
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    return Timing(float(np.median(timed)) if timed else warm, per_image, name, tuple(size), time.perf_counter() - begun)  # type: ignore[arg-type]
+    return Timing(float(np.median(timed)) if timed else warm, forward, back, metrics, name, tuple(size),  # type: ignore[arg-type]
+                  time.perf_counter() - begun)  # fmt: skip
 
 
 def suite_seconds(found: Survey, timing: Timing, epochs: int, runs: int, batch: int = BATCH) -> float:
     """The suite's time, one run at a time: per run the training steps, every epoch's validation, the test and
     the start-up (:data:`START_S`); once, reading the folder into the cache."""
     steps = math.ceil(found.counts["train"] / batch)
-    per_run = epochs * (steps * timing.step + found.counts["val"] * timing.eval_image) + found.counts["test"] * timing.eval_image
+    per_run = epochs * (steps * timing.step + found.counts["val"] * timing.val_image) + found.counts["test"] * timing.test_image
     return runs * (per_run + START_S) + found.decode_s * sum(found.counts.values())
 
 
@@ -385,12 +415,13 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
     if estimate:
         classes = len(found.names) if not found.colours else len(found.colours)
         budget = MEASURE_SHARE * minutes * 60 if minutes is not None else None
-        timing = measure(found.channels, classes, hw, BATCH, budget)
+        timing = measure(found.channels, classes, hw, BATCH, budget, mask=found.sample_mask)
         plan = fit_plan(found, timing, tuple(hw), minutes, losses)  # type: ignore[arg-type]
         note = (plan.describe() + (f"; gave up to fit: {'; '.join(plan.gave_up)}" if plan.gave_up else "")
-                + f" (measured in {timing.spent:.0f} s: {timing.step:.2f} s a training step of {BATCH} and "
-                f"{timing.eval_image:.3f} s a test image at {hw[0]}x{hw[1]}, {timing.device}; {START_S:.0f} s start-up a run; "
-                f"reading the folder {found.decode_s * sum(found.counts.values()):.0f} s once)")  # fmt: skip
+                + f" (measured in {timing.spent:.0f} s: {timing.step:.2f} s a training step of {BATCH} at {hw[0]}x{hw[1]}, "
+                f"{timing.test_image:.3f} s a test image — {timing.metrics_image:.3f} s of it the test's metrics at the "
+                f"masks' own size —, {timing.device}; {START_S:.0f} s start-up a run; reading the folder "
+                f"{found.decode_s * sum(found.counts.values()):.0f} s once)")  # fmt: skip
     elif minutes is not None:
         raise ConfigError("--minutes chooses the epochs from a measured time; leave out --no-estimate")
     resize = tuple(plan.size) if (size is not None or tuple(plan.size) != tuple(hw)) else None

@@ -403,3 +403,15 @@ def test_the_package_has_no_import_cycle_and_the_config_loads_without_torch():
     code = "import sys, lossbench.config as c; c.load_config('default'); print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.stdout.strip() == "[]", r.stderr[-2000:]
+
+
+def test_the_makefiles_probe_loads_with_the_raced_default_suite():
+    # the default suite races (3 seeds and up); make probe asks for one seed, so it turns the race off
+    import shlex
+
+    recipe = (ROOT / "Makefile").read_text().split("\nprobe:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    args = shlex.split(recipe.split("lossbench compare", 1)[1].replace("$(ARGS)", ""))
+    sets = args[args.index("--set") + 1 : args.index("--out")]
+    cfg = load_config(ROOT / "experiments" / "default.yaml", sets)
+    assert cfg.race is None and cfg.seeds == [0] and cfg.budgets == [8, 24]
+    assert load_config(ROOT / "experiments" / "default.yaml").race.max_seeds == 6

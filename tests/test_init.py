@@ -35,7 +35,7 @@ def test_init_reads_classes_void_sizes_and_class_shares_from_the_folder(tmp_path
 def test_the_epochs_chosen_are_the_most_that_fit_the_minutes(tmp_path):
     # a fixed timing, not a measured one: more time gives more epochs, and one epoch more would not fit
     write_mixed_folder(tmp_path / "set")
-    found, timing = survey(tmp_path / "set"), Timing(step=0.5, eval_image=0.05, device="cpu")
+    found, timing = survey(tmp_path / "set"), Timing(step=0.5, forward_image=0.05, device="cpu")
     for minutes in (2, 8, 16):
         epochs = epochs_to_fit(found, timing, minutes, 21)
         assert suite_seconds(found, timing, epochs, 21) <= minutes * 60 < suite_seconds(found, timing, epochs + 1, 21)
@@ -82,7 +82,7 @@ def test_a_plan_that_fits_gives_up_epochs_then_size_then_losses_then_seeds_and_s
     # is tested here with a fixed measured time (a loaded machine's own measurement made the old test fail)
     write_mixed_folder(tmp_path / "set", n=(300, 60, 100))
     found = survey(tmp_path / "set")
-    timing = Timing(step=0.5, eval_image=0.02, device="cpu", size=(352, 480))
+    timing = Timing(step=0.5, forward_image=0.02, device="cpu", size=(352, 480))
     losses = chosen_losses(["lovasz_softmax", "focal_tversky"])
     assert losses[:2] == ["lovasz_softmax", "focal_tversky"] and losses[2:] == [k for k in LOSSES if k != "lovasz_softmax"]
     roomy = fit_plan(found, timing, (352, 480), 24 * 60, losses)
@@ -106,10 +106,12 @@ def test_a_plan_that_fits_gives_up_epochs_then_size_then_losses_then_seeds_and_s
 def test_measuring_stays_within_its_share_of_the_budget():
     # a tenth of --minutes: here 2 s for a model whose step takes well under a second at 64x64 on this machine
     timing = measure(3, 4, (64, 64), 8, budget_s=2.0)
-    assert timing.size == (64, 64) and 0 < timing.step and 0 < timing.eval_image
+    assert timing.size == (64, 64) and 0 < timing.step and 0 < timing.forward_image and 0 < timing.metrics_image
     assert timing.spent <= 2.0 + 3 * timing.step  # the model's build, a warm-up and at most the steps that fit
     bigger = timing.at((128, 128))
-    assert bigger.step == pytest.approx(4 * timing.step) and bigger.eval_image == pytest.approx(4 * timing.eval_image)
+    assert bigger.step == pytest.approx(4 * timing.step) and bigger.forward_image == pytest.approx(4 * timing.forward_image)
+    # the test's metrics run at the masks' own size, whatever the input size: they do not shrink with it
+    assert bigger.metrics_image == timing.metrics_image and bigger.native_image == timing.native_image
 
 
 def test_a_value_beyond_classes_txt_or_named_void_becomes_the_ignore_index_with_a_reason(tmp_path):
