@@ -236,10 +236,18 @@ class _Progress:
     one every :data:`CONSOLE_EVERY_S` inside a long epoch, one when a run starts scoring its test set, one
     when a run ends. The suite ETA is smoothed (:data:`ETA_STEP`) so consecutive lines do not jump."""
 
-    def __init__(self, total: int, at_once: int, log: Callable[[str], None]):
-        self.total, self.at_once, self.log = total, at_once, log
-        self.durations: list[float] = []
+    def __init__(self, todo: list[PlannedRun], at_once: int, log: Callable[[str], None]):
+        self.total, self.at_once, self.log = len(todo), at_once, log
+        self.epochs_left = sum(run.budget for run in todo)  # the budgets of the runs not ended yet
+        self.durations: list[tuple[float, int]] = []  # (seconds, budget) of each run ended
         self.shown: tuple[float, float] | None = None  # (ETA shown, when)
+
+    def _per_epoch(self) -> float | None:
+        """Seconds a run took per epoch of its budget, its start-up and test included, over the runs ended: a
+        suite of 8- and 24-epoch runs (``budgets:``) expects the 24-epoch ones to take three times as long."""
+        if not self.durations:
+            return None
+        return sum(s for s, _ in self.durations) / max(sum(b for _, b in self.durations), 1)
 
     def _smooth(self, eta: float) -> float:
         now = time.perf_counter()
@@ -279,11 +287,16 @@ class _Progress:
 
     def suite_eta(self, watched: list[_Watched], queued: list[PlannedRun]) -> float | None:
         """Seconds until the runs training and queued here are done (smoothed): from whole runs once one has ended —
-        their test included — else from the epochs timed so far."""
+        their test included, per epoch of budget — else from the epochs timed so far."""
         now = time.perf_counter()
-        if self.durations:
-            per_run = sum(self.durations) / len(self.durations)
-            left = sum(max(per_run - (now - w.started), 0.05 * per_run) for w in watched) + per_run * len(queued)
+        per_epoch = self._per_epoch()
+        if per_epoch is not None:
+            def left_of(w: _Watched) -> float:
+                expected = per_epoch * w.run.budget
+                own = w.progress.seconds_left() if w.progress is not None else None  # its epochs still to go
+                return max(expected - (now - w.started), own or 0.0, 0.05 * expected)
+
+            left = sum(left_of(w) for w in watched) + per_epoch * sum(run.budget for run in queued)
         else:
             timed = [w.progress.epoch_s for w in watched if w.progress is not None and w.progress.epoch_s]
             if not timed:
@@ -295,9 +308,10 @@ class _Progress:
 
     def ended(self, state: _Watched, rec: RunRecord | None, left: int, where: str = "") -> None:
         elapsed = time.perf_counter() - state.started
-        self.durations.append(elapsed)
-        mean = sum(self.durations) / len(self.durations)
-        eta = self._smooth(mean * left / max(self.at_once, 1))
+        self.durations.append((elapsed, state.run.budget))
+        self.epochs_left = max(self.epochs_left - state.run.budget, 0)
+        mean = sum(s for s, _ in self.durations) / len(self.durations)
+        eta = self._smooth((self._per_epoch() or 0.0) * self.epochs_left / max(self.at_once, 1))
         if rec is not None and rec.ok:
             what = f"ok in {fmt_time(elapsed)}, test mIoU {rec.miou:.3f}"
         else:
@@ -365,7 +379,7 @@ class _Pool:
         self.slots = Slots(list(placement.gpu_slots), placement.per_group) if placement.gpu_slots else None
         self.workers = Workers(placement.on_gpu, max_runs or RUNS_PER_WORKER)
         self.active: dict[Any, _Active] = {}  # a worker (or a DDP run's own process) → the run it trains
-        self.progress = _Progress(len(todo), placement.at_once, log)
+        self.progress = _Progress(todo, placement.at_once, log)
         self.elsewhere = _Elsewhere(log)
         self.started = 0
         self.cores = os.cpu_count() or 1
@@ -489,7 +503,7 @@ class _Cluster:
     def __init__(self, todo: list[PlannedRun], kind: str, cfg: SuiteConfig, out: Path, log: Callable[[str], None]):
         self.todo, self.kind, self.cfg, self.out, self.log = todo, kind, cfg, out, log
         self.owner = claim.me("compare")
-        self.progress = _Progress(len(todo), len(todo), log)
+        self.progress = _Progress(todo, len(todo), log)
         self.elsewhere = _Elsewhere(log)
         self.mine: list[_Watched] = []
         self.jobs: dict[Path, str] = {}

@@ -123,7 +123,7 @@ def test_a_claim_held_on_another_host_says_how_to_release_it_and_a_released_one_
     elsewhere = _Elsewhere(said.append)
     elsewhere.add(run, claim.read_claim(run.run_dir))
     assert f"if pid 4242 there is gone, delete {claim_path(run.run_dir)} and the waiting compare takes" in said[0]
-    progress = _Progress(1, 1, said.append)
+    progress = _Progress([run], 1, said.append)
     assert elsewhere.look(progress, 0) == []  # still held: waited for
     claim_path(run.run_dir).unlink()  # the user releases it
     elsewhere.next_look = 0.0

@@ -131,7 +131,7 @@ def test_the_suite_says_when_a_run_scores_its_test_set_and_its_eta_does_not_jump
     cfg = load_config(SMOKE, ["losses=[ce, dice]"])
     ce, dice = plan_runs(cfg, tmp_path, check=False)
     said = []
-    progress = _Progress(2, 1, said.append)
+    progress = _Progress([ce, dice], 1, said.append)
     watched = _Watched(ce, time.perf_counter())
     rec = RunRecord.start(run_config(cfg, cfg.losses[0], 0), attempts=1)
     rec.progress = Progress(2, 2, 0.5, epoch_s=1.0)
@@ -145,9 +145,34 @@ def test_the_suite_says_when_a_run_scores_its_test_set_and_its_eta_does_not_jump
     assert said[-1].startswith("    ce seed 0: testing, batch 1/40 (after 2/2 epochs)")
     # a run that took far longer than its epochs said (its test) moves the ETA shown part of the way, not all of it
     first = progress.suite_eta([watched], [dice])
-    progress.durations.append(60.0)
+    progress.durations.append((60.0, dice.budget))
     second = progress.suite_eta([], [dice])
     assert first < second < 60.0 and second == pytest.approx(first + ETA_STEP * (60.0 - first), abs=0.5)
+
+
+def test_the_suite_eta_counts_each_run_by_its_budget(tmp_path):
+    # make probe's suite (8- and 24-epoch runs) showed "suite ETA 10s" with 13 epochs of 3.5 s left: a run's time
+    # was taken as the mean of the runs ended, whatever their budgets
+    import time
+
+    from lossbench.plan import plan_runs
+    from lossbench.suite import _Progress, _Watched
+
+    cfg = load_config(SMOKE, ["losses=[ce]", "seeds=[0]", "budgets=[8, 24]"])
+    short, long = sorted(plan_runs(cfg, tmp_path, check=False), key=lambda run: run.budget)
+    assert (short.budget, long.budget) == (8, 24)
+    said = []
+    progress = _Progress([short, long], 1, said.append)
+    progress.ended(_Watched(short, time.perf_counter() - 40.0), None, 1)
+    assert "ETA 2m00s" in said[-1], said  # 40 s for 8 epochs: 120 s for the 24 still to train
+    # the run under way: 11 of 24 epochs done at 3.5 s each — its own epochs say 45.5 s are left, more than the 40 s that
+    # the ended run's rate leaves it after 80 s; the larger is shown (the ETA shown moves part of the way)
+    progress.shown = None
+    watched = _Watched(long, time.perf_counter() - 80.0)
+    watched.progress = Progress(11, 24, 0.6, epoch_s=3.5)
+    assert progress.suite_eta([watched], []) == pytest.approx(45.5, abs=0.5)
+    watched.progress, progress.shown = Progress(20, 24, 0.6, epoch_s=3.5), None
+    assert progress.suite_eta([watched], []) == pytest.approx(40.0, abs=2.0)  # nearly done by its epochs: the rate's 40 s
 
 
 def test_status_lists_planned_runs_and_neither_status_nor_losses_imports_the_training_stack(tmp_path):
