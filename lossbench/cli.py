@@ -264,7 +264,9 @@ def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, 
         schedule = race_schedule(cfg)
         most = sum(len({r.label for r in runs}) * (b - a) for a, b in zip(schedule, schedule[1:])) * len(cfg.budget_list())
         print(f"race: then rounds of {schedule} seeds per loss train more seeds only for the losses still in the best set "
-              f"(at most {plural(most, 'more run')}" + (f", race.max_runs {cfg.race.max_runs} in all" if cfg.race.max_runs else "") + ")")  # fmt: skip
+              f"(at most {plural(most, 'more run')}" + (f", race.max_runs {cfg.race.max_runs} in all" if cfg.race.max_runs else "")
+              + (f"; a round only when the pace so far leaves room within race.max_minutes {cfg.race.max_minutes:g}"
+                 if cfg.race.max_minutes else "") + ")")  # fmt: skip
     if cfg.tune is not None:
         from lossbench.plan import resolve_seeds
 

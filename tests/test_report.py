@@ -321,9 +321,38 @@ def test_a_raced_suite_reports_its_rounds_and_what_the_next_round_trains(tmp_pat
     assert "**The race ended** (the schedule's last round (6 seeds per loss) is done) after 15 runs" in readme
 
 
+def test_a_race_trains_a_round_only_when_the_pace_of_the_rounds_so_far_leaves_room_within_max_minutes(tmp_path):
+    # a 2-core machine twice as slow as another took 10 min for make compare's first round: a race capped in minutes
+    # stops there and says what it would need; the runs' records decide, so the report and a rerun decide the same
+
+    cfg = suite(tmp_path, "[ce, dice, focal]", "[0, 1, 2]", "race={max_seeds: 6, max_minutes: 1.5}")
+    t0 = 1_000_000.0
+    for i, seed in enumerate((0, 1, 2)):
+        for j, label in enumerate(("ce", "dice", "focal")):  # the same predictions: none is ruled out
+            run_dir = write_run(tmp_path, cfg, label, seed, predictions(0.9, seed))
+            rec = read_record(run_dir)
+            rec.started_at, rec.finished_at = t0 + 20 * i + j, t0 + 20 * (i + 1)  # round 1: 60 s for 9 runs
+            write_record(run_dir, rec)
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    race = b.race
+    assert race.rounds[0].seconds == pytest.approx(60.0) and race.next is None and race.stopped_by_budget
+    assert race.ended == ("the next round (9 runs: 6 seeds for each of the 3 losses left) would take about 1m00s at the pace "
+                          "of the rounds so far (1m00s for 9 runs), past race.max_minutes (1.5); race.max_minutes: 2 gives it the time")
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    verdict = readme.split("## Verdict")[1].split("###")[0]
+    assert "- **This budget could not separate them**: the race stopped with 3 losses in the best set, since the next round" in verdict
+    # the time it asks for: round 2 is asked for, and the sentence is gone
+    suite(tmp_path, "[ce, dice, focal]", "[0, 1, 2]", "race={max_seeds: 6, max_minutes: 2}")
+    (b,) = analyse(collect_runs(tmp_path)).budgets
+    assert b.race.next == (["ce", "dice", "focal"], 6) and not b.race.stopped_by_budget
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "could not separate them" not in readme
+
+
 def test_a_race_is_checked_before_anything_trains():
     for setting, words in (("seeds=[0, 1]", "list at least 3"), ("race.max_seeds=3", "must be above the 3 seeds"),
-                           ("race.max_runs=6", "leaves no run for a second round")):  # fmt: skip
+                           ("race.max_runs=6", "leaves no run for a second round"), ("race.max_minutes=0", "greater than 0"),
+                           ("race.max_minutes=nan", "greater than 0"), ("race.max_minutes=inf", "finite"), ("race.max_minutes=true", "race.max_minutes")):  # fmt: skip
         with pytest.raises(ConfigError, match=words):
             load_config(SMOKE, ["losses=[ce, dice]", "seeds=[0, 1, 2]", "race={max_seeds: 6}", setting])
 

@@ -610,10 +610,15 @@ SEED_LEVEL_MIN = 3
 class RaceConfig(_Section):
     """``race:`` — seeds spent where they decide (:mod:`lossbench.report.race`): every loss trains the suite's
     ``seeds``; each round doubles the seeds per loss (up to ``max_seeds``) for the losses still in the best set
-    only, until one is left, ``max_seeds`` is reached or the next round would pass ``max_runs``."""
+    only, until one is left, ``max_seeds`` is reached, or the next round would pass ``max_runs`` or — at the pace
+    of the rounds so far — ``max_minutes``."""
 
     max_seeds: PosInt  # the most seeds a loss trains
     max_runs: PosInt | None = None  # the most runs of the whole suite (all rounds, every budget counted once per seed)
+    # the most wall-clock minutes of training for all rounds: a round trains only when the rounds so far (each from its
+    # first run's start to its last run's end, in the runs' records) say it ends within them — so a slower machine
+    # races less, and a rerun decides the same as the compare that trained the runs
+    max_minutes: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, allow_inf_nan=False)] | None = None
     score: Literal["miou", "focus"] = "miou"  # what the race rules losses out on: mean IoU or the focus class's IoU (not "on": YAML reads it as true)
 
 

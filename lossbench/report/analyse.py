@@ -251,7 +251,15 @@ def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dic
             cache[label, n] = stats.LossScores(per_m if on_miou else per_f, reps)
         return cache[label, n]
 
-    return run_race(labels, race_schedule(cfg), attempted, scores, cfg.report.alpha, cfg.race.max_runs)
+    def seconds(runs: dict[str, tuple[int, int]]) -> float:
+        """The wall time of these runs: from the first one's start to the last one's end (0 when not recorded)."""
+        chosen = [r for r in records if r.seed in order and r.label in runs and runs[r.label][0] <= order[r.seed] < runs[r.label][1]]  # every budget
+        starts = [r.started_at for r in chosen if r.started_at is not None]
+        ends = [r.finished_at for r in chosen if r.finished_at is not None]
+        return max(max(ends) - min(starts), 0.0) if starts and ends else 0.0
+
+    return run_race(labels, race_schedule(cfg), attempted, scores, cfg.report.alpha, cfg.race.max_runs,
+                    max_minutes=cfg.race.max_minutes, seconds=seconds)
 
 
 def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, sf: stats.LossScores,

@@ -221,6 +221,9 @@ def _plain_words_md(b: Budget) -> list[str]:
     can = _detectable_md(b)
     if can:
         out.append(can)
+    if b.race is not None and b.race.stopped_by_budget and len(b.race.left) > 1:
+        out.append(f"- **This budget could not separate them**: the race stopped with {len(b.race.left)} losses in the "
+                   f"best set, since {b.race.ended}.")  # fmt: skip
     return out
 
 
