@@ -238,7 +238,8 @@ def _race(cfg, out: Path, args: argparse.Namespace, runs: list) -> list:
         print(f"race: round {len(race.rounds) + 1} trains {n} seeds per loss for {plural(len(losses), 'loss', 'losses')}: "
               f"{', '.join(losses)}")  # fmt: skip
         more = run_suite(cfg, out, losses, race_seeds(cfg, n), args.jobs, args.retry_failed, args.launcher, args.detach)
-        runs = [*runs, *(r for r in more if r.run_dir not in {x.run_dir for x in runs})]
+        have = {run.run_dir for run in runs}
+        runs = [*runs, *(run for run in more if run.run_dir not in have)]
         if args.detach and any(read_status(run.run_dir) not in (OK, FAILED) for run in more):
             return runs
 

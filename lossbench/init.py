@@ -45,6 +45,7 @@ from lossbench.data.checks import SPLITS
 from lossbench.data.folder import SplitFiles
 from lossbench.data.images import decode_image_array, read_mask
 from lossbench.data.volumes import VolumeFiles, case_name, install_extra, missing_for_volumes, read_volume
+from lossbench.progress import plural
 
 LOSSES = ["ce", "dice", "lovasz_softmax", "focal", "generalized_dice", "weighted_ce", "combo"]
 """The losses a new suite compares, in the order a plan keeps them: a pixel baseline, a region loss and a
@@ -326,9 +327,8 @@ class Plan:
         return self.minutes is None or self.seconds <= self.minutes * 60
 
     def describe(self) -> str:
-        what = (f"{len(self.losses)} losses × {len(self.seeds)} seed{'s' * (len(self.seeds) != 1)} ({self.runs} "
-                f"run{'s' * (self.runs != 1)}) of {self.epochs} epoch{'s' * (self.epochs != 1)} at "
-                f"{self.size[0]}x{self.size[1]}, one at a time")  # fmt: skip
+        what = (f"{plural(len(self.losses), 'loss', 'losses')} × {plural(len(self.seeds), 'seed')} ({plural(self.runs, 'run')}) "
+                f"of {plural(self.epochs, 'epoch')} at {self.size[0]}x{self.size[1]}, one at a time")  # fmt: skip
         if self.minutes is None:
             return f"about {duration(self.seconds)} for {what}"
         if not self.fits:

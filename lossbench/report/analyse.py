@@ -213,7 +213,7 @@ def _detectable(b: Budget) -> tuple[dict[float, float], float]:
         return {}, math.nan
     k = len(cmp_.estimate)
     top = b.scores[cmp_.best]
-    image_sd = float(np.median([math.sqrt(stats._image_var_of_difference(top, b.scores[j])) for j in cmp_.difference]))
+    image_sd = float(np.median([math.sqrt(stats.image_var_of_difference(top, b.scores[j])) for j in cmp_.difference]))
     variances = [s.seed_sd**2 for s in b.scores.values() if s.n > 1]
     if not variances:  # one seed: the test images' floor is all that can be said
         return {}, stats.detectable_difference(0.0, math.inf, k, image_sd, b.alpha)
@@ -235,6 +235,9 @@ def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dic
         ended = {r.seed for r in mine if r.label == label and r.status in ("ok", "failed")}
         attempted[label] = next((i for i, seed in enumerate(order) if seed not in ended), len(order))
     ok = {label: sorted((r for r in mine if r.label == label and r.ok), key=lambda r: order[r.seed]) for label in labels}
+    # counts[label] holds the loss's runs at this budget by seed (as analyse_budget read them): a round's runs are rows of it
+    row = {label: {seed: i for i, seed in enumerate(sorted(r.seed for r in records if r.ok and r.budget == budget and r.label == label))}
+           for label in labels}  # fmt: skip
     cache: dict[tuple[str, int], stats.LossScores] = {}
 
     def scores(label: str, n: int) -> stats.LossScores:
@@ -246,7 +249,7 @@ def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dic
             on_miou = cfg.race.score == "miou"
             reps = None
             if weights is not None:
-                m, f = stats.replicate_scores(_evidence_counts(runs, []), weights, class_ids, focus_id)
+                m, f = stats.replicate_scores(counts[label][[row[label][r.seed] for r in runs]], weights, class_ids, focus_id)
                 reps = stats.seed_mean(m if on_miou else f)
             cache[label, n] = stats.LossScores(per_m if on_miou else per_f, reps)
         return cache[label, n]
@@ -366,18 +369,26 @@ def flag_budgets(results: list[Budget]) -> None:
             b.table.at[i, "budget_bound"] = moved
 
 
+FLAG_MEANING = {"unstable": "seed spread > spread across losses", "budget-bound": "moves between budgets",
+                "incomplete": "seeds missing or failed"}
+"""What each flag but *degenerate* (whose text names the classes and seeds) means, as the flags column says it."""
+
+
+def flag_names(row: Any) -> list[str]:
+    """The flags one leaderboard row carries, by name."""
+    on = {"degenerate": bool(row["degenerate"]), "unstable": bool(row.get("unstable")),
+          "budget-bound": bool(row.get("budget_bound")), "incomplete": bool(row["incomplete"])}  # fmt: skip
+    return [name for name, flagged in on.items() if flagged]
+
+
 def flag_text(row: Any) -> str:
     """The flags of one leaderboard row as text (kept in the table's ``flags`` column)."""
     flags = []
-    if row["degenerate"]:
-        found = ", ".join(f"{code(c)} (seed {seed})" for c, _, seed in row["degenerate"])
-        flags.append(f"degenerate: {found}")
-    if row.get("unstable"):
-        flags.append("unstable (seed spread > spread across losses)")
-    if row.get("budget_bound"):
-        flags.append("budget-bound (moves between budgets)")
-    if row["incomplete"]:
-        flags.append("incomplete (seeds missing or failed)")
+    for name in flag_names(row):
+        if name == "degenerate":
+            flags.append("degenerate: " + ", ".join(f"{code(c)} (seed {seed})" for c, _, seed in row["degenerate"]))
+        else:
+            flags.append(f"{name} ({FLAG_MEANING[name]})")
     return "; ".join(flags)
 
 

@@ -46,13 +46,12 @@ class Race:
     left: list[str] = field(default_factory=list)  # still in the best set
     next: tuple[list[str], int] | None = None  # (losses, seeds per loss) the next round trains
     ended: str = ""  # why the race stopped ("" while a round waits for its runs)
+    stopped_by_budget: bool = False  # ended by max_runs or max_minutes with more than one loss left
 
     @property
     def ruled_out(self) -> dict[str, RuledOut]:
         """Every loss ruled out, in any round."""
         return {k: v for r in self.rounds for k, v in r.ruled_out.items()}
-
-    stopped_by_budget: bool = False  # ended by max_runs or max_minutes with more than one loss left
 
     @property
     def runs(self) -> int:
@@ -95,8 +94,8 @@ def run_race(losses: Sequence[str], schedule: Sequence[int], attempted: Mapping[
             race.stopped_by_budget = True
             return race
         took = race.seconds
-        if r and max_minutes is not None and took > 0 and took + added * took / spent > 60 * max_minutes:
-            more = added * took / spent
+        more = added * took / spent if spent else 0.0  # the next round at the pace of the rounds so far
+        if r and max_minutes is not None and took > 0 and took + more > 60 * max_minutes:
             need = math.ceil((took + more) / 60)
             race.ended = (f"{what} would take about {fmt_time(more)} at the pace of the rounds so far ({fmt_time(took)} for "
                           f"{plural(spent, 'run')}), past race.max_minutes ({max_minutes:g}); race.max_minutes: {need} gives it "

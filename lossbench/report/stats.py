@@ -196,7 +196,8 @@ class Difference:
     p: float  # two-sided, for this one comparison (no correction)
 
 
-def _image_var_of_difference(a: LossScores, b: LossScores) -> float:
+def image_var_of_difference(a: LossScores, b: LossScores) -> float:
+    """The image-bootstrap variance of ``a − b`` (the same image draws for both: paired); 0 without replicates."""
     if a.replicates is None or b.replicates is None:
         return 0.0
     d = a.replicates - b.replicates
@@ -213,7 +214,7 @@ def difference(best: LossScores, other: LossScores, level: str, confidence: floa
     """``best − other`` with its standard error (image-paired bootstrap variance, plus at seed level each
     seed mean's variance), ``t(min(n₁, n₂) − 1)`` interval and two-sided p-value."""
     delta = best.estimate - other.estimate
-    var = _image_var_of_difference(best, other)
+    var = image_var_of_difference(best, other)
     if level == SEED:
         var += sum(v for v in (best.seed_var, other.seed_var) if not math.isnan(v))
     df = _df(best.n, other.n, level)

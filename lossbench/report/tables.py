@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -14,7 +15,7 @@ from lossbench.config import SuiteConfig
 from lossbench.metrics import BOUNDARY_METRICS
 from lossbench.record import RunRecord
 import lossbench.report.stats as stats
-from lossbench.report.analyse import LEARNED_IOU, MIN_TEST_CASES, RISING, Analysis, Budget, cost_of, who_learned
+from lossbench.report.analyse import LEARNED_IOU, MIN_TEST_CASES, RISING, Analysis, Budget, cost_of, flag_names, who_learned
 from lossbench.report.gather import Runs
 from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
@@ -259,10 +260,9 @@ def _detectable_md(b: Budget) -> str | None:
     return f"- **What this suite can detect**: among {k} losses {can}. More seeds shrink the gap — {rest}. {floor}"
 
 
-def _flag_names(flags: str, degenerate: bool = True) -> str:
+def _flag_names(row: Any, degenerate: bool = True) -> str:
     """The names of a row's flags (``degenerate, unstable``), without their details."""
-    names = [f.split(":")[0].split(" (")[0] for f in flags.split("; ") if f]
-    return ", ".join(n for n in names if degenerate or n != "degenerate")
+    return ", ".join(n for n in flag_names(row) if degenerate or n != "degenerate")
 
 
 def _ruled_out_md(cmp_: stats.Comparison, losses: list[str]) -> str:
@@ -286,10 +286,10 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         members = cmp_.members
         lo, hi = cmp_.interval[cmp_.best]
         chance = f", P(best) {cmp_.p_best[cmp_.best]:.2f}" if cmp_.best in cmp_.p_best and seed_level else ""
-        flag = t.at[cmp_.best, "flags"]
+        flag = _flag_names(t.loc[cmp_.best])
         n = len(cmp_.estimate)
         top = (f"highest `{cmp_.best}` {t.at[cmp_.best, col]:.3f} [{lo:.3f}, {hi:.3f}]{chance}"
-               + (f" — flagged {_flag_names(flag)}" if flag else ""))  # fmt: skip
+               + (f" — flagged {flag}" if flag else ""))  # fmt: skip
         if n == 1:
             line = f"- **{name}**: {top}; the only loss with results here — nothing to compare it with"
         elif len(members) == n:
@@ -304,7 +304,7 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
             line = (f"- **{name}**: best set{where}: {names} ({len(members)} of {n}; cannot be ruled out at "
                     f"{100 * (1 - b.alpha):g} %); ruled out: {_ruled_out_md(cmp_, out_of)}. The {top}")  # fmt: skip
         out.append(line + ".")
-    flagged = [(r["loss"], _flag_names(r["flags"], degenerate=False)) for r in b.table.to_dict("records")]
+    flagged = [(r["loss"], _flag_names(r, degenerate=False)) for r in b.table.to_dict("records")]
     flagged = [(k, v) for k, v in flagged if v]
     if flagged:  # degenerate runs are in "who learned what" and the leaderboards' flags column: said once each
         out.append("- Flags: " + "; ".join(f"`{k}` {v}" for k, v in flagged) + ".")
