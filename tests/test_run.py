@@ -264,3 +264,39 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_one_whole(tmp_path):
         io.save_checkpoint({"epoch": 2, "w": torch.ones(1000), "bad": Unpicklable()}, path)
     assert checkpoint_problem(path) is None and torch.load(path, weights_only=False)["epoch"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+def test_a_run_served_device_batches_trains_validates_and_tests_like_the_host_loader(data_cache, tmp_path, monkeypatch):
+    # issue 35: every run with device-resident batches crashed at its first validation (Lightning reads
+    # `batch_sampler` on every loader). The resident path is forced open on the CPU: the same run, trained through a
+    # real Trainer from DeviceBatches and from the host loader, must have the same history and test metrics.
+    from lossbench.config import load_config
+    from lossbench.data.datamodule import DeviceBatches, SegmentationDataModule
+    from lossbench.identity import run_config
+    from lossbench.record import read_record, run_dir_for
+    from lossbench.run import run_process
+
+    served = []
+    real_init = DeviceBatches.__init__
+
+    def counting_init(self, *args, **kwargs):
+        served.append(kwargs.get("evaluation", False) or (len(args) > 4 and args[4]))
+        real_init(self, *args, **kwargs)
+
+    records = {}
+    for path in ("host", "device"):
+        if path == "device":
+            monkeypatch.setattr(SegmentationDataModule, "resident_on", ("cuda", "cpu"))
+            monkeypatch.setattr(DeviceBatches, "__init__", counting_init)
+        cfg = load_config(SMOKE, [f"data.cache_dir={data_cache}", "trainer.max_epochs=2", "wandb.mode=disabled",
+                                  "trainer.accelerator=cpu", "data.num_workers=0"])  # fmt: skip
+        run_cfg = run_config(cfg, next(e for e in cfg.losses if e.label == "dice"), 0)
+        run_dir = run_dir_for(tmp_path / path, run_cfg)
+        assert run_process(run_dir, None, run_cfg=run_cfg) == 0
+        records[path] = read_record(run_dir)
+    assert True in served and False in served  # training and evaluation were served from "the device"
+    host, device = records["host"], records["device"]
+    assert host.ok and device.ok, (host.error, device.error)
+    assert [h["train_loss"] for h in device.history] == pytest.approx([h["train_loss"] for h in host.history], rel=1e-5)
+    assert [h["val_miou"] for h in device.history] == pytest.approx([h["val_miou"] for h in host.history], abs=1e-6)
+    assert device.miou == pytest.approx(host.miou, abs=1e-6)

@@ -100,6 +100,14 @@ class SegmentationDataModule(L.LightningDataModule):
         accelerated = trainer.strategy.root_device.type != "cpu" if trainer is not None else torch.cuda.is_available()
         return num_workers(self.cfg, accelerated)
 
+    resident_on: tuple[str, ...] = ("cuda",)
+    """The device types whose runs are served :class:`DeviceBatches` (a test adds ``"cpu"`` to run that path here)."""
+
+    @property
+    def _on_cuda(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def _resident(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The split's images and masks on the training GPU, when they can be served from there: in-memory
         data (:class:`~lossbench.data.synthetic.ArrayDataset`) that no transform changes, already at a size the
@@ -108,7 +116,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else None
-        if device is None or device.type != "cuda" or self.bundle.is_volumes:
+        if device is None or device.type not in self.resident_on or self.bundle.is_volumes:
             return None
         source = getattr(self.bundle, split)
         views = (self.train_set, self.val_set, self.test_set)
@@ -119,7 +127,7 @@ class SegmentationDataModule(L.LightningDataModule):
             return None  # the host path pads them
         if split not in self._on_device:
             total = sum(t.nbytes for d in (self.bundle.train, self.bundle.val, self.bundle.test) for t in (d.images, d.masks))
-            if total > RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory:
+            if device.type == "cuda" and total > RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory:
                 return None
             self._on_device[split] = (source.images.to(device), source.masks.to(device))
         return self._on_device[split]
@@ -132,7 +140,7 @@ class SegmentationDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self._on_cuda,  # pinning makes a CUDA context: never for a CPU run on a GPU host
             collate_fn=collate or self.collate,
         )
 
@@ -168,6 +176,10 @@ class DeviceBatches:
     order of the same seeded sampler as the host path, so the batches are the same tensors — without a
     loader, a collate or a host-to-device copy per batch. Training batches are ``(image, mask)``,
     evaluation batches the dicts :class:`~lossbench.data.transforms.PadCollate` makes (nothing padded)."""
+
+    batch_sampler = None
+    """Lightning reads it on every loader it is given (``_is_dataloader_shuffled``): none here — the sampler orders
+    the batches, as a loader's does with ``batch_size`` set."""
 
     def __init__(self, images: torch.Tensor, masks: torch.Tensor, sampler: Sampler, batch_size: int, evaluation: bool = False):
         self.images, self.masks, self.sampler, self.batch_size, self.evaluation = images, masks, sampler, batch_size, evaluation
