@@ -101,9 +101,9 @@ def race_schedule(cfg: SuiteConfig) -> list[int]:
 
 def race_seeds(cfg: SuiteConfig, n: int) -> list[int]:
     """The first ``n`` seeds of a race: the suite's seeds, then the next numbers not among them."""
-    seeds, candidate = list(cfg.seeds), 0
-    while len(seeds) < n:
-        if candidate not in seeds:
+    seeds, taken, candidate = list(cfg.seeds), set(cfg.seeds), 0
+    while len(seeds) < n:  # linear in n: membership in a set
+        if candidate not in taken:
             seeds.append(candidate)
         candidate += 1
     return seeds[:n]

@@ -156,6 +156,10 @@ class RunRecord:
     # where this attempt ran: host, SLURM job, CUDA_VISIBLE_DEVICES as given, the device ids it trained
     # on, CPU threads (what compare's placement gave it)
     placement: dict[str, Any] | None = None
+    # the kind of machine it trained on (lossbench.run.machine_now): CPU model and the vector ISA torch uses, GPU, torch,
+    # CUDA and oneDNN versions — the same seed gives other numbers on another kind; "earlier": the kinds of earlier
+    # attempts when a resumed run changed machine
+    machine: dict[str, Any] | None = None
     run_dir: Path | None = field(default=None, compare=False, repr=False)  # where it was read from; not stored
 
     @classmethod
@@ -177,6 +181,11 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def machine_kind(self) -> str | None:
+        """The kind of machine the run trained on, in one line (``None`` for runs recorded before it was kept)."""
+        return machine_kind(self.machine) if self.machine else None
 
     @property
     def miou(self) -> float | None:
@@ -212,7 +221,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "budget": (int,), "attempts": (int,), "started_at": _NUMBER, "finished_at": _NUMBER, "error": (str,),
     "failed_rank": (int,), "classes": (list,), "class_frequencies": (list,), "test": (dict,), "focus": (str,),
     "objects": (dict,), "history": (list,), "epochs": (int,), "steps": (int,), "wall_s": _NUMBER,
-    "resumed_after_epoch": (int,), "world_size": (int,), "precision": (str,), "device": (str,), "placement": (dict,),
+    "resumed_after_epoch": (int,), "world_size": (int,), "precision": (str,), "device": (str,), "placement": (dict,), "machine": (dict,),
 }  # fmt: skip
 
 
@@ -383,6 +392,15 @@ def _check_evidence(a: dict[str, np.ndarray]) -> None:
         raise ValueError("boundary holds infinite distances")
     if "panel_slice" in a and a["panel_slice"].shape != a.get("panel_index", np.zeros(0)).shape:
         raise ValueError(f"panel_slice is {list(a['panel_slice'].shape)}, expected one slice per panel volume")
+
+
+def machine_kind(machine: dict[str, Any]) -> str:
+    """``AMD EPYC (AVX2); torch 2.14.1, oneDNN 3.12.0`` — what decides the last digits of a run's numbers."""
+    hw = f"{machine.get('cpu') or 'unknown CPU'} ({machine.get('isa') or '?'})"
+    if machine.get("gpu"):
+        hw += f", {machine['gpu']}"
+    sw = [f"torch {machine.get('torch')}"] + [f"{k} {machine[key]}" for k, key in (("CUDA", "cuda"), ("oneDNN", "onednn")) if machine.get(key)]
+    return f"{hw}; {', '.join(sw)}"
 
 
 class DamagedEvidence(ValueError):

@@ -44,6 +44,7 @@ from lossbench.record import (
     config_path,
     fmt_time,
     last_checkpoint,
+    machine_kind,
     predictions_dir,
     read_record,
     take_rank_error,
@@ -304,6 +305,9 @@ def _train_claimed(run_cfg: RunConfig, run_dir: Path, progress: bool, rank0: boo
     if previous and previous.ok and previous.config_hash == record.config_hash:
         return previous
     record.placement = placement_now()
+    record.machine = machine_now()
+    if previous is not None and previous.machine and machine_kind(previous.machine) != machine_kind(record.machine):
+        record.machine["earlier"] = sorted({machine_kind(previous.machine), *previous.machine.get("earlier", [])})
     if rank0:
         write_run_config(run_dir, run_cfg)
         clear_rank_errors(run_dir)
@@ -338,6 +342,30 @@ def placement_now() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "device_ids": None,  # filled in when training starts (trainer.device_ids)
+    }
+
+
+def machine_now() -> dict[str, Any]:
+    """The kind of machine this process trains on: the CPU model and the vector ISA torch dispatches to (AVX2 and
+    AVX-512 give other numbers for the same seed), the GPU, and the torch, CUDA and oneDNN versions."""
+    import re
+
+    import torch
+
+    cpu = None
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), None)  # fmt: skip
+    except OSError:
+        pass
+    onednn = re.search(r"MKL-DNN v([\d.]+)|oneDNN v([\d.]+)", torch.__config__.show())
+    return {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__.split("+")[0],
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "onednn": next((g for g in onednn.groups() if g), None) if onednn else None,
     }
 
 

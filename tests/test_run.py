@@ -300,3 +300,8 @@ def test_a_run_served_device_batches_trains_validates_and_tests_like_the_host_lo
     assert [h["train_loss"] for h in device.history] == pytest.approx([h["train_loss"] for h in host.history], rel=1e-5)
     assert [h["val_miou"] for h in device.history] == pytest.approx([h["val_miou"] for h in host.history], abs=1e-6)
     assert device.miou == pytest.approx(host.miou, abs=1e-6)
+    # each run records the kind of machine it trained on (issue 34: the same seed gives other numbers on AVX-512)
+    import torch
+
+    assert host.machine["isa"] == torch.backends.cpu.get_cpu_capability() and host.machine["torch"] in torch.__version__
+    assert host.machine_kind == device.machine_kind and "(" + host.machine["isa"] + ")" in host.machine_kind

@@ -613,11 +613,14 @@ class RaceConfig(_Section):
     only, until one is left, ``max_seeds`` is reached, or the next round would pass ``max_runs`` or — at the pace
     of the rounds so far — ``max_minutes``."""
 
-    max_seeds: PosInt  # the most seeds a loss trains
+    # the most seeds a loss trains: at most 256 (each round doubles the seeds; a race of more rounds spends its level so
+    # thinly over them that its early rounds could rule nothing out)
+    max_seeds: Annotated[int, Field(ge=1, le=256)]
     max_runs: PosInt | None = None  # the most runs of the whole suite (all rounds, every budget counted once per seed)
-    # the most wall-clock minutes of training for all rounds: a round trains only when the rounds so far (each from its
-    # first run's start to its last run's end, in the runs' records) say it ends within them — so a slower machine
-    # races less, and a rerun decides the same as the compare that trained the runs
+    # the most wall-clock minutes of training for all rounds: a round trains only when the rounds so far (each the time
+    # its runs trained, from the runs' records, pauses and queues left out) say it ends within them — so a slower
+    # machine races less, and a rerun decides the same as the compare that trained the runs; a round whose runs exist is
+    # always judged
     max_minutes: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, allow_inf_nan=False)] | None = None
     score: Literal["miou", "focus"] = "miou"  # what the race rules losses out on: mean IoU or the focus class's IoU (not "on": YAML reads it as true)
 

@@ -55,6 +55,8 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True, settings: R
     if asked is not None:
         found = narrowed(found, *asked)
     if settings is not None and found.cfg is not None:
+        if settings != found.cfg.report:
+            found.trained_report = found.cfg.report  # the race was trained at the folder's own levels
         found.cfg = found.cfg.model_copy(update={"report": settings})
     searched = found.tuning is not None and (found.tuning.search_records or found.tuning.default_records)
     if not found.current and not found.damaged and not searched:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,9 @@ class Budget:
     detectable: dict[float, float] = field(default_factory=dict)  # seeds per loss → the gap ruled out with 80 % power
     floor: float = math.nan  # that gap with infinitely many seeds: what the test images alone allow
     case: str = "image"  # what one test case is: an image, or a volume
+    machines: dict[str, int] = field(default_factory=dict)  # the kinds of machine its runs trained on: runs of each
+    validation: dict[str, float] = field(default_factory=dict)  # each loss's last validation mean IoU (mean over seeds)
+    race_note: str = ""  # report --set changed the race's levels or focus: what the race shown was trained at
 
     @property
     def too_few_cases(self) -> bool:
@@ -87,16 +91,34 @@ class Budget:
         return int(n.min()), int(n.max())
 
 
-def _evidence_counts(records: list[RunRecord], damaged: list[DamagedEvidence]) -> np.ndarray | None:
-    """``[S, N, C, 3]`` counts of one loss's runs (its own seeds), or ``None`` when a run has no evidence or a
-    damaged one (added to ``damaged``): then only this loss is shown without intervals."""
+def machine_kinds(records: list[RunRecord]) -> dict[str, int]:
+    """The kinds of machine the finished runs trained on (a resumed run's earlier ones too), with how many runs each."""
+    kinds: dict[str, int] = {}
+    for r in records:
+        if r.ok and r.machine:
+            for kind in {r.machine_kind, *r.machine.get("earlier", [])}:
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def _damaged(records: list[RunRecord]) -> list[DamagedEvidence]:
+    """The evidence files of these runs that exist but cannot be used (each leaves out its run, not its loss)."""
+    out = []
+    for rec in records:
+        try:
+            if rec.run_dir is not None:
+                read_evidence(rec.run_dir)
+        except DamagedEvidence as e:
+            out.append(e)
+    return out
+
+
+def _evidence_counts(records: list[RunRecord]) -> np.ndarray | None:
+    """``[S, N, C, 3]`` counts of one loss's runs (its own seeds), or ``None`` when a run has no evidence: then only
+    this loss is shown without intervals (runs with damaged evidence are left out before, by :func:`_damaged`)."""
     arrays = []
     for rec in sorted(records, key=lambda r: r.seed):
-        try:
-            ev = read_evidence(rec.run_dir) if rec.run_dir is not None else None
-        except DamagedEvidence as e:
-            damaged.append(e)
-            return None
+        ev = read_evidence(rec.run_dir) if rec.run_dir is not None else None
         if ev is None:
             return None
         arrays.append(ev.counts)
@@ -143,11 +165,17 @@ def _scores(ok: list[RunRecord], label: str, focus: str | None) -> tuple[np.ndar
 
 
 def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | None, focus: str | None,
-                   expected_seeds: int | dict[str, int], race: bool = False) -> Budget:  # fmt: skip
+                   expected_seeds: int | dict[str, int], race: bool = False,
+                   trained: ReportConfig | None = None) -> Budget:  # fmt: skip
     """Every statistic of the report at one budget, from the runs' records and evidence; with ``race``, the best
     set of the raced score is the race's (:func:`race_of`). ``expected_seeds``: the seeds each loss should have
     (one number for all, or per label)."""
     ok = [r for r in records if r.ok and r.budget == budget]
+    damaged = _damaged(ok)  # a damaged evidence file leaves out its run — not its loss, nor the others' seed level
+    if damaged:
+        bad = {Path(e.path).parent for e in damaged}
+        ok = [r for r in ok if r.run_dir is None or Path(r.run_dir) not in bad]
+        records = [r for r in records if r.run_dir is None or Path(r.run_dir) not in bad]
     labels = sorted({r.label for r in ok})
     seeds = sorted({r.seed for r in ok})
     classes = list(ok[0].test["per_class"]) if ok else []
@@ -157,9 +185,9 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     rep = cfg.report if cfg is not None else ReportConfig()
     n_boot, alpha = rep.bootstrap, rep.alpha
 
-    counts, no_evidence, damaged = {}, [], []
+    counts, no_evidence = {}, []
     for label in labels:
-        c = _evidence_counts([r for r in ok if r.label == label], damaged)
+        c = _evidence_counts([r for r in ok if r.label == label])
         if c is None:
             no_evidence.append(label)
         else:
@@ -183,12 +211,22 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
         score_f[label] = stats.LossScores(per_seed_f, rep_f)
     with_ev = [k for k in labels if k in counts]
     level = stats.level_of(score_m)
-    the_race = race_of(records, budget, cfg, counts, weights if bootstrap else None, class_ids, focus, focus_id) if race and with_ev else None
+    the_race, race_note = None, ""
+    if race and with_ev:  # the race that was trained: at the folder's own levels and focus, whatever report --set says
+        race_cfg = cfg if trained is None else cfg.model_copy(update={"report": trained})
+        race_focus = focus_of(records, race_cfg) if trained is not None else focus
+        race_focus_id = names.index(race_focus) if race_focus in (names or []) else None
+        the_race = race_of(records, budget, race_cfg, counts, weights if bootstrap else None, class_ids, race_focus, race_focus_id)
+        changed = [f"report.{k} {getattr(rep, k)!r} (trained at {getattr(trained, k)!r})" for k in ("alpha", "focus")
+                   if trained is not None and getattr(rep, k) != getattr(trained, k)]  # fmt: skip
+        if changed:
+            race_note = (f"This report was asked for {' and '.join(changed)}: the race shown is the one compare trained, "
+                         "judged at the levels it was trained at; the settings asked for apply to the rest of the report.")
     on = cfg.race.score if the_race is not None else None
     out_m = the_race.ruled_out if on == "miou" else None
     out_f = the_race.ruled_out if on == "focus" else None
     cmp_m = stats.compare({k: score_m[k] for k in with_ev}, alpha, level, ruled_out=out_m) if with_ev else None
-    cmp_f = (stats.compare({k: score_f[k] for k in with_ev}, alpha, level, ruled_out=out_f)
+    cmp_f = (stats.compare({k: score_f[k] for k in with_ev}, alpha, level, ruled_out=out_f, learned=LEARNED_IOU)
              if with_ev and focus_id is not None else None)  # fmt: skip
 
     rows = [_row(budget, label, [r for r in ok if r.label == label], score_m[label], score_f[label], cmp_m, cmp_f, focus,
@@ -202,12 +240,16 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
                on or "miou")  # fmt: skip
     b.detectable, b.floor = _detectable(b)
     b.case = "volume" if cfg is not None and cfg.data.is_volumes else "image"
+    b.machines = machine_kinds(ok)
+    b.validation = _last_validation(ok)
+    b.race_note = race_note
     return b
 
 
 def _detectable(b: Budget) -> tuple[dict[float, float], float]:
-    """The gap to the best that mean IoU rules out with 80 % power at this suite's seeds and at 2, 4 and 8 times
-    as many, and the test images' floor — from the pooled seed spread and the median image-paired spread."""
+    """The gap to the best that mean IoU rules out with 80 % power at the level it is judged at: at this suite's
+    seeds and at 2, 4 and 8 times as many — in a race, at each round's seeds and level, the counts it can reach — and
+    the test images' floor; from the losses' seed spread (moderated) and the median image-paired spread."""
     cmp_ = b.miou
     if cmp_ is None or cmp_.best is None or len(cmp_.estimate) < 2:
         return {}, math.nan
@@ -218,9 +260,24 @@ def _detectable(b: Budget) -> tuple[dict[float, float], float]:
     if not variances:  # one seed: the test images' floor is all that can be said
         return {}, stats.detectable_difference(0.0, math.inf, k, image_sd, b.alpha)
     sd = math.sqrt(float(np.mean(variances)))
-    n = b.seeds_per_loss[0]
-    gaps = {m: stats.detectable_difference(sd, m, k, image_sd, b.alpha) for m in (n, 2 * n, 4 * n, 8 * n)}
+    d0 = cmp_.prior.df if cmp_.prior.df < math.inf else cmp_.prior.cap
+    n = max(2, min(s.n for s in b.scores.values() if s.n > 1))  # the judged losses' fewest seeds
+    if b.race is not None and b.race_on == "miou":
+        levels = dict(zip(b.race.schedule, stats.race_alphas(b.race.schedule, b.alpha)))
+    else:
+        levels = {m: b.alpha for m in (n, 2 * n, 4 * n, 8 * n)}
+    gaps = {m: stats.detectable_difference(sd, m, k, image_sd, a, prior_df=d0) for m, a in levels.items() if m >= n}
     return gaps, stats.detectable_difference(sd, math.inf, k, image_sd, b.alpha)
+
+
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of the ``(start, end)`` spans: the time at least one of them was running."""
+    total, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
 
 
 def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dict[str, np.ndarray], weights: np.ndarray | None,
@@ -255,11 +312,12 @@ def race_of(records: list[RunRecord], budget: int, cfg: SuiteConfig, counts: dic
         return cache[label, n]
 
     def seconds(runs: dict[str, tuple[int, int]]) -> float:
-        """The wall time of these runs: from the first one's start to the last one's end (0 when not recorded)."""
+        """The time these runs trained: the length of the union of their runs' training spans (each run's recorded
+        wall time, summed over its attempts, ending when it finished), so that a pause, a queue or an interruption
+        between runs is not counted as the round's pace (0 when not recorded)."""
         chosen = [r for r in records if r.seed in order and r.label in runs and runs[r.label][0] <= order[r.seed] < runs[r.label][1]]  # every budget
-        starts = [r.started_at for r in chosen if r.started_at is not None]
-        ends = [r.finished_at for r in chosen if r.finished_at is not None]
-        return max(max(ends) - min(starts), 0.0) if starts and ends else 0.0
+        return busy_seconds([(r.finished_at - r.wall_s, r.finished_at) for r in chosen
+                             if r.finished_at is not None and r.wall_s is not None])  # fmt: skip
 
     return run_race(labels, race_schedule(cfg), attempted, scores, cfg.report.alpha, cfg.race.max_runs,
                     max_minutes=cfg.race.max_minutes, seconds=seconds)
@@ -291,6 +349,16 @@ def _row(budget: int, label: str, runs: list[RunRecord], sm: stats.LossScores, s
         "incomplete": len(runs) < (expected_seeds.get(label, 0) if isinstance(expected_seeds, dict) else expected_seeds),
         "wall_s": float(np.mean([_num(r.wall_s) for r in runs])),
     }  # fmt: skip
+
+
+def _last_validation(ok: list[RunRecord]) -> dict[str, float]:
+    """Each loss's validation mean IoU at its last epoch, averaged over its seeds (where the history has one)."""
+    out: dict[str, list[float]] = {}
+    for r in ok:
+        last = r.history[-1].get("val_miou") if r.history else None
+        if last is not None and not math.isnan(float(last)):
+            out.setdefault(r.label, []).append(float(last))
+    return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 def _class_means(ok: list[RunRecord], classes: list[str]) -> dict[str, dict[str, float]]:
@@ -432,7 +500,8 @@ def analyse(found: Runs) -> Analysis:
     if raced:  # a raced loss should have every seed the race gave it (a failed one makes it incomplete)
         ended = [r for r in records if r.status in ("ok", "failed")]
         seeds = {label: max(seeds, len({r.seed for r in ended if r.label == label})) for label in {r.label for r in records}}
-    results = [analyse_budget(records, b, found.cfg, focus, seeds, raced and b == budgets[-1]) for b in budgets]
+    results = [analyse_budget(records, b, found.cfg, focus, seeds, raced and b == budgets[-1], found.trained_report)
+               for b in budgets]  # fmt: skip
     flag_budgets(results)
     for b in results:
         b.table["flags"] = [flag_text(r) for r in b.table.to_dict("records")]

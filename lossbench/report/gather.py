@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lossbench.config import LossEntry, SuiteConfig
+from lossbench.config import ReportConfig, LossEntry, SuiteConfig
 from lossbench.identity import config_hash, run_config
 from lossbench.metrics import BOUNDARY_METRICS, METRICS, focus_class
 from lossbench.plan import DEFAULT, FINAL, SEARCH, plan_runs
@@ -51,6 +51,7 @@ class Runs:
     tuning: Tuning | None = None  # a tuned suite's search and default point (``current``: its selected points)
     asked_seeds: int | None = None  # a report narrowed to what compare was asked (--losses/--seeds): seeds per loss
     not_asked: int = 0  # runs of the suite left out of a narrowed report that are not trained yet
+    trained_report: ReportConfig | None = None  # the folder's own report: section when report --set changed it (the race's)
 
     @property
     def budgets(self) -> list[int]:

@@ -34,7 +34,7 @@ class Round:
     racing: list[str]  # in the race when the round was judged
     ruled_out: dict[str, RuledOut]
     runs: int  # runs the round added (for the first round: every loss's seeds)
-    seconds: float = 0.0  # its wall time: from its first run's start to its last run's end (0: not recorded)
+    seconds: float = 0.0  # the time its runs trained: while at least one of them was running (0: not recorded)
 
 
 @dataclass
@@ -88,22 +88,22 @@ def run_race(losses: Sequence[str], schedule: Sequence[int], attempted: Mapping[
     for r, (n, a) in enumerate(zip(schedule, alphas)):
         racing = list(race.left)
         added = sum(n - have[k] for k in racing)
-        what = f"the next round ({plural(added, 'run')}: {n} seeds for each of the {plural(len(racing), 'loss', 'losses')} left)"
-        if r and max_runs is not None and spent + added > max_runs:
-            race.ended = f"{what} would pass race.max_runs ({max_runs}; {spent} trained)"
-            race.stopped_by_budget = True
-            return race
-        took = race.seconds
-        more = added * took / spent if spent else 0.0  # the next round at the pace of the rounds so far
-        if r and max_minutes is not None and took > 0 and took + more > 60 * max_minutes:
-            need = math.ceil((took + more) / 60)
-            race.ended = (f"{what} would take about {fmt_time(more)} at the pace of the rounds so far ({fmt_time(took)} for "
-                          f"{plural(spent, 'run')}), past race.max_minutes ({max_minutes:g}); race.max_minutes: {need} gives it "
-                          "the time")  # fmt: skip
-            race.stopped_by_budget = True
-            return race
         lacking = [k for k in racing if attempted.get(k, 0) < n]
-        if lacking:
+        if lacking:  # a budget only stops a round that still has runs to train: runs that exist are always judged
+            what = f"the next round ({plural(added, 'run')}: {n} seeds for each of the {plural(len(racing), 'loss', 'losses')} left)"
+            if r and max_runs is not None and spent + added > max_runs:
+                race.ended = f"{what} would pass race.max_runs ({max_runs}; {spent} trained)"
+                race.stopped_by_budget = True
+                return race
+            took = race.seconds
+            more = added * took / spent if spent else 0.0  # the next round at the pace of the rounds so far
+            if r and max_minutes is not None and took > 0 and took + more > 60 * max_minutes:
+                need = math.ceil((took + more) / 60)
+                race.ended = (f"{what} would take about {fmt_time(more)} at the pace of the rounds so far ({fmt_time(took)} "
+                              f"of training for {plural(spent, 'run')}), past race.max_minutes ({max_minutes:g}); "
+                              f"race.max_minutes: {need} gives it the time")  # fmt: skip
+                race.stopped_by_budget = True
+                return race
             race.next = (lacking, n)
             return race
         took = seconds({k: (have[k], n) for k in racing}) if seconds is not None else 0.0
@@ -111,7 +111,7 @@ def run_race(losses: Sequence[str], schedule: Sequence[int], attempted: Mapping[
             have[k] = n
         spent += added
         now = {k: scores(k, have[k]) for k in losses}
-        out = best_set(now, level, a, candidates=racing)
+        out = best_set(now, level, a, candidates=racing, comparators=racing)
         race.rounds.append(Round(n, a, racing, out, added, took))
         race.left = [k for k in racing if k not in out]
         if len(race.left) <= 1:

@@ -15,7 +15,8 @@ from lossbench.config import SuiteConfig
 from lossbench.metrics import BOUNDARY_METRICS
 from lossbench.record import RunRecord
 import lossbench.report.stats as stats
-from lossbench.report.analyse import LEARNED_IOU, MIN_TEST_CASES, RISING, Analysis, Budget, cost_of, flag_names, who_learned
+from lossbench.report.analyse import (LEARNED_IOU, MIN_TEST_CASES, RISING, Analysis, Budget, cost_of, flag_names, machine_kinds,
+                                     who_learned)
 from lossbench.report.gather import Runs
 from lossbench.report.markdown import code, table, text
 from lossbench.report.plots import PLOTS, PlotData
@@ -213,6 +214,9 @@ def _plain_words_md(b: Budget) -> list[str]:
                    "intervals and the best set below cover only which test images were drawn — they describe *these "
                    "trained models on this test set*, not the losses: another seed can reorder losses that are close. "
                    f"Train at least {stats.SEED_LEVEL_MIN} seeds per loss (`seeds:`) to compare the losses themselves.")  # fmt: skip
+    disagree = _splits_disagree(b)
+    if disagree:
+        out.append(disagree)
     if b.too_few_cases:
         out.append(f"- **Only {plural(b.images, 'test ' + b.case)}**: too few to measure what other test {b.case}s would "
                    "give, so no interval here covers it — "
@@ -222,10 +226,33 @@ def _plain_words_md(b: Budget) -> list[str]:
     can = _detectable_md(b)
     if can:
         out.append(can)
+    if len(b.machines) > 1:
+        out.append(f"- **The runs trained on {len(b.machines)} kinds of machine** (see *Config*): the same seed gives other "
+                   "numbers on another kind, so part of what the intervals call training randomness is the machines'.")  # fmt: skip
     if b.race is not None and b.race.stopped_by_budget and len(b.race.left) > 1:
         out.append(f"- **This budget could not separate them**: the race stopped with {len(b.race.left)} losses in the "
                    f"best set, since {b.race.ended}.")  # fmt: skip
     return out
+
+
+def _splits_disagree(b: Budget) -> str | None:
+    """With one seed (or one epoch) a ranking is of these trained models: when the validation split orders the losses
+    otherwise than the test split, both orders side by side."""
+    if b.level == stats.SEED and b.epochs_seen > 1:
+        return None
+    test = {r["loss"]: r["miou"] for r in b.table.to_dict("records") if r["loss"] in b.validation and not math.isnan(r["miou"])}
+    if len(test) < 2:
+        return None
+    by_test = sorted(test, key=lambda k: (-test[k], k))
+    by_val = sorted(test, key=lambda k: (-b.validation[k], k))
+    if not any(test[a] > test[c] and b.validation[a] < b.validation[c] for a in test for c in test):
+        return None  # ties are no disagreement
+    row = lambda order, score: " > ".join(f"`{k}` {score[k]:.3f}" for k in order)  # noqa: E731
+    return ("- **Validation and test order the losses differently** (mean IoU) — test: " + row(by_test, test)
+            + "; validation: " + row(by_val, b.validation) + ". With "
+            + (f"{plural(b.seeds_per_loss[1], 'seed')}" if b.level != stats.SEED else "one epoch")
+            + " a ranking, and *ruled out* below, speak of these trained models on this test set only: another seed or "
+              "another split can reorder losses this close.")  # fmt: skip
 
 
 def _gap(x: float) -> str:
@@ -273,6 +300,18 @@ def _ruled_out_md(cmp_: stats.Comparison, losses: list[str]) -> str:
     return "; ".join(f"{', '.join(v)} (below `{k}`)" for k, v in by.items())
 
 
+def _judged_at(b: Budget, col: str) -> str:
+    """The level a best set was judged at, in words: ``at 95 %``, or for a raced score the rounds' levels and what they
+    add up to (a race stopped early spent less, so its set is judged at more than 95 %)."""
+    raced = b.race is not None and b.race_on == ("miou" if col == "miou" else "focus")
+    if not raced or not b.race.rounds:
+        return f"at {100 * (1 - b.alpha):g} %"
+    spent = sum(r.alpha for r in b.race.rounds)
+    levels = ", ".join(f"{r.alpha:.4f}" for r in b.race.rounds)
+    return (f"at {100 * (1 - spent):.4g} % (the race's round{'s' if len(b.race.rounds) > 1 else ''} at {levels}"
+            + (f" of the {b.alpha:g} planned" if spent < b.alpha - 1e-12 else "") + ")")
+
+
 def _verdict_md(b: Budget, focus: str | None) -> list[str]:
     t = b.table.set_index("loss")
     out = _plain_words_md(b)
@@ -281,9 +320,13 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         if cmp_ is None:
             continue
         if cmp_.best is None:
-            out.append(f"- **{name}**: every loss scores 0 — nothing to choose between.")
+            top = max((v for v in cmp_.estimate.values() if not math.isnan(v)), default=0.0)
+            out.append(f"- **{name}**: every loss scores 0 — nothing to choose between." if top <= 0 else
+                       f"- **{name}**: no loss learned it (the highest {top:.3f}, below {LEARNED_IOU:g}) — no best set, "
+                       "nothing ruled out: a ranking on it means nothing.")  # fmt: skip
             continue
         members = cmp_.members
+        at = _judged_at(b, col)
         lo, hi = cmp_.interval[cmp_.best]
         chance = f", P(best) {cmp_.p_best[cmp_.best]:.2f}" if cmp_.best in cmp_.p_best and seed_level else ""
         flag = _flag_names(t.loc[cmp_.best])
@@ -295,14 +338,13 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
         elif len(members) == n:
             why = ("these seeds cannot separate them" if seed_level else
                    "on this test set these trained models cannot be told apart")  # fmt: skip
-            line = (f"- **{name}**: no loss can be ruled out as the best at {100 * (1 - b.alpha):g} % — {why}; the "
-                    f"{top}")  # fmt: skip
+            line = f"- **{name}**: no loss can be ruled out as the best {at} — {why}; the {top}"
         else:
             where = "" if seed_level else " (these trained models, on this test set)"
             names = ", ".join(f"`{k}`" for k in members)
             out_of = [k for k in cmp_.estimate if k in cmp_.ruled_out]
-            line = (f"- **{name}**: best set{where}: {names} ({len(members)} of {n}; cannot be ruled out at "
-                    f"{100 * (1 - b.alpha):g} %); ruled out: {_ruled_out_md(cmp_, out_of)}. The {top}")  # fmt: skip
+            line = (f"- **{name}**: best set{where}: {names} ({len(members)} of {n}; cannot be ruled out as the best "
+                    f"{at}); ruled out as the best: {_ruled_out_md(cmp_, out_of)}. The {top}")  # fmt: skip
         out.append(line + ".")
     flagged = [(r["loss"], _flag_names(r, degenerate=False)) for r in b.table.to_dict("records")]
     flagged = [(k, v) for k, v in flagged if v]
@@ -311,7 +353,7 @@ def _verdict_md(b: Budget, focus: str | None) -> list[str]:
     if b.no_evidence:
         out.append(f"- Shown without intervals (runs without `evidence.npz`, or tested on other images): {', '.join(b.no_evidence)}.")
     for e in b.damaged_evidence:
-        out.append(f"- Damaged evidence, its loss shown without intervals: {code(e.path)} ({text(e.why)}).")
+        out.append(f"- Damaged evidence, its run left out of every statistic: {code(e.path)} ({text(e.why)}).")
     return out
 
 
@@ -321,13 +363,15 @@ def _method_md(b: Budget) -> str:
         how = (
             "How sure is this? Two things make a loss's score uncertain: the luck of training (another seed gives "
             "another model) and the luck of the test images (other images give another score). With "
-            f"{stats.SEED_LEVEL_MIN} or more seeds per loss both are measured. A loss's interval is its mean over "
-            "seeds ± a t-multiplier × the combined standard error (the spread of its seeds, and a bootstrap over the "
-            f"{b.images} test images, {b.replicates} replicates); the multiplier counts only the seeds (4.30 at 3 "
-            "seeds, 2.78 at 5), so a 95 % interval covers at least 95 % whatever the share of the images — honest "
-            "rather than narrow. *vs the highest*: the difference to the loss with the highest estimate, one "
-            "comparison on its own (Welch's standard error: seeds are not paired across losses, a seed's luck is not "
-            "the same for two losses; the image uncertainty added)."
+            f"{stats.SEED_LEVEL_MIN} or more seeds per loss both are measured. Three seeds say little about one loss's "
+            "spread, so each loss's seed variance is moderated: pulled towards what all the losses' spreads say "
+            "together, as much as they agree (empirical Bayes, Smyth 2004 — the method limma uses for thousands of "
+            "genes with few samples), which buys degrees of freedom without pretending the spreads are equal. A "
+            "loss's interval is its mean over seeds ± a t-multiplier × the combined standard error (that moderated "
+            f"spread, and a bootstrap over the {b.images} test images, {b.replicates} replicates); a 95 % interval covers "
+            "the loss's mean in 95 % of suites, measured on simulated suites with spreads as uneven as real ones. "
+            "*vs the highest*: the difference to the loss with the highest estimate, one comparison on its own "
+            "(seeds are not paired across losses — a seed's luck is not the same for two losses; the images are)."
         )
     else:
         how = (
@@ -336,23 +380,27 @@ def _method_md(b: Budget) -> str:
             f"cover only the luck of the test images: a bootstrap over the {b.images} test images ({b.replicates} "
             "replicates, the same draws for every loss, so losses are compared image by image). They say how "
             "sure we are about *these trained models on this test set*; they say nothing about what another seed "
-            "would give. *vs the highest*: the difference to the loss with the highest estimate, one comparison on "
-            "its own."
+            "would give, and *ruled out* speaks of these trained models only. *vs the highest*: the difference to "
+            "the loss with the highest estimate, one comparison on its own."
         )
     conf = f"{100 * (1 - b.alpha):g} %"
     race = ""
     if b.race is not None:
-        race = (f" In this suite's race the {100 * b.alpha:g} % is shared between the planned rounds in proportion to "
-                "their seeds per loss, and a loss ruled out in a round stays out (see *The race*).")  # fmt: skip
+        race = (f" In this suite's race the {100 * b.alpha:g} % error is shared between the planned rounds in proportion "
+                "to their seeds per loss, a round compares the losses still racing, and a loss ruled out in a round "
+                "stays out (see *The race*); a race stopped early spent less, and the verdict says at which level.")  # fmt: skip
     return (
-        f"{how} *Best set*: the losses that cannot be ruled out as the best at {conf}. The best is picked from the "
-        "same data, so a loss is ruled out only when some other loss beats it beyond chance with every comparison "
-        f"of all {plural(k, 'loss', 'losses')} counted (Bonferroni over the others, Holm over the losses): when all losses are equally "
-        f"good, none is ruled out in {conf} of suites. A loss in the best set is not shown to be as good as the "
-        "best — only not shown to be worse; *What this suite can detect* says how large a gap it would have "
-        f"found.{race} *P(best) · rank*: how often the loss comes out best, and the range of ranks it takes in 95 % "
-        "of the resamples (1: best). Objects: connected components (8-connectivity; 26 in volumes) of the focus "
-        "class, found when a predicted component overlaps one with IoU ≥ the threshold (`report.object_iou`)."
+        f"{how} *Best set* (Hsu's criterion): the losses that cannot be ruled out as the best. A loss is ruled out "
+        "when the evidence says some other loss is better than it; since any of the other "
+        f"{plural(k - 1, 'loss', 'losses')} could be that one, the surest lead over it is judged against how large the surest "
+        "of that many leads would be by chance — in suites of this very design, simulated with every loss equally "
+        f"good. So the true best is ruled out in at most {100 * b.alpha:g} % of suites, and so is any loss as good as "
+        f"it: the best set holds the best loss with {conf} confidence. A loss in the best set is not shown to be as "
+        "good as the best — only not shown to be worse; a loss ruled out is below the loss named beside it. *What "
+        f"this suite can detect* says how large a gap it would have found.{race} *P(best) · rank*: how often the loss "
+        "comes out best, and the range of ranks it takes in 95 % of the resamples (1: best). Objects: connected "
+        "components (8-connectivity; 26 in volumes) of the focus class, found when a predicted component overlaps "
+        "one with IoU ≥ the threshold (`report.object_iou`)."
     )
 
 
@@ -372,6 +420,8 @@ def race_md(b: Budget) -> list[str]:
              f"Rounds of seeds per loss {race.schedule} on {on}: each round trains more seeds only for the losses still in "
              "the best set, at its share of the level; a loss ruled out keeps the seeds it had.", "",
              table(["round", "seeds per loss", "level", "racing", "runs added", "ruled out"], rows), ""]  # fmt: skip
+    if b.race_note:
+        lines += [f"**{b.race_note}**", ""]
     if race.next is not None:
         losses, n = race.next
         lines.append(f"**The race is not finished**: round {len(race.rounds) + 1} trains {n} seeds for {plural(len(losses), 'loss', 'losses')} "
@@ -430,7 +480,22 @@ def config_md(cfg: SuiteConfig | None, records: list[RunRecord], focus: str | No
     )
     params = [f"`{e.label}`" + (f" ({e.name} {e.params})" if e.params or e.label != e.name else "") for e in cfg.losses]
     lines.append("- losses: " + ", ".join(params) + " — other parameters at their defaults (`lossbench losses`)")
+    lines.append(machines_md(records))
     return "\n".join(lines)
+
+
+def machines_md(records: list[RunRecord]) -> str:
+    """Where the runs trained, and what that means for reproducing them: the same kind of machine reproduces every
+    number bit for bit; another kind (another CPU vector ISA, GPU or library version) reproduces them statistically."""
+    kinds = machine_kinds(records)
+    if not kinds:
+        return "- machine: not recorded (runs from before lossbench kept it)"
+    if len(kinds) == 1:
+        return (f"- machine: {text(next(iter(kinds)))} — a rerun reproduces these numbers bit for bit on the same kind of "
+                "machine, and within their intervals on another")  # fmt: skip
+    listed = "; ".join(f"{text(k)} ({plural(n, 'run')})" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    return (f"- **machines: the runs trained on {len(kinds)} kinds of machine** — {listed}. The same seed gives other "
+            "numbers on another kind, so these runs mix the machines' differences into the seeds' spread")  # fmt: skip
 
 
 def header_md(suite: str, out: Path) -> list[str]:
@@ -440,7 +505,7 @@ def header_md(suite: str, out: Path) -> list[str]:
         f"Generated by `lossbench report` from the runs in {code(out)}; do not edit by hand. Every number is a "
         "test-split metric pooled over all test pixels (IoU of each class at each mask's own resolution), with its "
         "95 % interval in brackets. Losses are not crowned by a bold number: the verdict names the *best set* — the "
-        "losses that cannot be ruled out as the best at 95 % — and what this suite could have detected; read it, "
+        "losses that cannot be ruled out as the best (Hsu's criterion: it holds the best with 95 % confidence) — and what this suite could have detected; read it, "
         "and the flags.",
         "",
     ]
