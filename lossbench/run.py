@@ -249,9 +249,17 @@ NOTE_EVERY_S = 30.0
 """Inside a long epoch, a progress line at least this often (seconds)."""
 
 
-def _is_interrupt(exc: BaseException) -> bool:
-    # SystemExit: submitit's requeue on preemption or time limit exits the job from its signal handler
-    return isinstance(exc, (KeyboardInterrupt, RunInterrupted, SIGTERMException, SystemExit))
+def _is_interrupt(exc: BaseException | None) -> bool:
+    """An interrupt, or an error raised while one unwound (torch's zip writer raises "unexpected pos" when a SIGTERM
+    lands inside a checkpoint write: the interrupt is its ``__context__``). SystemExit: submitit's requeue on
+    preemption or time limit exits the job from its signal handler."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, RunInterrupted, SIGTERMException, SystemExit)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 stop_reason: str | None = None
@@ -393,7 +401,7 @@ def run_process(run_dir: str | Path, token: str | None, progress: bool = False, 
     except (RunInterrupted, SIGTERMException):  # SIGTERM, ours or Lightning's (a SystemExit whose code is 0): like Ctrl-C
         return exit_status(KeyboardInterrupt())
     except BaseException as e:  # noqa: BLE001 — the run recorded it; say it in one line
-        return exit_status(e)
+        return exit_status(KeyboardInterrupt() if _is_interrupt(e) else e)
     if record.ok:
         print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
         for name, row in record.test["per_class"].items():

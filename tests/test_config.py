@@ -415,3 +415,21 @@ def test_the_makefiles_probe_loads_with_the_raced_default_suite():
     cfg = load_config(ROOT / "experiments" / "default.yaml", sets)
     assert cfg.race is None and cfg.seeds == [0] and cfg.budgets == [8, 24]
     assert load_config(ROOT / "experiments" / "default.yaml").race.max_seeds == 6
+
+
+def test_a_yaml_key_given_twice_is_refused_with_the_key_and_both_lines(tmp_path):
+    # issue 37, P78: a second `trainer:` section replaced the first (accelerator cpu -> auto, log_every_n_steps lost)
+    path = tmp_path / "dup.yaml"
+    path.write_text("suite: dup\nlosses: [ce]\ntrainer:\n  accelerator: cpu\n  log_every_n_steps: 5\nseeds: [0]\n"
+                    "trainer:\n  max_epochs: 1\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"the key 'trainer' appears twice, on lines 3 and 7"):
+        load_config(path)
+    path.write_text("suite: dup\nlosses: [ce]\ntrainer: {max_epochs: 1, max_epochs: 2}\n")
+    with pytest.raises(ConfigError, match=r"'max_epochs' appears twice, on lines 3 and 3"):
+        load_config(path)
+
+
+def test_a_folder_given_as_config_is_named_as_a_folder(tmp_path):
+    # issue 37, P79: `--config DIR` said "config file 'DIR' does not exist"
+    with pytest.raises(ConfigError, match="is a folder; expected a suite's YAML file"):
+        load_config(tmp_path)

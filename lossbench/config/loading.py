@@ -75,6 +75,37 @@ def _expanded_size(node: yaml.Node, limit: int) -> int:
     return size(node)
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that names one key twice: YAML keeps the last silently (a second ``trainer:`` section replaced the
+    first whole)."""
+
+    def __init__(self, key: str, first: int, second: int):
+        super().__init__(f"the key {key!r} appears twice, on lines {first} and {second}: the second would silently "
+                         "replace the first; keep one (merge the two)")  # fmt: skip
+        self.problem = str(self)
+
+
+def _no_duplicate_keys(node: yaml.Node) -> None:
+    """Refuse a mapping anywhere in ``node`` whose scalar keys repeat (``<<`` merge keys aside)."""
+    seen_nodes: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen_nodes:
+            continue
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                    if k.value in lines:
+                        raise DuplicateKey(k.value, lines[k.value], k.start_mark.line + 1)
+                    lines[k.value] = k.start_mark.line + 1
+                stack += [k, v]
+        elif isinstance(n, yaml.SequenceNode):
+            stack += n.value
+
+
 def yaml_load(text: str) -> Any:
     """Parse YAML text as configs are parsed (YAML 1.2 numbers), refusing a document whose aliases expand
     past :data:`MAX_YAML_VALUES` values before anything expands them."""
@@ -84,6 +115,7 @@ def yaml_load(text: str) -> Any:
         if node is None:
             return None
         _expanded_size(node, MAX_YAML_VALUES)
+        _no_duplicate_keys(node)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -124,6 +156,9 @@ def find_config(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError(f"--config {str(path)!r} is a folder; expected a suite's YAML file (a runs folder keeps its "
+                          f"suite as {os.path.join(str(path), 'suite.yaml')})")  # fmt: skip
     if p.parent == Path(".") and not p.suffix and (SUITES_DIR / f"{p.name}.yaml").is_file():
         return SUITES_DIR / f"{p.name}.yaml"
     where = f" (resolved to {Path(os.path.abspath(p))})" if not p.is_absolute() else ""
@@ -134,6 +169,8 @@ def find_config(path: str | Path) -> Path:
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a :class:`ConfigError`."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a folder; expected a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
