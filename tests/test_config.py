@@ -433,3 +433,15 @@ def test_a_folder_given_as_config_is_named_as_a_folder(tmp_path):
     # issue 37, P79: `--config DIR` said "config file 'DIR' does not exist"
     with pytest.raises(ConfigError, match="is a folder; expected a suite's YAML file"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("trainer.precision=bogus", r"trainer.precision: expected one of auto, .*bf16-mixed.*, got 'bogus'"),  # P53
+    ("data.batch_size=100000000000000000000", r"data.batch_size input should be less than or equal to 1048576"),  # P54
+    ("data.eval_batch_size=10000000000", r"data.eval_batch_size input should be less than or equal to 1048576"),
+])  # fmt: skip
+def test_values_the_trainer_or_loader_cannot_take_are_refused_at_load(setting, words):
+    # issue 37: the dry run passed these and every run failed (precision) or failed in islice() (batch size)
+    with pytest.raises(ConfigError, match=words):
+        load_config(SMOKE, [setting])
+    assert load_config(SMOKE, ["trainer.precision=16"]).trainer.precision == "16"  # Lightning's legacy names stay valid

@@ -630,3 +630,25 @@ def test_report_set_shows_the_race_that_was_trained_and_says_what_it_changed(tmp
     assert "report.alpha 0.5 (trained at 0.05): the race shown is the one compare trained" in readme
     plain = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
     assert "the race shown is the one compare trained" not in plain
+
+
+@pytest.mark.parametrize("edit", ["nan miou", "no test"])
+def test_a_hand_edited_record_is_one_run_left_out_not_a_raw_error(tmp_path, edit):
+    # issue 37, P45: `"miou": NaN` in one metrics.json ended the report with "'xerr' must not contain negative values";
+    # P46: a record saying ok without `test` raised a raw TypeError
+    import json
+
+    cfg = suite(tmp_path, "[ce, dice]")
+    for seed in (0, 1, 2):
+        write_run(tmp_path, cfg, "ce", seed, predictions(0.9, seed))
+        edited = write_run(tmp_path, cfg, "dice", seed, predictions(0.8, seed))
+    data = json.loads(record_path(edited).read_text())
+    if edit == "nan miou":
+        data["test"]["miou"] = float("nan")
+    else:
+        del data["test"]
+    record_path(edited).write_text(json.dumps(data))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "training randomness is measured" in readme  # the other runs keep the suite's seed level
+    if edit == "no test":
+        assert "status ok but no test results" in readme

@@ -36,6 +36,7 @@ def _no_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
 PosInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
+BatchSize = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=1 << 20)]  # more than a million images at once never trains
 NonNegInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
 PosFloat = Annotated[float, BeforeValidator(_no_bool), Field(gt=0)]
 NonNegFloat = Annotated[float, BeforeValidator(_no_bool), Field(ge=0)]
@@ -155,8 +156,8 @@ class DataConfig(_Section):
     crop: Size | None = None  # [H, W]: random training crop (after resize and augment.scale); padded if larger
     augment: AugmentConfig | None = None  # training-only augmentation; absent: none
     normalize: Literal["none", "imagenet", "dataset"] = "none"  # dataset: per-channel mean/std of the training split
-    batch_size: PosInt = 16  # training batch per process (per GPU under DDP)
-    eval_batch_size: PosInt | None = None  # validation/test batch; default batch_size
+    batch_size: BatchSize = 16  # training batch per process (per GPU under DDP)
+    eval_batch_size: BatchSize | None = None  # validation/test batch; default batch_size
     num_workers: NonNegInt | Literal["auto"] = "auto"  # DataLoader workers; auto: the run's CPU cores less one, at most 8
     volumes: VolumeConfig | None = None  # volumes, synthetic_volumes: intensity, spacing, patches, sampling (README, "Volumes")
 
@@ -338,6 +339,18 @@ GPU_ACCELERATORS = ("auto", "gpu", "cuda")
 """``trainer.accelerator`` values that train on GPUs when there are any."""
 
 
+PRECISIONS = ("auto", "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16")  # fmt: skip
+"""What ``trainer.precision`` may be: ``auto`` and the values Lightning's ``Trainer(precision=…)`` accepts."""
+
+
+def _precision(value: Any) -> Any:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if text not in PRECISIONS:
+        raise ValueError(f"expected one of {', '.join(PRECISIONS)}, got {value!r}")
+    return text
+
+
 class TrainerConfig(BaseModel):
     """``trainer:`` — ``lightning.Trainer`` arguments; the common ones are typed here, any other is
     checked against ``Trainer``'s signature."""
@@ -349,7 +362,8 @@ class TrainerConfig(BaseModel):
     devices: Annotated[int | str | list[NonNegInt], BeforeValidator(_devices)] = 1  # per node; -1: all
     num_nodes: PosInt = 1
     strategy: str = "auto"
-    precision: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v)] = "auto"  # auto: bf16-mixed on a GPU that supports it, else 32-true
+    # auto: bf16-mixed on a GPU that supports it, else 32-true; otherwise what Lightning's Trainer accepts
+    precision: Annotated[str, BeforeValidator(_precision)] = "auto"
     log_every_n_steps: PosInt = 10
     deterministic: bool | Literal["warn"] = False
     # keep checkpoints/last.ckpt once the run has succeeded (the report and a resume never need it then; it is the
