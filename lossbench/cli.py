@@ -111,7 +111,13 @@ def _minutes_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number of minutes above 0, got {text!r}")
+    if value > MAX_INIT_MINUTES:  # 1e308 minutes overflowed the plan's arithmetic to NaN
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_INIT_MINUTES:,} minutes (a year), got {text!r}")
     return value
+
+
+MAX_INIT_MINUTES = 525_600
+"""The longest budget ``init --minutes`` plans for: a year."""
 
 
 def _jobs_arg(text: str) -> int | str:

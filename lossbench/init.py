@@ -432,14 +432,23 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
 def _config_path(root: Path, config: str | Path | None, force: bool) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", root.resolve().name).lstrip(".-") or "mine"
     path = Path(config) if config else Path(f"{name}.yaml")
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; expected the path of the YAML file to write (e.g. {path / 'mine.yaml'})")
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; choose another --config or add --force to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"cannot write --config {path}: {existing if not path.exists() else path} is not writable; choose another --config")
     return path
 
 
 def _write_checked(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:  # a read-only file system, a full disk: one sentence, not a traceback
+        raise ConfigError(f"cannot write --config {path}: {e.strerror or e}") from None
     try:
         load_config(path)
     except ConfigError as e:

@@ -248,3 +248,35 @@ def test_init_minutes_must_be_a_number_above_zero_said_before_the_data_is_read(m
     assert e.value.code == 2
     assert f"argument --minutes: expected a number of minutes above 0, got '{minutes}'" in capsys.readouterr().err
     assert build_parser().parse_args(["init", "--data", "x", "--minutes", "2.5"]).minutes == 2.5
+
+
+def test_init_minutes_beyond_a_year_are_refused_before_the_data_is_read(capsys):
+    # issue 37, P64: `init --minutes 1e308` ended in "cannot convert float NaN to integer"
+    from lossbench.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["init", "--data", "/no/such/folder", "--minutes=1e308"])
+    assert e.value.code == 2 and "expected at most 525,600 minutes (a year), got '1e308'" in capsys.readouterr().err
+    assert build_parser().parse_args(["init", "--data", "x", "--minutes", "525600"]).minutes == 525600
+
+
+def test_init_says_in_one_sentence_when_its_config_cannot_be_written(tmp_path, capsys):
+    # issue 37, P81: `init --config /read-only/x.yaml`, or a folder with --force, raised a raw OSError / IsADirectoryError
+    from lossbench.cli import main
+
+    write_mixed_folder(tmp_path / "data")
+    (tmp_path / "a-folder").mkdir()
+    code = main(["init", "--data", str(tmp_path / "data"), "--config", str(tmp_path / "a-folder"), "--force", "--no-estimate"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a folder; expected the path of the YAML file to write" in err and "Traceback" not in err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    # root writes into any folder whatever its mode: there, /proc takes no new file (as a read-only disk would not)
+    target = locked / "x.yaml" if not os.access(locked, os.W_OK) else Path("/proc/lossbench-init-test.yaml")
+    try:
+        code = main(["init", "--data", str(tmp_path / "data"), "--config", str(target), "--no-estimate"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"cannot write --config {target}" in err and "Traceback" not in err
+    finally:
+        locked.chmod(0o700)
