@@ -291,6 +291,10 @@ def train_run(run_cfg: RunConfig, run_dir: str | Path, progress: bool = True, cl
     from lossbench import claim
 
     run_dir = Path(run_dir)
+    if os.environ.get("LOSSBENCH_NO_TF32"):  # scripts/gpu-check.sh's fp32 arm: no TF32 in matmuls nor convolutions
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     rank0 = global_rank() == 0
     owner = claim.me("train", claim_token)
     if rank0:

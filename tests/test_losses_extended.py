@@ -364,3 +364,23 @@ def test_the_gpu_path_of_every_loss_equals_its_cpu_path_in_value_and_gradient(mo
             (v_cpu, g_cpu), (v_gpu, g_gpu) = values
             torch.testing.assert_close(v_gpu, v_cpu, rtol=1e-5, atol=1e-6, msg=f"{name} C={c}")
             torch.testing.assert_close(g_gpu, g_cpu, rtol=1e-4, atol=1e-7, msg=f"{name} C={c} gradient")
+
+
+def test_lovasz_rows_per_call_follow_the_gpu_chunk_not_the_host_threads(monkeypatch):
+    # issue 35: on the GPU path the rows per call scaled with the CPU threads (16 threads: 67 M elements a call at
+    # 512², four times LOVASZ_CHUNK_GPU); on a CPU at least one row per thread stays
+    import torch
+
+    from lossbench.losses import functional, lovasz
+
+    logits, target = torch.randn(2, 19, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    prep = functional.Prepared(logits, target, None, True)
+    values = torch.softmax(logits, 1).reshape(2, 19, -1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    monkeypatch.setattr(lovasz, "LOVASZ_CHUNK_GPU", 2 * 64 * 64 * 2)  # two rows a call on the "GPU"
+    monkeypatch.setattr(functional, "cpu_kernels", lambda t: False)
+    rows = [r.shape[0] for r, *_ in lovasz._row_chunks(prep, values, per_image=False)]
+    assert max(rows) == 2 and sum(rows) == 19
+    monkeypatch.setattr(functional, "cpu_kernels", lambda t: True)
+    rows = [r.shape[0] for r, *_ in lovasz._row_chunks(prep, values, per_image=False)]
+    assert rows[0] >= 16  # one row per thread at least

@@ -33,7 +33,8 @@ def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tup
     over the whole batch (``M = B·N``), or per (image, class) when ``per_image`` (``M = N``).
     """
     b, k, n = values.shape
-    chunk = LOVASZ_CHUNK if functional.cpu_kernels(values) else LOVASZ_CHUNK_GPU
+    on_cpu = functional.cpu_kernels(values)
+    chunk = LOVASZ_CHUNK if on_cpu else LOVASZ_CHUNK_GPU
     labels = prep.labels if prep.all_valid else prep.labels.masked_fill(prep.mask == 0, -1)
     classes = torch.arange(k, device=values.device)
     ids = torch.ones(1, dtype=labels.dtype, device=values.device) if prep.binary else classes  # binary: g = label
@@ -46,7 +47,9 @@ def _row_chunks(prep: Prepared, values: Tensor, per_image: bool) -> Iterator[tup
             yield values[s : s + step].reshape(-1, n), g, valid, classes.repeat(lab.shape[0])
     else:
         flat = labels.reshape(1, -1)
-        step = max(torch.get_num_threads(), chunk // (b * n))  # rows are sorted in parallel
+        # on a CPU rows are sorted in parallel, one per thread at least; a GPU's chunk is its own (16 host threads
+        # made a call of 16 rows, 67 M elements at 512², four times LOVASZ_CHUNK_GPU)
+        step = max(torch.get_num_threads() if on_cpu else 1, chunk // (b * n))
         for s in range(0, k, step):
             rows = values[:, s : s + step].transpose(0, 1).reshape(-1, b * n)
             valid = None if prep.all_valid else (flat >= 0).expand(rows.shape[0], -1)
