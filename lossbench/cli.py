@@ -308,7 +308,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         out, report = out or Path("runs") / cfg.suite, report or Path("reports") / cfg.suite
         folder = load_suite(Path(out))
         if folder is not None:
-            differs = _suite_differences(cfg, folder)
+            from lossbench.suite import suite_differences
+
+            differs = suite_differences(cfg, folder)
             if differs:
                 raise ConfigError(f"--config {args.config} is not the suite whose runs are in {out} ({suite_path(Path(out))} "
                                   f"differs in {', '.join(differs)}): run compare with this config first, or report the "
@@ -329,19 +331,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_report(Path(out), Path(report), log_to_wandb=not args.no_wandb, settings=settings)
     print(f"report: {Path(report) / 'README.md'}")
     return 0
-
-
-def _suite_differences(cfg, folder) -> list[str]:
-    """What makes ``cfg`` another suite than the one a runs folder holds: its name, losses, seeds, budgets, tune and
-    race sections, or what its runs train (data, model, optim, trainer, by a run's config hash)."""
-    from lossbench.identity import config_hash, run_config
-    from lossbench.config import LossEntry
-
-    differs = [key for key in ("suite", "losses", "seeds", "budgets", "tune", "race") if getattr(cfg, key) != getattr(folder, key)]
-    probe = LossEntry(name="ce")
-    if config_hash(run_config(cfg, probe, 0)) != config_hash(run_config(folder, probe, 0)):
-        differs.append("what its runs train (data, model, optim or trainer)")
-    return differs
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -113,9 +113,50 @@ def checked_plan(cfg: SuiteConfig, out: Path, losses: list[str] | None = None, s
     problem with any file raised now), each loss built and called — and then the suite's runs."""
     from lossbench.plugins import load_plugins
 
+    check_one_suite(cfg, out)
     log(f"suite {cfg.suite}: checking the data and the losses before anything trains …")
     load_plugins(cfg.plugins)
     return plan_runs(cfg, out, losses, seeds, prepare(cfg, log))
+
+
+def suite_differences(cfg: SuiteConfig, folder: SuiteConfig) -> list[str]:
+    """What makes ``cfg`` another suite than the one a runs folder holds: its name, losses, seeds, budgets, tune and
+    race sections, or what its runs train (data, model, optim, trainer, by a run's config hash)."""
+    from lossbench.config import LossEntry
+    from lossbench.identity import config_hash, run_config
+
+    differs = [key for key in ("suite", "losses", "seeds", "budgets", "tune", "race") if getattr(cfg, key) != getattr(folder, key)]
+    probe = LossEntry(name="ce")
+    if config_hash(run_config(cfg, probe, 0)) != config_hash(run_config(folder, probe, 0)):
+        differs.append("what its runs train (data, model, optim or trainer)")
+    return differs
+
+
+def check_one_suite(cfg: SuiteConfig, out: Path) -> None:
+    """One ``--out`` holds one suite: refuse, before anything trains, a compare of another suite (by name) on a folder
+    that holds one, and a compare that would train otherwise than the folder's suite while another live process
+    trains there (it would rewrite ``suite.yaml`` under that compare, whose report would then find no runs of its own)."""
+    from lossbench.record import load_suite, scan_runs
+
+    try:
+        folder = load_suite(out)
+    except ConfigError:
+        return  # a damaged suite file: the runs' own configs decide, as before
+    if folder is None:
+        return
+    if folder.suite != cfg.suite:
+        raise ConfigError(f"{out} holds the runs of suite {folder.suite!r} ({suite_path(out)}), not of {cfg.suite!r}: one "
+                          f"--out holds one suite; give {cfg.suite!r} its own --out (the default is runs/{cfg.suite})")  # fmt: skip
+    differs = suite_differences(cfg, folder)
+    if not differs or differs == ["losses"] or set(differs) <= {"losses", "seeds"}:
+        return  # more losses or seeds for the same runs: the folder's suite grows
+    liveness, me = claim.Liveness(), os.getpid()
+    for rec in scan_runs(out).records:
+        owner = claim.read_claim(rec.run_dir) if rec.run_dir is not None else None
+        if owner is not None and owner.pid != me and liveness.alive(owner):
+            raise ConfigError(f"{out} is in use: {owner.by} (pid {owner.pid} on {owner.host}) trains {rec.label} seed "
+                              f"{rec.seed} of suite {folder.suite!r} as {suite_path(out)} says, and this config differs in "
+                              f"{', '.join(differs)}; wait for it to end, or give this config its own --out")  # fmt: skip
 
 
 def run_suite(

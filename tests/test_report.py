@@ -652,3 +652,36 @@ def test_a_hand_edited_record_is_one_run_left_out_not_a_raw_error(tmp_path, edit
     assert "training randomness is measured" in readme  # the other runs keep the suite's seed level
     if edit == "no test":
         assert "status ok but no test results" in readme
+
+
+def test_one_out_holds_one_suite_and_a_folder_in_use_refuses_another_config(tmp_path):
+    # issue 37, P60: compare B (another lr) on compare A's --out rewrote suite.yaml under A; A trained all its runs, then
+    # said "no runs under runs/shared" with no report; P86: every run stale said "no runs" too
+    import subprocess
+
+    from lossbench import claim
+    from lossbench.suite import check_one_suite
+
+    out = tmp_path / "shared"
+    cfg = suite(out, "[ce, dice]")
+    run_dir = write_run(out, cfg, "ce", 0, predictions(0.9, 0))
+    check_one_suite(cfg, out)  # the same suite: fine
+    check_one_suite(load_config(SMOKE, ["losses=[ce, dice, focal]", "seeds=[0, 1, 2, 3]", "report.bootstrap=400"]), out)  # grows
+    other = load_config(SMOKE, ["losses=[ce, dice]", "seeds=[0, 1, 2]", "report.bootstrap=400", "optim.lr=0.02"])
+    check_one_suite(other, out)  # nobody trains there: another config may take the folder (its old runs are stale)
+    holder = subprocess.Popen(["sleep", "600"])
+    try:
+        assert claim.claim(run_dir, claim.me("compare", pid=holder.pid)) is None
+        with pytest.raises(ConfigError, match=rf"{out} is in use: compare \(pid {holder.pid} on .*\) trains ce seed 0 of suite "
+                                              r"'smoke'.* differs in what its runs train"):  # fmt: skip
+            check_one_suite(other, out)
+    finally:
+        holder.kill()
+        holder.wait()
+    renamed = load_config(SMOKE, ["suite=another", "losses=[ce]"])
+    with pytest.raises(ConfigError, match=r"holds the runs of suite 'smoke'.*not of 'another': one --out holds one suite"):
+        check_one_suite(renamed, out)
+    # every run stale: said so, not "no runs"
+    suite(out, "[ce, dice]", "[0, 1, 2]", "optim.lr=0.02")
+    with pytest.raises(ValueError, match=r"were all trained with another config than its suite file says \(stale\)"):
+        write_report(out, tmp_path / "report", log_to_wandb=False)

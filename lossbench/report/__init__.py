@@ -60,6 +60,10 @@ def write_report(out: Path, report: Path, log_to_wandb: bool = True, settings: R
         found.cfg = found.cfg.model_copy(update={"report": settings})
     searched = found.tuning is not None and (found.tuning.search_records or found.tuning.default_records)
     if not found.current and not found.damaged and not searched:
+        if found.stale:  # P86: runs there, all trained with another config than the folder's suite.yaml
+            raise ValueError(f"the {len(found.stale)} runs under {out} were all trained with another config than its "
+                             f"suite file says (stale): run `lossbench compare` with this config to train its runs, or "
+                             f"report their own suite from the folder it came with")  # fmt: skip
         raise ValueError(f"no runs under {out}: run `lossbench compare` first")
     analysis = analyse(found)
     default = None
