@@ -152,3 +152,13 @@ def test_bench_rows_of_another_device_are_kept_beside_this_runs(tmp_path):
     assert "(cuda)" in text and "# On cpu: 2 CPUs" in text and "(cpu)" in text
     again = keep_other_devices(dict(cpu), tmp_path / "results.json")  # the CPU again: the GPU rows stay, the old CPU rows go
     assert list(again["other_devices"]) == ["cuda"] and "other_devices" not in again["other_devices"]["cuda"]
+
+
+def test_the_bench_caches_its_data_outside_the_working_tree():
+    # issue 35: `make bench` wrote a data/ cache into the working tree (read-only on a lent GPU machine)
+    from pathlib import Path
+
+    from lossbench.bench import bench_cache_dir
+
+    root = Path(__file__).resolve().parents[1]
+    assert root not in bench_cache_dir().resolve().parents and bench_cache_dir().resolve() != root

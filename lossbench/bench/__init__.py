@@ -57,6 +57,12 @@ def keep_other_devices(results: dict[str, Any], previous: Path) -> dict[str, Any
     return results | ({"other_devices": others} if others else {})
 
 
+def bench_cache_dir() -> Path:
+    """Where the bench caches the data it generates: outside the working tree (which may be read-only, as on a lent
+    GPU machine, and is not the bench's to fill with a ``data/`` folder)."""
+    return Path(tempfile.gettempdir()) / "lossbench-bench-cache"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lossbench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--report", default="reports/bench", help="output folder (README.md, results.json)")
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             results["training"] = bench_training("experiments/smoke.yaml", 2, ["data.cache_dir=" + tempfile.mkdtemp()])
         else:
-            results["training"] = bench_training("experiments/default.yaml", 4, [])
+            results["training"] = bench_training("experiments/default.yaml", 4, [f"data.cache_dir={bench_cache_dir()}"])
         print("data pipeline: folder dataset loader vs the training loop...", flush=True)
         if args.quick:
             results["data"] = bench_data("experiments/smoke.yaml", 8, (60, 80), (32, 32), 2)
