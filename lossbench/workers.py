@@ -30,11 +30,13 @@ worker — Lightning starts its other ranks by running the command line again �
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,9 @@ class Worker:
                     os.environ[k] = v
         child.close()
         self.pid = self.process.pid
+        from lossbench.claim import process_start
+
+        self.pid_start = process_start(self.pid)  # the worker itself, should the fork server that made it die first
         self.runs = 0
         self.returncode: int | None = None  # of the run in progress, once it has ended
         self.run_dir: Path | None = None
@@ -98,26 +103,44 @@ class Worker:
                 return self.returncode
         except (EOFError, OSError):  # the worker is gone: its exit code says how
             self.process.join(5)
-        if not self.process.is_alive():
+        if not self.process.is_alive() and not self._still_running():
             code = self.process.exitcode
             self.returncode = code if code not in (None, 0) else 1  # gone without a word: never "finished"
         return self.returncode
+
+    def _still_running(self) -> bool:
+        """Whether the worker process itself is alive although its handle says it ended: the fork server that made
+        it was killed (its handle then reads exit 255) while the worker trains on, and will still send its result
+        through the pipe — a run is recorded failed only once its process is gone (issue 37, P77)."""
+        from lossbench.claim import pid_alive
+
+        return self.pid_start is not None and pid_alive(self.pid, self.pid_start)
 
     @property
     def reusable(self) -> bool:
         """Whether the worker takes another run: its last one ended with 0 and it has runs left."""
         return self.returncode == 0 and self.runs < self.max_runs and self.process.is_alive()
 
-    def terminate(self) -> None:
+    def _signal(self, signum: int) -> None:
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.terminate() if signum == signal.SIGTERM else self.process.kill()
+        elif self._still_running():  # orphaned by its fork server: signalled by its own pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
+        self._signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
         self.process.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.process.exitcode is not None and self._still_running() and self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("lossbench worker", timeout)
+            time.sleep(0.1)  # an orphaned worker: its pipe brings the result, its pid its end
         if self.process.exitcode is None:
             raise subprocess.TimeoutExpired("lossbench worker", timeout)
         return self.poll() if self.returncode is None else self.returncode

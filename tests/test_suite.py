@@ -544,3 +544,33 @@ def test_a_raced_suite_trains_more_seeds_only_for_the_losses_still_in_the_best_s
     again = compare(out, report, *race, cache=data_cache)
     assert again.returncode == 0 and "0 to train" in again.stdout and "to train" in again.stdout
     assert "race: round 2 trains" not in again.stdout and set(records(out)) == trained
+
+
+def test_killing_the_fork_server_leaves_its_workers_owned_and_their_runs_recorded_as_they_end(tmp_path, data_cache, request):
+    # issue 37, P77: SIGKILL to the fork server while 2 runs trained recorded both "FAILED in 0s: process exited with
+    # code 255", while the orphaned workers trained on and later wrote ok; compare exited 0
+    out, report = tmp_path / "runs", tmp_path / "report"
+    args = [
+        sys.executable, "-m", "lossbench.cli", "compare", "--config", str(SMOKE), "--out", str(out),
+        "--report", str(report), "--losses", "ce,dice", "--jobs", "2", "--no-wandb",
+        "--set", f"data.cache_dir={data_cache}", "trainer.max_epochs=6",
+    ]  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="lb", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    log = tmp_path / "compare.log"
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        wait_for(lambda: all((records(out).get((k, 0), {}).get("progress") or {}).get("epoch") for k in ("ce", "dice")),
+                 proc, "both runs past their first epoch", log=log)  # fmt: skip
+        server = [p for p in _descendants(proc.pid)
+                  if "forkserver" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]  # fmt: skip
+        assert server, "no fork server among compare's processes"
+        os.kill(server[0], signal.SIGKILL)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    final = records(out)
+    assert {k: v["status"] for k, v in final.items()} == {("ce", 0): "ok", ("dice", 0): "ok"}, log.read_text()[-3000:]
+    assert "FAILED" not in log.read_text() and "exited with code 255" not in log.read_text()
