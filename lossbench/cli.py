@@ -409,6 +409,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `lossbench losses | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as e:  # P68: a file or folder that cannot be read
+        where = f" {e.filename}" if e.filename else ""
+        print(f"lossbench: error: cannot use{where}: {e.strerror or e} — check its permissions (it must be readable, "
+              "and a folder searchable, by this user)", file=sys.stderr)  # fmt: skip
+        return 2
+    except RuntimeError as e:
+        if "Symlink loop" not in str(e):  # P69: pathlib's own words for a link that points back at itself
+            raise
+        print(f"lossbench: error: {str(e).split('from', 1)[-1].strip()} is a symbolic link loop (it points back at "
+              "itself through other links); point it at a real file or folder", file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

@@ -280,3 +280,34 @@ def test_init_says_in_one_sentence_when_its_config_cannot_be_written(tmp_path, c
         assert code == 2 and f"cannot write --config {target}" in err and "Traceback" not in err
     finally:
         locked.chmod(0o700)
+
+
+def test_an_unreadable_split_or_a_symlink_loop_is_one_sentence(tmp_path, capsys):
+    # issue 37, P68: an unreadable val/images gave a raw PermissionError; P69: a symlink loop as --data a raw
+    # RuntimeError("Symlink loop"). Root reads everything, so the unreadable case runs as `nobody` there.
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "back")
+    (tmp_path / "back").symlink_to(loop)
+    r = lossbench_cli("init", "--data", str(loop), "--no-estimate", cwd=tmp_path)
+    assert r.returncode == 2 and "is a symbolic link loop" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+    # root reads any folder whatever its mode (and `nobody` cannot reach this Python): the folder's listing fails
+    # here as it does for a user without the right, with the errno and the path the OS gives
+    from pathlib import Path as P
+
+    from lossbench.cli import main
+
+    write_mixed_folder(tmp_path / "data")
+    locked = tmp_path / "data" / "val" / "images"
+    real = P.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(P, "iterdir", iterdir)
+        code = main(["init", "--data", str(tmp_path / "data"), "--no-estimate", "--config", str(tmp_path / "x.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot use {locked}: Permission denied" in err and "Traceback" not in err, err
