@@ -414,6 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lossbench: error: cannot use{where}: {e.strerror or e} — check its permissions (it must be readable, "
               "and a folder searchable, by this user)", file=sys.stderr)  # fmt: skip
         return 2
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" at {e.filename}" if e.filename else ""  # P59: a data cache on a full disk
+        print(f"lossbench: error: no space left{where}: free space there, or point data.cache_dir (or --out) at a disk "
+              "with room, and run the same command again", file=sys.stderr)  # fmt: skip
+        return 2
     except RuntimeError as e:
         if "Symlink loop" not in str(e):  # P69: pathlib's own words for a link that points back at itself
             raise

@@ -68,9 +68,11 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write or close that failed (a full disk) names no file
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lossbench.config import GPU_ACCELERATORS, RunConfig, load_run_config
-from lossbench.errors import exit_status
+from lossbench.errors import DiskFull, exit_status
 from lossbench.record import (
     FAILED,
     INTERRUPTED,
@@ -249,6 +249,37 @@ NOTE_EVERY_S = 30.0
 """Inside a long epoch, a progress line at least this often (seconds)."""
 
 
+FULL_BELOW = 64 << 20
+"""Free space (bytes) below which an error in a write is taken for a full disk: torch's zip writer says "unexpected pos"
+or "failed writing file", not ENOSPC, when a checkpoint no longer fits."""
+
+
+def disk_full(exc: BaseException | None, where: Path) -> DiskFull | None:
+    """The full disk behind ``exc`` (ENOSPC or EDQUOT in its chain, or a failed write while ``where``'s file system
+    has less than :data:`FULL_BELOW` free), as one :class:`~lossbench.errors.DiskFull` sentence naming the path and
+    the space; ``None`` when the disk is not the cause."""
+    import errno
+    import shutil
+
+    seen, chain = set(), []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    full = any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
+    writing = any(isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "failed writing" in str(e)) for e in chain)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    if not full and not (writing and free is not None and free < FULL_BELOW):
+        return None
+    space = f"{free / 2**20:.1f} MiB free" if free is not None else "no space"
+    return DiskFull(errno.ENOSPC, f"the disk is full at {where} ({space}; a checkpoint of this run needs more): the suite "
+                                  "stopped and every run is resumable — free space there (or choose another --out) and run "
+                                  "the same command again")  # fmt: skip
+
+
 def _is_interrupt(exc: BaseException | None) -> bool:
     """An interrupt, or an error raised while one unwound (torch's zip writer raises "unexpected pos" when a SIGTERM
     lands inside a checkpoint write: the interrupt is its ``__context__``). SystemExit: submitit's requeue on
@@ -405,7 +436,8 @@ def run_process(run_dir: str | Path, token: str | None, progress: bool = False, 
     except (RunInterrupted, SIGTERMException):  # SIGTERM, ours or Lightning's (a SystemExit whose code is 0): like Ctrl-C
         return exit_status(KeyboardInterrupt())
     except BaseException as e:  # noqa: BLE001 — the run recorded it; say it in one line
-        return exit_status(KeyboardInterrupt() if _is_interrupt(e) else e)
+        full = disk_full(e, run_dir)
+        return exit_status(full if full is not None else KeyboardInterrupt() if _is_interrupt(e) else e)
     if record.ok:
         print(f"{record.label} seed {record.seed}: test mIoU {record.miou:.4f} -> {run_dir}")
         for name, row in record.test["per_class"].items():
@@ -420,9 +452,12 @@ def _fmt(value: float | None) -> str:
 def _failure(record: RunRecord, run_dir: Path, recorder: FailureRecorder, exc: BaseException) -> RunRecord:
     """The record of a failed or interrupted attempt: the first error among the ranks, and its rank."""
     cause = recorder.exception or exc
-    record.status = INTERRUPTED if _is_interrupt(cause) else FAILED
+    full = disk_full(cause, run_dir)
+    record.status = INTERRUPTED if full is not None or _is_interrupt(cause) else FAILED  # a full disk: resumable
     record.finished_at = time.time()
     record.error, record.failed_rank, record.traceback = _describe(cause), None, _traceback(cause)
+    if full is not None:
+        record.error = str(full)
     if recorder.world_size > 1 and record.status == FAILED:
         take_rank_error(record, run_dir, recorder.world_size)
     return record

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from lossbench import claim
 from lossbench.config import LAUNCHERS, ConfigError, SuiteConfig, check_jobs, dump_yaml
-from lossbench.errors import SuiteError
+from lossbench.errors import DISK_FULL, SuiteError
 from lossbench.io import write_text_atomic
 from lossbench.plan import PlannedRun, plan_runs, resolve_seeds
 from lossbench.progress import plural
@@ -516,6 +516,12 @@ class _Pool:
             self.slots.give(state.slot)
         run = state.watched.run
         rec = _record_or_none(run.run_dir)
+        if proc.returncode == DISK_FULL:  # the run stopped resumably; stop the suite rather than fail run after run
+            claim.release(run.run_dir, self.owner.token)
+            self.workers.ended(proc)
+            raise SuiteError(rec.error if rec is not None and rec.error else
+                             f"the disk is full under {self.out}: the suite stopped and every run is resumable — free "
+                             "space there (or choose another --out) and run the same command again")  # fmt: skip
         if proc.returncode != 0 and (rec is None or rec.status == RUNNING):
             rec = _writing(self.out, lambda: record_crash(run, how_ended(proc.returncode), rec))
         claim.release(run.run_dir, self.owner.token)

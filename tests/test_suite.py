@@ -574,3 +574,41 @@ def test_killing_the_fork_server_leaves_its_workers_owned_and_their_runs_recorde
     final = records(out)
     assert {k: v["status"] for k, v in final.items()} == {("ce", 0): "ok", ("dice", 0): "ok"}, log.read_text()[-3000:]
     assert "FAILED" not in log.read_text() and "exited with code 255" not in log.read_text()
+
+
+def test_a_full_disk_stops_the_suite_with_one_sentence_and_leaves_every_run_resumable(tmp_path, data_cache):
+    # issue 37, P58: `--out` on a 3 MB tmpfs failed every run ("unexpected pos 3096640 vs 3096528") and the suite
+    # went on, each run then needing --retry-failed (which deletes checkpoints)
+    out = tmp_path / "small"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(out)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        r = compare(out, tmp_path / "report", "--losses", "ce,dice", "--jobs", "1", "--no-wandb", "--set",
+                    "trainer.max_epochs=2", cache=data_cache)  # fmt: skip
+        assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+        (line,) = [x for x in r.stderr.strip().splitlines() if x.startswith("lossbench")]
+        assert line.startswith(f"lossbench: error: the disk is full at {out}") and "every run is resumable" in line, r.stderr
+        assert "FAILED" not in r.stdout and "Traceback" not in r.stderr
+        statuses = {k: v["status"] for k, v in records(out).items()}
+        assert statuses and set(statuses.values()) <= {"interrupted"}, statuses  # resumable, never failed
+        assert ("dice", 0) not in statuses  # the suite stopped at the first full disk
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def test_a_data_cache_on_a_full_disk_is_one_sentence_naming_the_file(tmp_path):
+    # issue 37, P59: data.cache_dir on a full tmpfs gave three chained raw `OSError: [Errno 28]`
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(cache)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        r = lossbench_cli("compare", "--config", str(SMOKE), "--out", str(tmp_path / "runs"), "--dry-run", "--set",
+                          f"data.cache_dir={cache}", "data.num_train=400")  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], capture_output=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"lossbench: error: no space left at {cache}/synthetic-" in r.stderr and "data.cache_dir" in r.stderr
