@@ -365,6 +365,19 @@ def cmd_init(args: argparse.Namespace) -> int:
         unknown = [k for k in favourites if k not in known]
         if unknown:
             raise ConfigError(f"--losses names {unknown[0]!r}, which is not a loss lossbench knows (lossbench losses lists them)")
+        import inspect
+
+        from lossbench.losses import get_loss_spec
+
+        for name in favourites:  # P82: a recipe (`sum`, ...) needs its parts, which a bare name cannot give
+            spec = get_loss_spec(name)
+            needs = [p.name for p in list(inspect.signature(spec.cls.__init__).parameters.values())[1:]
+                     if p.default is inspect.Parameter.empty and p.name != "num_classes"
+                     and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]  # fmt: skip
+            if needs:
+                raise ConfigError(f"--losses names {name!r}, which needs {', '.join(needs)} (a recipe of other losses): "
+                                  f"init writes bare names; add it to the config's losses: with its {needs[0]} "
+                                  f"(lossbench losses {name} shows how)")  # fmt: skip
     path, note = write_config(args.data, args.config, args.minutes, args.force, not args.no_estimate, favourites, args.void)
     print(f"wrote {path}: {note}")
     print(f"next: lossbench compare --config {path} --dry-run   (checks everything, trains nothing); then without --dry-run")

@@ -406,6 +406,7 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
     if root.is_dir() and holds_volumes(root):
         return write_volume_config(root, config, force, favourites or [], void)
     found = survey(data, void)
+    _check_void(found, void)
     path = _config_path(found.root, config, force)
     size = found.input_size()
     hw = size or found.sizes[0]
@@ -427,6 +428,21 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
     resize = tuple(plan.size) if (size is not None or tuple(plan.size) != tuple(hw)) else None
     text = _render(found, path, resize, plan, note)
     return _write_checked(path, text), note
+
+
+def _check_void(found: Survey, void: int | None) -> None:
+    """``--void N`` must be a value the masks hold that is not one of classes.txt's classes (P65: ``--void 300`` on 8-bit
+    masks and ``--void 1`` where classes.txt names ``fg`` were accepted silently)."""
+    if void is None or found.colours:
+        return
+    names = found.class_names or []
+    if void < len(names) and names[void].strip().lower() not in VOID_NAMES:
+        raise ConfigError(f"--void {void} is class {names[void]!r} of classes.txt (its classes are values 0 to {len(names) - 1}); "
+                          "the void label is a mask value that is no class: give that value, or leave --void out")  # fmt: skip
+    if void not in found.values:
+        shown = ", ".join(map(str, sorted(found.values)[:12])) + (" …" if len(found.values) > 12 else "")
+        raise ConfigError(f"--void {void} is not among the mask values init read ({shown}): check the value, or leave "
+                          "--void out (init finds a value beyond classes.txt's classes, or 255, by itself)")  # fmt: skip
 
 
 def _config_path(root: Path, config: str | Path | None, force: bool) -> Path:
@@ -487,7 +503,7 @@ def _render(found: Survey, path: Path, size: tuple[int, int] | None, plan: Plan,
         palette = ", ".join(f"class_{i}: [{r}, {g}, {b}]" for i, (r, g, b) in enumerate(sorted(found.colours)))
         lines.append(f"  palette: {{{palette}}}   # RGB colour masks: name the classes (key 'ignore': a void colour)")
     elif found.class_names is None:
-        lines.append(f"  class_names: [{', '.join(names)}]   # from the mask values found: give them real names (or write classes.txt)")
+        lines.append(f"  class_names: [{', '.join(map(json.dumps, names))}]   # from the mask values found: give them real names (or write classes.txt)")
     else:
         lines.append("  # class names: classes.txt")
     ignore = found.ignore_index
@@ -576,7 +592,7 @@ def write_volume_config(root: Path, config: str | Path | None, force: bool, favo
         f"  path: {json.dumps(shown)}   # relative paths are read from this file's folder",
     ]
     if found.class_names is None:
-        lines.append(f"  class_names: [{', '.join(names)}]   # from the mask values found: give them real names (or write classes.txt)")
+        lines.append(f"  class_names: [{', '.join(map(json.dumps, names))}]   # from the mask values found: give them real names (or write classes.txt)")
     if ignore is not None:
         lines.append(f"  ignore_index: {ignore}         # {found.ignore_why} — excluded from losses and metrics")
     lines += [
@@ -598,7 +614,8 @@ def write_volume_config(root: Path, config: str | Path | None, force: bool, favo
         "  accelerator: auto",
         "  devices: 1",
         "wandb: {project: lossbench}",
-        f"report: {{focus: {names[rare]}, nsd_tolerance: 2.0}}   # the rarest class; NSD tolerance in mm" if rare is not None else "",
+        # quoted: a class named `no` or `#lesion` is a string, not YAML's false or a comment (P67)
+        f"report: {{focus: {json.dumps(names[rare])}, nsd_tolerance: 2.0}}   # the rarest class; NSD tolerance in mm" if rare is not None else "",
         "",
     ]
     note = (f"a volume suite: {len(losses)} losses × 3 seeds, {found.counts['train']} training volumes, patch "

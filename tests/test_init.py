@@ -129,8 +129,13 @@ def test_a_value_beyond_classes_txt_or_named_void_becomes_the_ignore_index_with_
     (tmp_path / "set" / "classes.txt").write_text("sky\nroad\nsign\nvoid\n")
     path, _ = write_config(tmp_path / "set", tmp_path / "b.yaml", estimate=False)
     assert load_config(path).data.ignore_index == 3 and "classes.txt names it 'void'" in path.read_text()
-    path, _ = write_config(tmp_path / "set", tmp_path / "c.yaml", estimate=False, void=0)
-    assert load_config(path).data.ignore_index == 0 and "named void with --void" in path.read_text()
+    path, _ = write_config(tmp_path / "set", tmp_path / "c.yaml", estimate=False, void=3)
+    assert load_config(path).data.ignore_index == 3 and "named void with --void" in path.read_text()
+    # issue 36, P65: --void naming a real class of classes.txt, or a value the masks do not hold, was accepted silently
+    with pytest.raises(ConfigError, match=r"--void 0 is class 'sky' of classes.txt \(its classes are values 0 to 3\)"):
+        write_config(tmp_path / "set", tmp_path / "d.yaml", estimate=False, void=0)
+    with pytest.raises(ConfigError, match=r"--void 300 is not among the mask values init read \(0, 1, 2, 3\)"):
+        write_config(tmp_path / "set", tmp_path / "e.yaml", estimate=False, void=300)
 
 
 def test_init_on_a_folder_of_volumes_writes_a_volume_config_with_the_headers_spacing(tmp_path):
@@ -311,3 +316,29 @@ def test_an_unreadable_split_or_a_symlink_loop_is_one_sentence(tmp_path, capsys)
         code = main(["init", "--data", str(tmp_path / "data"), "--no-estimate", "--config", str(tmp_path / "x.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot use {locked}: Permission denied" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("rarest", ["no", "#lesion"])
+def test_init_writes_class_names_yaml_cannot_misread(tmp_path, rarest):
+    # issue 36, P67: a volume classes.txt whose rarest class is `no` or `#lesion` made init write `report: {focus: no}`
+    # (YAML's false) or a comment, which it could not load
+    from helpers.volumes import nifti_folder
+
+    root = nifti_folder(tmp_path / "vols", counts=(3, 2, 2))
+    names = ["background", "lesion", "vessel"]
+    cfg0 = load_config(write_config(root, tmp_path / "probe.yaml", estimate=False)[0])
+    rare = names.index(cfg0.report.focus)
+    names[rare] = rarest
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    cfg = load_config(write_config(root, tmp_path / "vols.yaml", estimate=False)[0])
+    assert cfg.report.focus == rarest
+
+
+def test_init_refuses_a_favourite_loss_that_needs_its_parts(tmp_path, capsys):
+    # issue 36, P82: `--losses sum` wrote a bare recipe that the dry run rejected
+    from lossbench.cli import main
+
+    assert main(["init", "--data", str(tmp_path), "--losses", "dice,sum", "--no-estimate"]) == 2
+    err = capsys.readouterr().err
+    assert "--losses names 'sum', which needs terms (a recipe of other losses)" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.yaml"))
