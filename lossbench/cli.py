@@ -163,6 +163,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.launch import own_scratch
 
     cfg = load_config(args.config, args.overrides)
+    if args.detach and (args.launcher or cfg.launcher.kind) == "local":  # it was silently ignored
+        raise ConfigError("--detach needs jobs that outlive compare (--launcher slurm or submitit-local); the local "
+                          "launcher trains in compare's own processes, so there is nothing to detach")  # fmt: skip
     if (args.launcher or cfg.launcher.kind) == "local":
         # the runs are this process's children: give them a temporary folder that a killed compare leaves as one
         # folder, which the next removes; jobs (SLURM, submitit) outlive a detached compare and keep their own TMPDIR

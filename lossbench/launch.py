@@ -65,6 +65,7 @@ class Placement:
     per_group: int = 1  # runs sharing one GPU group at once (jobs_per_gpu; a DDP run's group takes one)
     auto_per_gpu: bool = False  # jobs_per_gpu auto: per_group grows once a run has measured its GPU memory
     cap: int | None = None  # at most this many runs at once (a number of jobs), whatever per_group becomes
+    cores: int = 0  # the CPU cores the placement was made for (0: not said)
 
     def describe(self) -> str:
         if self.gpu_slots:
@@ -72,7 +73,9 @@ class Placement:
             share = f"{self.per_group} per GPU" if self.per_group > 1 else "each on its own GPUs"
             auto = "; jobs_per_gpu auto: more per GPU once the first run has measured its memory" if self.auto_per_gpu else ""
             return f"{plural(self.at_once, 'run')} at once, {share} ({groups}), {plural(self.threads, 'CPU thread')} each{auto}"
-        return f"{plural(self.at_once, 'run')} at once, {plural(self.threads, 'CPU thread')} each"
+        crowded = (f" — more runs than this machine's {plural(self.cores, 'CPU core')}: they share them, each slower"
+                   if self.cores and not self.on_gpu and self.at_once > self.cores else "")  # --jobs 1000 on 2 cores
+        return f"{plural(self.at_once, 'run')} at once, {plural(self.threads, 'CPU thread')} each{crowded}"
 
     def with_per_group(self, per_group: int, cores: int) -> Placement:
         """This placement with ``per_group`` runs on each GPU group (``jobs_per_gpu`` auto, once measured)."""

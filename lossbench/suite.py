@@ -235,7 +235,11 @@ def _placement(cfg: SuiteConfig, jobs: int | str | None) -> Any:
             jobs = check_jobs(jobs)
         except ValueError as e:
             raise ConfigError(f"--jobs: {e}") from None
-    return place(cfg.trainer, cfg.jobs if jobs is None else jobs, visible_gpus(), os.cpu_count() or 1, cfg.jobs_per_gpu)
+    import dataclasses
+
+    cores = os.cpu_count() or 1
+    placement = place(cfg.trainer, cfg.jobs if jobs is None else jobs, visible_gpus(), cores, cfg.jobs_per_gpu)
+    return dataclasses.replace(placement, cores=cores)
 
 
 def prepare(cfg: SuiteConfig, log: Callable[[str], None] = _say) -> int:

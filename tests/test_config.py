@@ -445,3 +445,9 @@ def test_values_the_trainer_or_loader_cannot_take_are_refused_at_load(setting, w
     with pytest.raises(ConfigError, match=words):
         load_config(SMOKE, [setting])
     assert load_config(SMOKE, ["trainer.precision=16"]).trainer.precision == "16"  # Lightning's legacy names stay valid
+
+
+def test_detach_with_the_local_launcher_is_refused_in_one_sentence():
+    # issue 37 (minor): --detach was silently ignored with the local launcher
+    r = lossbench_cli("compare", "--config", str(SMOKE), "--detach", "--dry-run")
+    assert r.returncode == 2 and "--detach needs jobs that outlive compare" in r.stderr and "Traceback" not in r.stderr

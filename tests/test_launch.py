@@ -160,3 +160,11 @@ def test_the_pool_grows_to_the_runs_per_gpu_the_first_measured_epoch_allows(tmp_
     assert pool.placement.at_once == 2 * expected and not pool.placement.auto_per_gpu  # sized once
     assert f"{expected} runs per GPU from now on" in lines[0] and "peaked at 2000 MiB" in lines[0]
     pool.workers.close()
+
+
+def test_more_runs_at_once_than_cores_is_said():
+    # issue 37 (minor): --jobs 1000 on 2 cores was accepted without a word
+    from lossbench.launch import Placement
+
+    assert Placement(1000, 1, cores=2).describe().endswith("— more runs than this machine's 2 CPU cores: they share them, each slower")
+    assert "share them" not in Placement(2, 1, cores=2).describe()
