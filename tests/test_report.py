@@ -685,3 +685,31 @@ def test_one_out_holds_one_suite_and_a_folder_in_use_refuses_another_config(tmp_
     suite(out, "[ce, dice]", "[0, 1, 2]", "optim.lr=0.02")
     with pytest.raises(ValueError, match=r"were all trained with another config than its suite file says \(stale\)"):
         write_report(out, tmp_path / "report", log_to_wandb=False)
+
+
+def test_a_narrowed_report_of_a_finished_race_claims_no_round_to_train(tmp_path):
+    # issue 34: `compare --losses ce,dice` on a finished race said round 2 still had to train runs that existed
+    cfg = suite(tmp_path, "[ce, dice, fg]", "[0, 1, 2]", "race={max_seeds: 6}")
+    for seed in range(6):
+        for label, acc in (("ce", 0.9), ("dice", 0.9), ("fg", 0.5)):
+            if seed < 3 or label != "fg":
+                write_run(tmp_path, cfg, label, seed, predictions(acc, 10 * (label == "dice") + seed))
+    (whole,) = analyse(collect_runs(tmp_path)).budgets
+    assert whole.race.next is None and len(whole.race.rounds) == 2
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False, asked=({"ce", "dice"}, {0, 1, 2})).read_text()
+    assert "The race is not finished" not in readme and "round 2 trains" not in readme
+
+
+def test_race_max_seeds_is_bounded_and_race_seeds_are_linear():
+    # issue 34: race.max_seeds=100000 hung (the seeds were generated in quadratic time) and spent the early rounds'
+    # level to about zero without a word
+    import time
+
+    from lossbench.plan import race_seeds
+
+    with pytest.raises(ConfigError, match=r"race.max_seeds input should be less than or equal to 256, got 100000"):
+        load_config(SMOKE, ["losses=[ce, dice]", "seeds=[0, 1, 2]", "race={max_seeds: 100000}"])
+    cfg = load_config(SMOKE, ["losses=[ce, dice]", "seeds=[5, 9, 2]", "race={max_seeds: 256}"])
+    t0 = time.perf_counter()
+    seeds = race_seeds(cfg, 200_000)
+    assert time.perf_counter() - t0 < 2.0 and seeds[:5] == [5, 9, 2, 0, 1] and len(set(seeds)) == 200_000

@@ -496,7 +496,9 @@ def analyse(found: Runs) -> Analysis:
     seeds: int | dict[str, int] = len(found.cfg.seeds) if found.cfg else len({r.seed for r in ok_records})
     if found.asked_seeds is not None:
         seeds = found.asked_seeds
-    raced = found.cfg is not None and found.cfg.race is not None
+    # a report narrowed to what compare --losses/--seeds was asked is not the suite's race: the race is judged on every
+    # run the suite holds, in its own report (a narrowed one said round 2 still had to train runs that existed)
+    raced = found.cfg is not None and found.cfg.race is not None and found.asked_seeds is None
     if raced:  # a raced loss should have every seed the race gave it (a failed one makes it incomplete)
         ended = [r for r in records if r.status in ("ok", "failed")]
         seeds = {label: max(seeds, len({r.seed for r in ended if r.label == label})) for label in {r.label for r in records}}
