@@ -210,8 +210,6 @@ class RunRecord:
         wrong = _wrong_types(data)
         if wrong:
             raise DamagedRecord(path, wrong)
-        if data["status"] == OK and not isinstance(data.get("test"), dict):
-            raise DamagedRecord(path, "status ok but no test results (test is missing)")
         values = {k: v for k, v in data.items() if k in names}
         values["progress"] = Progress.from_json(values.get("progress"))
         return cls(**values, run_dir=path.parent)

@@ -18,7 +18,7 @@ from lossbench.config import ReportConfig, LossEntry, SuiteConfig
 from lossbench.identity import config_hash, run_config
 from lossbench.metrics import BOUNDARY_METRICS, METRICS, focus_class
 from lossbench.plan import DEFAULT, FINAL, SEARCH, plan_runs
-from lossbench.record import DamagedRecord, RunRecord, load_suite, scan_runs
+from lossbench.record import DamagedRecord, RunRecord, load_suite, record_path, scan_runs
 
 if TYPE_CHECKING:
     from lossbench.tune import LossSearch
@@ -63,6 +63,11 @@ class Runs:
 def collect_runs(out: Path) -> Runs:
     """Every run record under ``out``, split into those that match the suite's config and the rest."""
     scan = scan_runs(out)
+    untested = [r for r in scan.records if r.ok and not isinstance(r.test, dict)]
+    if untested:  # P46: a record that says ok without test results cannot be reported: damaged, said, left out
+        scan.damaged.extend(DamagedRecord(record_path(r.run_dir), "status ok but no test results (test is missing)")
+                            for r in untested)  # fmt: skip
+        scan.records[:] = [r for r in scan.records if r not in untested]
     cfg = load_suite(out)
     if cfg is None:
         for rec in scan.records:
