@@ -179,11 +179,6 @@ class Prior:
 NO_PRIOR = Prior()
 
 
-def _trigamma_inverse(y: float) -> float:
-    """The ``x`` with ``ψ₁(x) = y`` (``ψ₁`` decreases from ∞ to 0)."""
-    return float(optimize.brentq(lambda x: float(special.polygamma(1, x)) - y, 1e-8, 1e8, xtol=1e-12, rtol=1e-10))
-
-
 def seed_prior(scores_by_loss: Mapping[str, LossScores]) -> Prior:
     """The empirical-Bayes prior of the losses' seed variances (Smyth 2004, §6.2): from the log variances of the
     losses with at least two seeds, corrected for their df, the prior df ``d₀`` from their excess spread and the
@@ -201,7 +196,7 @@ def seed_prior(scores_by_loss: Mapping[str, LossScores]) -> Prior:
     excess = float(((e - mean) ** 2).sum() / (len(e) - 1) - special.polygamma(1, d / 2).mean())
     if excess <= 0:
         return Prior(float(math.exp(mean)), math.inf, cap)
-    d0 = 2 * _trigamma_inverse(excess)
+    d0 = 2 * float(_trigamma_inverse_v(np.array(excess)))
     return Prior(float(math.exp(mean + special.digamma(d0 / 2) - math.log(d0 / 2))), d0, cap)
 
 
@@ -311,7 +306,8 @@ def judged(scores_by_loss: Mapping[str, LossScores], level: str) -> list[str]:
 
 
 def _trigamma_inverse_v(y: np.ndarray) -> np.ndarray:
-    """:func:`_trigamma_inverse` elementwise (limma's Newton iteration); ``inf`` where ``y ≤ 0``."""
+    """The ``x`` with ``ψ₁(x) = y`` (``ψ₁`` decreases from ∞ to 0), elementwise by limma's Newton iteration; ``inf``
+    where ``y ≤ 0``."""
     y = np.asarray(y, float)
     pos = y > 0
     x = np.where(pos, y, 1.0)
@@ -421,12 +417,6 @@ def pairs(scores_by_loss: Mapping[str, LossScores], level: str, null: bool = Fal
     dof = np.maximum(n - 1, 1)
     s2_null = np.where(n > 1, truth * rng.chisquare(dof, size=(NULL_SUITES, k)) / dof, 0.0)
     return Pairs(names, p, *_pair_t(e, s2_null, n, image_var))
-
-
-def beaten_p(scores_by_loss: Mapping[str, LossScores], level: str) -> tuple[list[str], np.ndarray]:
-    """``(names, P)``: ``P[i, j]`` is the one-sided p-value of "loss ``j`` scores higher than loss ``i``" (:func:`pairs`)."""
-    pr = pairs(scores_by_loss, level)
-    return pr.names, pr.p
 
 
 @dataclass
