@@ -149,6 +149,7 @@ class RunRecord:
     epochs: int | None = None
     steps: int | None = None
     wall_s: float | None = None  # training + testing, summed over attempts
+    test_s: float | None = None  # of wall_s, the testing (the last attempt's)
     resumed_after_epoch: int | None = None
     world_size: int | None = None
     precision: str | None = None
@@ -220,7 +221,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "suite": (str,), "loss": (str,), "label": (str,), "config_hash": (str,), "seed": (int,), "loss_params": (dict,),
     "budget": (int,), "attempts": (int,), "started_at": _NUMBER, "finished_at": _NUMBER, "error": (str,),
     "failed_rank": (int,), "classes": (list,), "class_frequencies": (list,), "test": (dict,), "focus": (str,),
-    "objects": (dict,), "history": (list,), "epochs": (int,), "steps": (int,), "wall_s": _NUMBER,
+    "objects": (dict,), "history": (list,), "epochs": (int,), "steps": (int,), "wall_s": _NUMBER, "test_s": _NUMBER,
     "resumed_after_epoch": (int,), "world_size": (int,), "precision": (str,), "device": (str,), "placement": (dict,), "machine": (dict,),
 }  # fmt: skip
 

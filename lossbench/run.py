@@ -384,8 +384,18 @@ def placement_now() -> dict[str, Any]:
         "slurm_job": job,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
         "device_ids": None,  # filled in when training starts (trainer.device_ids)
+        "load": [load_now()],  # the machine's 1-minute load average when it started; the end's is added when it ends
     }
+
+
+def load_now() -> float | None:
+    """The machine's 1-minute load average (``None`` where the OS does not say): what a wall time was measured under."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def machine_now() -> dict[str, Any]:
@@ -625,10 +635,12 @@ def _train(run_cfg: RunConfig, run_dir: Path, record: RunRecord, recorder: Failu
     record.objects = {"iou_threshold": run_cfg.report.object_iou} | object_summary(module.test_evidence.objects)
     record.epochs, record.steps = trainer.current_epoch, trainer.global_step
     record.wall_s = round(parts.wall_s, 2)
+    record.test_s = round(parts.timer.time_elapsed("test"), 2)
     record.resumed_after_epoch = module.resumed_after_epoch
     record.world_size, record.precision = trainer.world_size, parts.precision
     record.placement = (record.placement or {}) | {"device_ids": list(trainer.device_ids), "accelerator": type(trainer.accelerator).__name__,
-                                                    "gpu_peak_mib": gpu_memory(module.device)[0]}  # fmt: skip
+                                                    "gpu_peak_mib": gpu_memory(module.device)[0],
+                                                    "load": [*(record.placement or {}).get("load", [None])[:1], load_now()]}  # fmt: skip
     record.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     return record
 

@@ -713,3 +713,58 @@ def test_race_max_seeds_is_bounded_and_race_seeds_are_linear():
     t0 = time.perf_counter()
     seeds = race_seeds(cfg, 200_000)
     assert time.perf_counter() - t0 < 2.0 and seeds[:5] == [5, 9, 2, 0, 1] and len(set(seeds)) == 200_000
+
+
+def test_the_wall_time_column_is_named_and_says_the_load_it_was_measured_under(tmp_path):
+    cfg = suite(tmp_path, "[ce, dice]")
+    loads = {0: [0.4, 1.9], 1: [2.2, 3.61], 2: [1.0, 1.2]}
+    for seed in (0, 1, 2):
+        for label in ("ce", "dice"):
+            run_dir = write_run(tmp_path, cfg, label, seed, predictions(0.9, seed))
+            rec = read_record(run_dir)
+            rec.placement = {"host": "h", "cores": 2, "load": loads[seed]}
+            write_record(run_dir, rec)
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert "| seeds | wall s/run |" in readme and "| s/run |" not in readme
+    assert "the 1-minute load average was 0.4–3.6 on its 2 cores when these runs started and ended" in readme
+    rec.placement = None  # one run from before lossbench kept the load: the others still say theirs
+    write_record(run_dir, rec)
+    assert "0.4–3.6 on its 2 cores" in write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+
+
+def test_the_predictions_panel_shows_a_large_image_cropped_around_the_focus_class_at_its_own_pixels(tmp_path, monkeypatch):
+    # issue 36 (5): 360×480 street scenes at about 150 px an image hid poles and cyclists
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import lossbench.report.plots as plots
+    from lossbench.record import PanelImage
+
+    target = np.zeros((360, 480), np.int32)
+    target[300:306, 440:443] = 2  # a 6×3 spot near the bottom-right corner
+    assert plots.panel_crop(target, 2) == (slice(232, 360), slice(310, 480))  # 128×170: the image's aspect, 170 wide
+    small = np.zeros((64, 64), np.int32)
+    assert plots.panel_crop(small, 2) == (slice(0, 64), slice(0, 64))  # it fits: whole
+    big = np.zeros((360, 480), np.int32)
+    big[20:300, 40:400] = 2  # a focus region wider than a panel: the window grows to hold it
+    rows, cols = plots.panel_crop(big, 2)
+    assert rows.start <= 12 and rows.stop >= 308 and cols.start <= 32 and cols.stop >= 408
+    cfg = suite(tmp_path, "[ce, dice]", "[0]")
+    for label in ("ce", "dice"):
+        run_dir = write_run(tmp_path, cfg, label, 0, predictions(0.9, 0))
+        ev = read_evidence(run_dir)
+        ev.panel = [PanelImage(image=np.full((360, 480, 3), 128, np.uint8), target=target, pred=target)]
+        ev.panel_index = np.array([7])
+        from lossbench.record import write_evidence
+
+        write_evidence(run_dir, ev)
+    found = collect_runs(tmp_path)
+    d = plots.plot_data(analyse(found), found.current)
+    made = _figures(monkeypatch)
+    plots._plot_predictions(d, tmp_path / "p.png")
+    fig = made[-1]
+    shown = fig.axes[0].get_images()[0].get_array().shape[:2]
+    assert shown == (128, 170)
+    width_px = fig.axes[0].get_position().width * fig.get_size_inches()[0] * 110
+    assert width_px >= 0.9 * 170  # about one screen pixel per image pixel, not a third of one
+    assert "rows 232–359" in fig.axes[0].get_ylabel() and "cropped around the spot pixels" in fig._suptitle.get_text()

@@ -74,6 +74,7 @@ class Budget:
     machines: dict[str, int] = field(default_factory=dict)  # the kinds of machine its runs trained on: runs of each
     validation: dict[str, float] = field(default_factory=dict)  # each loss's last validation mean IoU (mean over seeds)
     race_note: str = ""  # report --set changed the race's levels or focus: what the race shown was trained at
+    load: tuple[float, float, int] | None = None  # the lowest and highest 1-minute load average its runs saw, and the cores
 
     @property
     def too_few_cases(self) -> bool:
@@ -99,6 +100,14 @@ def machine_kinds(records: list[RunRecord]) -> dict[str, int]:
             for kind in {r.machine_kind, *r.machine.get("earlier", [])}:
                 kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
+
+
+def load_range(records: list[RunRecord]) -> tuple[float, float, int] | None:
+    """The lowest and highest 1-minute load average the finished runs started or ended under, and the most cores a
+    machine of theirs had (``None`` for runs recorded before lossbench kept it): what their wall times were measured under."""
+    loads = [x for r in records if r.ok and r.placement for x in r.placement.get("load") or [] if isinstance(x, (int, float))]
+    cores = [r.placement["cores"] for r in records if r.ok and r.placement and isinstance(r.placement.get("cores"), int)]
+    return (min(loads), max(loads), max(cores)) if loads and cores else None
 
 
 def _damaged(records: list[RunRecord]) -> list[DamagedEvidence]:
@@ -241,6 +250,7 @@ def analyse_budget(records: list[RunRecord], budget: int, cfg: SuiteConfig | Non
     b.detectable, b.floor = _detectable(b)
     b.case = "volume" if cfg is not None and cfg.data.is_volumes else "image"
     b.machines = machine_kinds(ok)
+    b.load = load_range(ok)
     b.validation = _last_validation(ok)
     b.race_note = race_note
     return b

@@ -175,6 +175,33 @@ def _overlay(image: np.ndarray, mask: np.ndarray, num_classes: int, skip: int | 
     return out
 
 
+PANEL_PX = 170  # a panel's width at _save's dpi (1.55 in × 110): a larger image is cropped, not shrunk
+
+
+def panel_crop(target: np.ndarray, focus: int, most: int = PANEL_PX) -> tuple[slice, slice]:
+    """The window of a panel image shown at its own pixels: the whole image when it fits ``most`` pixels a side;
+    else a window of the image's aspect, ``most`` wide, centred on the focus class's pixels (grown to hold all of
+    them, with a margin) — a pole or a cyclist of a few pixels stays visible, where a shrunk 360×480 street
+    scene loses it."""
+    h, w = target.shape
+    if h <= most and w <= most:
+        return slice(0, h), slice(0, w)
+    cw = min(w, most)
+    ch = min(h, max(1, round(cw * h / w)))
+    ys, xs = np.nonzero(target == focus)
+    if not len(ys):
+        return slice(0, h), slice(0, w)
+    margin = 8
+    y0, y1, x0, x1 = ys.min() - margin, ys.max() + 1 + margin, xs.min() - margin, xs.max() + 1 + margin
+    ch, cw = min(h, max(ch, y1 - y0)), min(w, max(cw, x1 - x0))
+
+    def window(lo: int, hi: int, size: int, n: int) -> slice:
+        start = min(max(0, (lo + hi - size) // 2), n - size)
+        return slice(start, start + size)
+
+    return window(y0, y1, ch, h), window(x0, x1, cw, w)
+
+
 def _plot_predictions(d: PlotData, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -195,12 +222,18 @@ def _plot_predictions(d: PlotData, path: Path) -> None:
     names = d.records[0].classes or d.classes
     freqs = d.records[0].class_frequencies or []
     skip = int(np.argmax(freqs)) if freqs else None
+    focus = names.index(d.focus) if d.focus in names else -1
+    crops = [panel_crop(p.target, focus) for p in first.panel]
+    cropped = any((c[0].stop - c[0].start, c[1].stop - c[1].start) != p.target.shape for c, p in zip(crops, first.panel))
+    col_w = max(1.55, max(c[1].stop - c[1].start for c in crops) / 110 + 0.35)  # room for the axes and labels
+    row_h = max(1.65, max(c[0].stop - c[0].start for c in crops) / 110 + 0.35)
     cols = ["image", "ground truth", *panels]
-    fig, axes = plt.subplots(k, len(cols), figsize=(1.55 * len(cols), 1.65 * k + 0.9), squeeze=False)
+    fig, axes = plt.subplots(k, len(cols), figsize=(col_w * len(cols), row_h * k + 0.9), squeeze=False)
     for row in range(k):
-        image = first.panel[row].image
-        views = [image / 255.0, _overlay(image, first.panel[row].target, len(names), skip)]
-        views += [_overlay(image, ev.panel[row].pred, len(names), skip) for ev in panels.values()]
+        box = crops[row]
+        image = first.panel[row].image[box]
+        views = [image / 255.0, _overlay(image, first.panel[row].target[box], len(names), skip)]
+        views += [_overlay(image, ev.panel[row].pred[box], len(names), skip) for ev in panels.values()]
         for col, (ax, view) in enumerate(zip(axes[row], views)):
             ax.imshow(view, interpolation="nearest")
             ax.set_xticks([])
@@ -210,6 +243,8 @@ def _plot_predictions(d: PlotData, path: Path) -> None:
         where = f"test {int(first.panel_index[row])}"
         if first.panel_slice is not None:
             where = f"volume {int(first.panel_index[row])}\nslice {int(first.panel_slice[row])}"
+        if (box[0].stop - box[0].start, box[1].stop - box[1].start) != first.panel[row].target.shape:
+            where += f"\nrows {box[0].start}–{box[0].stop - 1}\ncols {box[1].start}–{box[1].stop - 1}"
         axes[row][0].set_ylabel(where, fontsize=7)
     legend = [Patch(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], label=n) for i, n in enumerate(names) if i != skip]
     if skip is not None:
@@ -219,9 +254,11 @@ def _plot_predictions(d: PlotData, path: Path) -> None:
     if first.panel_slice is not None:
         title = ("Test volumes with the most focus-class voxels, each at its slice with the most: ground truth and every "
                  f"loss's prediction (seed {min(d.b.seeds)})")  # fmt: skip
+    if cropped:
+        title += f"; each cropped around the {d.focus} pixels and shown at its own pixels (rows and cols: the window)"
     import textwrap
 
-    fig.suptitle("\n".join(textwrap.wrap(title, max(40, int(14 * 1.55 * len(cols))))), fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(title, max(40, int(14 * col_w * len(cols))))), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     _save(fig, path)
 

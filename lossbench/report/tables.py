@@ -101,8 +101,20 @@ def leaderboard_md(b: Budget, sort_by: str, focus: str | None) -> str:
     what = "mean IoU" if sort_by == "miou" else f"{text(focus)} IoU"
     header = ["#", "loss", "best set", "P(best) · rank [95 %]", "mean IoU [95 % CI]", f"{code(focus)} IoU [95 % CI]",
               f"{what}: vs the highest [95 % CI]", f"{code(focus)} objects: found / false per {b.case} / F1", "flags", "seeds",
-              "s/run"]  # fmt: skip
+              "wall s/run"]  # fmt: skip
     return table(header, rows)
+
+
+def wall_time_md(b: Budget) -> str:
+    """What the *wall s/run* column measures: the machine's time, not the loss's cost alone."""
+    load = ""
+    if b.load is not None:
+        lo, hi, cores = b.load
+        span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
+        load = f" (the 1-minute load average was {span} on its {plural(cores, 'core')} when these runs started and ended)"
+    return ("*wall s/run*: the mean seconds from a run's start to its end, training and test, on the machine as it was"
+            f"{load} — it mixes a loss's own cost with whatever else the machine ran, and with how the launcher placed the "
+            "runs; `make bench` times the losses alone, side by side.")
 
 
 def per_class_md(df: pd.DataFrame, metric: str, classes: list[str], order: list[str], lower_is_better: bool = False,
@@ -524,6 +536,7 @@ def budget_md(b: Budget, focus: str | None, several: bool) -> list[str]:
     parts += [f"### Leaderboard by mean IoU{title}", "", leaderboard_md(b, "miou", focus), ""]
     if focus:
         parts += [f"### Leaderboard by {code(focus)} IoU (the focus class){title}", "", leaderboard_md(b, "focus_iou", focus), ""]
+    parts += [wall_time_md(b), ""]
     parts += [_method_md(b), ""] if b.images else []
     return parts
 
