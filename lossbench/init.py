@@ -37,6 +37,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,8 @@ BATCH = 8
 MAX_SIDE = 512  # the suggested input size keeps the long side at most this (a multiple of 32)
 SAMPLE = 100  # masks read per split for sizes and class frequencies
 VOID = 255
+VOID_16 = 65535  # the 16-bit masks' void label (the largest 16-bit value, as 255 is of 8-bit masks)
+SPARSE_CLASSES = 32  # mask values implying more classes than this, most of them absent, are ids to relabel, not classes
 START_S = 3.0  # a run's start-up (forked from a server that imported torch once; data, model): not measured by the timed steps
 MIN_SIDE = 64  # --minutes halves the input size to fit, down to this short side
 MIN_EPOCHS = 10  # --minutes gives up epochs down to this before anything else (fewer: a loss has barely started)
@@ -76,14 +79,25 @@ class Survey:
     class_names: list[str] | None  # from classes.txt
     values: dict[int, int] = field(default_factory=dict)  # mask value -> pixels (training masks read)
     colours: dict[tuple[int, int, int], int] = field(default_factory=dict)  # RGB masks: colour -> pixels
+    elsewhere: dict[Any, list[str]] = field(default_factory=dict)  # values or colours only in val/test masks -> the splits
     void: int | None = None  # the value the user named as void (--void)
     sample_mask: np.ndarray | None = None  # one test mask (class ids), to time the test's metrics on
     decode_s: float = 0.0  # seconds to read one image and its mask (measured on the sample)
 
     @property
+    def ids(self) -> list[int]:
+        """Every mask value read, in any split (a class may be in the test masks only)."""
+        return sorted({*self.values, *(v for v in self.elsewhere if isinstance(v, int))})
+
+    @property
+    def all_colours(self) -> list[tuple[int, int, int]]:
+        """Every mask colour read, in any split."""
+        return sorted({*self.colours, *(c for c in self.elsewhere if isinstance(c, tuple))})
+
+    @property
     def beyond(self) -> list[int]:
         """Mask values past the last class of ``classes.txt``."""
-        return sorted(v for v in self.values if self.class_names is not None and v >= len(self.class_names))
+        return [v for v in self.ids if self.class_names is not None and v >= len(self.class_names)]
 
     @property
     def ignore_index(self) -> int | None:
@@ -104,8 +118,9 @@ class Survey:
         if len(self.beyond) == 1:
             v = self.beyond[0]
             return v, f"value {v} is in the masks but beyond the {len(self.class_names)} classes of classes.txt: the void label"
-        if VOID in self.values and (self.class_names is None or len(self.class_names) <= VOID):
-            return VOID, "value 255 is in the masks: the usual void label"
+        for value, what in ((VOID, "the usual void label"), (VOID_16, "the void label of 16-bit masks")):
+            if value in self.ids and (self.class_names is None or len(self.class_names) <= value):
+                return value, f"value {value} is in the masks: {what}"
         return None, ""
 
     @property
@@ -113,9 +128,9 @@ class Survey:
         if self.class_names:
             return self.class_names
         if self.colours:
-            return [f"class_{i}" for i in range(len(self.colours))]
-        top = max((v for v in self.values if v != self.ignore_index), default=1)
-        return [f"class_{i}" for i in range(max(top, 1) + 1)]
+            return [f"class_{i}" for i in range(len(self.all_colours))]
+        top = max((v for v in self.ids if v != self.ignore_index), default=0)
+        return [f"class_{i}" for i in range(top + 1)]
 
     @property
     def scored(self) -> list[int]:
@@ -125,7 +140,7 @@ class Survey:
     def frequencies(self) -> list[float]:
         """Each class's share of the scored training pixels read."""
         if self.colours:
-            pixels = [self.colours[c] for c in sorted(self.colours)]
+            pixels = [self.colours.get(c, 0) for c in self.all_colours]
         else:
             pixels = [self.values.get(i, 0) if i != self.ignore_index else 0 for i in range(len(self.names))]
         total = sum(pixels) or 1
@@ -170,8 +185,6 @@ def survey(root: str | Path, void: int | None = None) -> Survey:
             found.sizes.append(mask.shape[:2])
             if split == "test" and mask.ndim == 2 and found.sample_mask is None:
                 found.sample_mask = mask
-            if split != "train":
-                continue
             if mask.ndim == 3:
                 keys, n = np.unique(mask.reshape(-1, 3), axis=0, return_counts=True)
                 tally = found.colours
@@ -180,9 +193,35 @@ def survey(root: str | Path, void: int | None = None) -> Survey:
                 tally = found.values
             for key, k in zip(keys.tolist(), n.tolist()):
                 key = tuple(key) if isinstance(key, list) else key
-                tally[key] = tally.get(key, 0) + k
+                if split == "train":
+                    tally[key] = tally.get(key, 0) + k
+                elif split not in (splits := found.elsewhere.setdefault(key, [])):
+                    splits.append(split)
+    found.elsewhere = {k: v for k, v in found.elsewhere.items() if k not in found.values and k not in found.colours}
     found.decode_s = float(np.median(timed)) if timed else 0.0
+    _check_classes(found)
     return found
+
+
+def _check_classes(found: Survey) -> None:
+    """Refuse, in a sentence, mask values that are no class ids: every mask of one value (nothing to segment: P28,
+    P71, where init invented ``class_1``), and values so sparse that they would be hundreds of absent classes
+    (``0, 1, 1000``: 1,001 classes; P27)."""
+    if found.colours or found.class_names is not None:
+        return
+    ids = [v for v in found.ids if v != found.ignore_index]
+    read = len(found.sizes)
+    if len(ids) <= 1:
+        only = f"value {ids[0]}" if ids else "the void label"
+        raise ConfigError(f"every mask init read in {found.root} ({plural(read, 'mask')}, all splits) holds only {only}: there "
+                          "is nothing to segment — check that the masks are the class ids (a mask of 0 and 1 looks black; "
+                          "that is fine), or list the classes in classes.txt")  # fmt: skip
+    top = max(ids)
+    if top + 1 > SPARSE_CLASSES and top + 1 > 2 * len(ids):
+        shown = ", ".join(map(str, ids[:12])) + (" …" if len(ids) > 12 else "")
+        raise ConfigError(f"the masks in {found.root} hold {len(ids)} values ({shown}), but class ids run 0 to N-1: they would "
+                          f"make {top + 1:,} classes, {top + 1 - len(ids):,} of them in no mask. Relabel the masks to 0..{len(ids) - 1} "
+                          "(and one void value, 255 or 65535), or name the classes in classes.txt (a value beyond them is void)")  # fmt: skip
 
 
 def _read_ids_or_colours(path: Path) -> np.ndarray:
@@ -439,8 +478,8 @@ def _check_void(found: Survey, void: int | None) -> None:
     if void < len(names) and names[void].strip().lower() not in VOID_NAMES:
         raise ConfigError(f"--void {void} is class {names[void]!r} of classes.txt (its classes are values 0 to {len(names) - 1}); "
                           "the void label is a mask value that is no class: give that value, or leave --void out")  # fmt: skip
-    if void not in found.values:
-        shown = ", ".join(map(str, sorted(found.values)[:12])) + (" …" if len(found.values) > 12 else "")
+    if void not in found.ids:
+        shown = ", ".join(map(str, found.ids[:12])) + (" …" if len(found.ids) > 12 else "")
         raise ConfigError(f"--void {void} is not among the mask values init read ({shown}): check the value, or leave "
                           "--void out (init finds a value beyond classes.txt's classes, or 255, by itself)")  # fmt: skip
 
@@ -466,11 +505,28 @@ def _write_checked(path: Path, text: str) -> Path:
     except OSError as e:  # a read-only file system, a full disk: one sentence, not a traceback
         raise ConfigError(f"cannot write --config {path}: {e.strerror or e}") from None
     try:
-        load_config(path)
+        cfg = load_config(path)
     except ConfigError as e:
         path.unlink()
         raise ConfigError(f"lossbench init wrote a config it cannot load (a bug; please report it): {e}") from None
+    from lossbench.data import load_data
+
+    try:  # every check the dry run and each run make on the data, now (P89), and the data cache compare then reads
+        load_data(cfg.data)
+    except (ValueError, OSError) as e:
+        path.unlink()
+        raise ConfigError(f"{e} — init stops here, as the dry run and every run would; fix that file and run init again") from None
     return path
+
+
+def _only_in(found: Survey, i: int) -> str:
+    """`` — only in the test masks read …`` for a class no training mask read holds, else ``""``."""
+    key = found.all_colours[i] if found.colours else i
+    splits = found.elsewhere.get(key)
+    if splits is None and (found.colours or found.values.get(i) or i == found.ignore_index):
+        return ""
+    where = f"only in the {' and '.join(splits)} masks read" if splits else "in no mask read"
+    return f"   <- {where}: no training pixel, so no loss can learn it here"
 
 
 def _render(found: Survey, path: Path, size: tuple[int, int] | None, plan: Plan, note: str) -> str:
@@ -488,7 +544,7 @@ def _render(found: Survey, path: Path, size: tuple[int, int] | None, plan: Plan,
         f"#   images: train {found.counts['train']}, val {found.counts['val']}, test {found.counts['test']}; "
         f"{found.channels} channel(s); sizes (H x W) read: {size_line}",
         "#   class share of the training pixels read (the rarer, the more the choice of loss matters):",
-        *[f"#     {n:<20} {100 * f:6.2f} %" for n, f in zip(names, freq)],
+        *[f"#     {n:<20} {100 * f:6.2f} %{_only_in(found, i)}" for i, (n, f) in enumerate(zip(names, freq))],
         f"#   time: {note}",
         f"# Check it, then run it:  lossbench compare --config {path} --dry-run   (then without --dry-run)",
         f"suite: {re.sub(r'[^A-Za-z0-9_.+-]+', '-', path.stem).lstrip('.-') or 'mine'}   # runs/<suite> and reports/<suite>",
@@ -500,7 +556,7 @@ def _render(found: Survey, path: Path, size: tuple[int, int] | None, plan: Plan,
         f"  path: {json.dumps(shown)}   # relative paths are read from this file's folder",
     ]
     if found.colours:
-        palette = ", ".join(f"class_{i}: [{r}, {g}, {b}]" for i, (r, g, b) in enumerate(sorted(found.colours)))
+        palette = ", ".join(f"class_{i}: [{r}, {g}, {b}]" for i, (r, g, b) in enumerate(found.all_colours))
         lines.append(f"  palette: {{{palette}}}   # RGB colour masks: name the classes (key 'ignore': a void colour)")
     elif found.class_names is None:
         lines.append(f"  class_names: [{', '.join(map(json.dumps, names))}]   # from the mask values found: give them real names (or write classes.txt)")

@@ -342,3 +342,72 @@ def test_init_refuses_a_favourite_loss_that_needs_its_parts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--losses names 'sum', which needs terms (a recipe of other losses)" in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.yaml"))
+
+
+def _plain_folder(root: Path, mask_of, n=(3, 2, 2), size=(40, 48), dtype=np.uint8) -> Path:
+    """A folder of RGB PNG images and single-channel PNG masks (``dtype``: 8- or 16-bit) from ``mask_of(split, i)``."""
+    for split, count in zip(("train", "val", "test"), n):
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(np.asarray(mask_of(split, i), dtype)).save(root / split / "masks" / f"{i}.png")
+    return root
+
+
+def _mask(size=(40, 48), **squares):
+    m = np.zeros(size, np.int64)
+    for value, (y, x, k) in squares.items():
+        m[y : y + k, x : x + k] = int(value.lstrip("v"))
+    return m
+
+
+def test_init_refuses_sparse_16_bit_values_and_takes_65535_as_void(tmp_path):
+    # issue 36, P27: 16-bit masks of 0, 1, 1000 gave 1,001 classes (class_2 … class_999 at 0 %); 65535 gave 65,536
+    sparse = _plain_folder(tmp_path / "sparse", lambda s, i: _mask(v1=(0, 0, 20), v1000=(30, 30, 5)), dtype=np.uint16)
+    with pytest.raises(ConfigError, match=r"hold 3 values \(0, 1, 1000\), but class ids run 0 to N-1: they would make 1,001 "
+                                          r"classes, 998 of them in no mask\. Relabel the masks to 0\.\.2"):
+        write_config(sparse, tmp_path / "a.yaml", estimate=False)
+    assert not (tmp_path / "a.yaml").exists()
+    void = _plain_folder(tmp_path / "void", lambda s, i: _mask(v1=(0, 0, 20), v2=(30, 30, 5), v65535=(38, 0, 2)), dtype=np.uint16)
+    path, _ = write_config(void, tmp_path / "b.yaml", estimate=False)
+    cfg = load_config(path)
+    assert cfg.data.ignore_index == 65535 and cfg.data.class_names == ["class_0", "class_1", "class_2"]
+    assert "value 65535 is in the masks: the void label of 16-bit masks" in path.read_text() and len(path.read_text()) < 4000
+
+
+def test_init_refuses_masks_of_one_value_instead_of_inventing_a_class(tmp_path):
+    # issue 36, P28/P71: all-zero masks invented class_1, which became the focus class and halved mean IoU
+    empty = _plain_folder(tmp_path / "empty", lambda s, i: _mask())
+    with pytest.raises(ConfigError, match=r"\(7 masks, all splits\) holds only value 0: there is nothing to segment"):
+        write_config(empty, tmp_path / "a.yaml", estimate=False)
+    void_only = _plain_folder(tmp_path / "void_only", lambda s, i: _mask(v255=(0, 0, 4)))
+    with pytest.raises(ConfigError, match="holds only value 0: there is nothing to segment"):
+        write_config(void_only, tmp_path / "b.yaml", estimate=False)
+
+
+def test_a_class_only_in_the_test_masks_is_a_class_and_the_config_says_so(tmp_path):
+    # issue 36, P30: classes were read from the training masks only; a class in the test masks alone was missed and
+    # the dry run then failed on its value
+    root = _plain_folder(tmp_path / "set", lambda s, i: _mask(v1=(0, 0, 20), **({"v2": (30, 30, 4)} if s == "test" else {})))
+    path, _ = write_config(root, tmp_path / "a.yaml", estimate=False)
+    assert load_config(path).data.class_names == ["class_0", "class_1", "class_2"]
+    assert re.search(r"class_2 +0\.00 %   <- only in the test masks read: no training pixel, so no loss can learn it here", path.read_text())
+    r = lossbench_cli("compare", "--config", str(path), "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("problem", ["small_mask", "grayscale"])
+def test_init_makes_the_dry_runs_data_checks_before_it_writes_a_config(tmp_path, problem):
+    # issue 36, P89: a 10×10 validation mask for a 40×48 image, or one grayscale image among RGB, was written into
+    # the config and only the dry run found it
+    root = _plain_folder(tmp_path / "set", lambda s, i: _mask(v1=(0, 0, 20), v2=(30, 30, 4)))
+    if problem == "small_mask":
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "val" / "masks" / "1.png")
+        expected = r"val/masks/1\.png.*10.*10"
+    else:
+        Image.fromarray(np.zeros((40, 48), np.uint8)).save(root / "test" / "images" / "1.png")
+        expected = r"test/images/1\.png has 1 channel\(s\)"
+    with pytest.raises(ConfigError, match=expected + r".*init stops here, as the dry run and every run would"):
+        write_config(root, tmp_path / "a.yaml", estimate=False)
+    assert not (tmp_path / "a.yaml").exists()
