@@ -125,6 +125,12 @@ def flat_scalars(result: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
+KD_PER_POINT = 30
+"""A k-d tree of the edge pixels (``scipy.spatial.cKDTree``) measures the same exact distances as a distance transform
+of their box; it is the faster one while the box has more than this many pixels per edge pixel (measured on
+360×480 street scenes: about 2.4 µs an edge pixel against 0.09 µs a box pixel)."""
+
+
 def boundary_scores(
     pred: Any, target: Any, num_classes: int, ignore_index: int | None, tolerance: float, spacing: Sequence[float] | None = None
 ) -> Any:
@@ -134,8 +140,9 @@ def boundary_scores(
 
     A class's surface is its mask's edge pixels (the mask minus its erosion by a cross, the image's
     border counting as outside: ``torchmetrics``' ``mask_edges``, MONAI's ``get_mask_edges``) and each edge
-    pixel's distance is the exact Euclidean distance to the nearest edge pixel of the other mask (SciPy,
-    ``sampling=spacing``; torchmetrics' ``edge_surface_distance`` took 48 ms per image and class at 64², and
+    pixel's distance is the exact Euclidean distance to the nearest edge pixel of the other mask (SciPy's distance
+    transform of the box around both surfaces, ``sampling=spacing``, or, in pixels with few edge pixels in a large box,
+    a k-d tree of them: :data:`KD_PER_POINT`; torchmetrics' ``edge_surface_distance`` took 48 ms per image and class at 64², and
     its default distance transform misreported far pixels as 0 — the tests hold this to brute force, and
     volumes to MONAI's ``compute_hausdorff_distance`` and ``compute_surface_dice``). HD95 is the larger of
     the two directions' 95th percentiles (MONAI's convention); NSD (Nikolov et al. 2021) is the share of
@@ -166,8 +173,16 @@ def boundary_scores(
         where = np.nonzero(ep | et)  # every nearest edge pixel lies in the box around both surfaces
         box = tuple(slice(i.min(), i.max() + 1) for i in where)
         ep, et = ep[box], et[box]
-        d_pt = distance_transform_edt(~et, sampling=steps)[ep]  # predicted surface to the true one
-        d_tp = distance_transform_edt(~ep, sampling=steps)[et]
+        n_p, n_t = int(ep.sum()), int(et.sum())
+        if spacing is None and (n_p + n_t) * KD_PER_POINT < ep.size:  # few edge pixels in a large box: a k-d tree
+            from scipy.spatial import cKDTree
+
+            at_p, at_t = np.argwhere(ep), np.argwhere(et)
+            d_pt = cKDTree(at_t).query(at_p)[0]
+            d_tp = cKDTree(at_p).query(at_t)[0]
+        else:
+            d_pt = distance_transform_edt(~et, sampling=steps)[ep]  # predicted surface to the true one
+            d_tp = distance_transform_edt(~ep, sampling=steps)[et]
         out[c, 0] = max(_percentile95(d_pt), _percentile95(d_tp))
         out[c, 1] = ((d_pt <= tolerance).sum() + (d_tp <= tolerance).sum()) / (len(d_pt) + len(d_tp))
     return out
@@ -193,6 +208,16 @@ def _percentile95(values: Any) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+
+
+def image_scores(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None, focus: int,
+                 object_iou: float, tolerance: float, spacing: Sequence[float] | None = None) -> tuple[tuple[int, int, int, int], Any]:
+    """What the test keeps of one image or volume beyond its pixel counts: the focus class's object counts
+    (:func:`object_counts`, unscored pixels predicted as nothing) and every class's HD95 and NSD (:func:`boundary_scores`).
+    Pure NumPy/SciPy on arrays, so the test runs it on a thread pool beside the next batch's forward pass."""
+    shown = pred.copy()
+    shown[~scored_pixels(target, num_classes, ignore_index)] = -1  # not scored there
+    return object_counts(target, shown, focus, object_iou), boundary_scores(pred, target, num_classes, ignore_index, tolerance, spacing)
 
 
 # --- objects --------------------------------------------------------------------------------------

@@ -14,17 +14,19 @@ from lossbench.config import OptimConfig, ReportConfig
 from lossbench.losses import build_loss, check_output, get_loss_spec
 from lossbench.metrics import (
     BOUNDARY_METRICS,
-    boundary_scores,
     confusion_matrix_metric,
     flat_scalars,
     focus_class,
-    object_counts,
+    image_scores,
     per_class_metrics,
     per_image_counts,
-    scored_pixels,
 )
 from lossbench.models import build_model, input_multiple
 from lossbench.record import Evidence
+
+
+PENDING_PER_THREAD = 16
+"""Test images whose scores may wait per metric thread: beyond, the test waits for the oldest (their masks held)."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -115,19 +117,8 @@ class LossbenchModule(L.LightningModule):
         self.class_names = list(class_names)
         self.loss_label = loss_label or loss_name
         num_classes = len(self.class_names)
-        if dims == 3:
-            from lossbench.models import build_volume_model
-
-            self.model = build_volume_model(model_cfg, in_channels, num_classes, tuple(patch))
-        else:
-            self.model = build_model(model_cfg, in_channels * (2 * context + 1), num_classes)
-        params = dict(loss_params)
-        spec = get_loss_spec(loss_name)
-        if spec.uses_class_frequencies and "class_frequencies" not in params:
-            params["class_frequencies"] = list(class_frequencies)
-        if loss_spacing is not None and "spacing" in spec.defaults and params.get("spacing") is None:
-            params["spacing"] = list(loss_spacing)
-        self.loss = build_loss(loss_name, num_classes=num_classes, ignore_index=ignore_index, **params)
+        self.model = self._build_model(model_cfg, in_channels, num_classes)
+        self.loss = self._build_loss(loss_name, loss_params, num_classes, class_frequencies)
         self.val_cm = confusion_matrix_metric(num_classes, ignore_index)
         self.test_cm = confusion_matrix_metric(num_classes, ignore_index)
         self.history: list[dict[str, float]] = []  # one row per epoch; saved in checkpoints
@@ -141,6 +132,26 @@ class LossbenchModule(L.LightningModule):
         self.predictions_dir = None  # volumes: where the test writes each volume's prediction (lossbench.run sets it)
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
+
+    def _build_model(self, model_cfg: dict[str, Any], in_channels: int, num_classes: int) -> torch.nn.Module:
+        """The network: a 3-D one for volumes (``dims: 3``), else smp's, taking ``2 × context + 1`` slices as channels."""
+        h = self.hparams
+        if h.dims == 3:
+            from lossbench.models import build_volume_model
+
+            return build_volume_model(model_cfg, in_channels, num_classes, tuple(h.patch))
+        return build_model(model_cfg, in_channels * (2 * h.context + 1), num_classes)
+
+    def _build_loss(self, loss_name: str, loss_params: dict[str, Any], num_classes: int, class_frequencies: list[int]) -> torch.nn.Module:
+        """The registered loss, given the training split's class frequencies and the voxel spacing where it takes them."""
+        params = dict(loss_params)
+        spec = get_loss_spec(loss_name)
+        if spec.uses_class_frequencies and "class_frequencies" not in params:
+            params["class_frequencies"] = list(class_frequencies)
+        spacing = self.hparams.loss_spacing
+        if spacing is not None and "spacing" in spec.defaults and params.get("spacing") is None:
+            params["spacing"] = list(spacing)
+        return build_loss(loss_name, num_classes=num_classes, ignore_index=self.hparams.ignore_index, **params)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -219,26 +230,50 @@ class LossbenchModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
     def _keep_evidence(self, pred: Tensor, target: Tensor, index: Tensor, spacing: list[float] | None = None) -> None:
+        """The test's per-image evidence: pixel counts now (on the device), objects and boundary distances on the
+        thread pool (:func:`lossbench.metrics.image_scores`) while the next batch's forward pass runs."""
         num_classes, ignore = len(self.class_names), self.hparams.ignore_index
         if spacing is not None and self.predictions_dir is not None:
             from lossbench.record import write_prediction
 
             write_prediction(self.predictions_dir, int(index[0]), pred[0].cpu().numpy(), spacing)
         counts = per_image_counts(pred, target, num_classes, ignore).reshape(pred.shape[0], -1).cpu()
-        objects = []
-        for p, t in zip(pred.cpu().numpy(), target.cpu().numpy()):
-            p = p.copy()
-            p[~scored_pixels(t, num_classes, ignore)] = -1  # not scored there
-            objects.append(object_counts(t, p, self.focus, self.hparams.object_iou))
-        rows = torch.cat([index.cpu().view(-1, 1), counts, torch.tensor(objects, dtype=torch.int64).view(-1, 4)], 1)
+        h = self.hparams
+        scores = [self._metric_pool.submit(image_scores, p, t, num_classes, ignore, self.focus, h.object_iou, h.nsd_tolerance, spacing)
+                  for p, t in zip(pred.cpu().numpy(), target.cpu().numpy())]  # fmt: skip
+        self._test_pending.append((index.cpu().view(-1, 1), counts, scores))
+        while sum(len(f) for *_, f in self._test_pending) > PENDING_PER_THREAD * self._metric_threads:
+            self._settle(self._test_pending.pop(0))  # a bounded queue: the oldest images' masks are let go
+
+    def _settle(self, pending: tuple[Tensor, Tensor, list]) -> None:
+        """One batch's rows once its images' scores are in (a failure in them raises here, naming nothing new)."""
+        index, counts, scores = pending
+        objects, boundary = zip(*(f.result() for f in scores))
+        rows = torch.cat([index, counts, torch.tensor(objects, dtype=torch.int64).view(-1, 4)], 1)
         self._test_rows.append(rows.long())
-        boundary = [boundary_scores(p, t, num_classes, ignore, self.hparams.nsd_tolerance, spacing)
-                    for p, t in zip(pred.cpu().numpy(), target.cpu().numpy())]  # fmt: skip
         flat = torch.as_tensor(np.stack(boundary).reshape(len(boundary), -1))
-        self._test_boundary.append(torch.cat([index.cpu().view(-1, 1).double(), flat], 1))
+        self._test_boundary.append(torch.cat([index.double(), flat], 1))
 
     def on_test_epoch_start(self) -> None:
-        self._test_rows, self._test_boundary = [], []
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._test_rows, self._test_boundary, self._test_pending = [], [], []
+        # as many threads as the run's CPU threads (SciPy's distance transforms and labelling let go of the GIL)
+        self._metric_threads = max(1, torch.get_num_threads())
+        self._metric_pool = ThreadPoolExecutor(self._metric_threads, thread_name_prefix="lossbench-metrics")
+
+    def teardown(self, stage: str) -> None:
+        pool, self._metric_pool = getattr(self, "_metric_pool", None), None  # a module with a pool cannot be pickled (ddp_spawn)
+        if pool is not None:  # a test that stopped midway (an error, an interrupt): its queued images are dropped
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finish_pending(self) -> None:
+        try:
+            while self._test_pending:
+                self._settle(self._test_pending.pop(0))
+        finally:
+            self._metric_pool.shutdown(wait=True, cancel_futures=True)
+            self._metric_pool = None
 
     def _gather_rows(self, parts: list[Tensor], width: int, dtype: torch.dtype) -> Tensor:
         """Every rank's rows (column 0: the test image's index), on every rank, in test-set order."""
@@ -291,6 +326,7 @@ class LossbenchModule(L.LightningModule):
         )
 
     def on_test_epoch_end(self) -> None:
+        self._finish_pending()
         confmat = self.test_cm.compute()
         result = per_class_metrics(confmat, self.class_names, self.hparams.ignore_index)
         self.test_evidence, self.test_index = self._gather_evidence(confmat)

@@ -103,3 +103,24 @@ def test_boundary_scores_are_hd95_and_nsd_of_torchmetrics_surfaces_at_brute_forc
     assert only_pred[2, 0] == pytest.approx(np.hypot(9, 19)) and only_pred[2, 1] == 0.0  # predicted where there is none
     assert np.isnan(got[4]).all()  # in neither mask: undefined
     assert 0 < got[3, 1] < 1.0 and got[3, 0] >= 1.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_k_d_tree_and_the_distance_transform_give_the_same_boundary_scores_bit_for_bit(seed, monkeypatch):
+    # issue 36 (2): few edge pixels in a large box take a k-d tree; the scores must not depend on the path taken
+    import numpy as np
+
+    import lossbench.metrics as metrics
+
+    rng = np.random.default_rng(seed)
+    target = np.zeros((90, 120), np.int64)
+    target[10:60, 5:70] = 1
+    target[70:74, 100:103] = 2
+    target[80, 3:110] = 3
+    pred = np.roll(target, (2, -3), axis=(0, 1))
+    pred[rng.random(pred.shape) < 0.01 * seed] = rng.integers(0, 4)
+    scores = {}
+    for path, per_point in (("kd", 0.0), ("edt", 1e9)):
+        monkeypatch.setattr(metrics, "KD_PER_POINT", per_point)
+        scores[path] = metrics.boundary_scores(pred, target, 4, None, tolerance=2.0)
+    np.testing.assert_array_equal(scores["kd"], scores["edt"])
