@@ -373,7 +373,8 @@ def test_class_names_for_the_synthetic_sets_are_refused_not_ignored():
 
 def test_the_package_has_no_import_cycle_and_the_config_loads_without_torch():
     # issue 30 (20): config.py was 892 lines of schema, loading, overrides, paths and a data concern; split into
-    # lossbench/config/ (schema, loading) with classes.txt read in lossbench/data/classes.py — without a cycle
+    # lossbench/config/ (schema, loading, classes.txt) — without a cycle; issue 36 (7): and config imports nothing of data
+    # (classes.txt was read in lossbench/data/classes.py: the one import running back up the flow)
     import ast
 
     root = ROOT / "lossbench"
@@ -398,7 +399,12 @@ def test_the_package_has_no_import_cycle_and_the_config_loads_without_torch():
     for name in graph:
         if name not in state:
             visit(name, [])
-    assert {"lossbench.config.schema", "lossbench.config.loading", "lossbench.data.classes", "lossbench.models"} <= set(modules)
+    assert {"lossbench.config.schema", "lossbench.config.loading", "lossbench.config.classes", "lossbench.models"} <= set(modules)
+    upward = [(name, t) for name, path in modules.items() if name.startswith("lossbench.config")
+              for node in ast.walk(ast.parse(path.read_text()))  # lazy imports inside functions too
+              for t in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+              if t.startswith("lossbench.data")]  # fmt: skip
+    assert not upward, upward  # data flows config → data, never back
     assert "lossbench.volume_model" not in modules and len((root / "config" / "schema.py").read_text().splitlines()) < 800
     code = "import sys, lossbench.config as c; c.load_config('default'); print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -64,7 +64,7 @@ from lossbench.config.loading import (
     validate_config,
     yaml_load,
 )
-from lossbench.data.classes import read_class_list
+from lossbench.config.classes import read_class_list
 
 __all__ = [
     "GPU_ACCELERATORS", "IGNORE_COLOUR_KEY", "LAUNCHERS", "MAX_YAML_VALUES", "SEED_LEVEL_MIN", "SUITES_DIR",

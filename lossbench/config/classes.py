@@ -1,6 +1,6 @@
 """A folder's class list: ``classes.txt``, one class name per line (the class with mask value k on line k + 1).
 
-Light on purpose (no torch): the config reads it when a folder suite is loaded.
+Light on purpose (no torch): the config reads it when a folder suite is loaded, and init when it surveys a folder.
 """
 
 from __future__ import annotations

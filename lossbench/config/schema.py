@@ -3,7 +3,7 @@ that tie sections together (checked at load, before anything runs); how a pydant
 (:func:`explain`); dotted settings applied to a config (:func:`with_settings`).
 
 Reading files, ``--set`` overrides and the packaged suites are :mod:`lossbench.config.loading`'s; a folder's
-``classes.txt`` is read by :func:`lossbench.data.classes.read_class_list`.
+``classes.txt`` is read by :func:`lossbench.config.classes.read_class_list`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from lossbench.config.trainer import GPU_ACCELERATORS, PRECISIONS, _devices, _precision, trainer_arguments  # noqa: F401
 
-from lossbench.data.classes import read_class_list
+from lossbench.config.classes import read_class_list
 
 
 class ConfigError(ValueError):
@@ -398,6 +398,8 @@ class ReportConfig(_Section):
     bootstrap: Annotated[int, BeforeValidator(_no_bool), Field(ge=100)] = 2000  # replicates of the bootstrap over the test images (the image part of every interval)
     alpha: Annotated[float, BeforeValidator(_no_bool), Field(gt=0, lt=1)] = 0.05  # family-wise level of the best set: 0.05 rules a loss out as the best at 95 %
     nsd_tolerance: Annotated[float, BeforeValidator(_no_bool), Field(ge=0)] = 2.0  # pixels; used when a run is tested (its record says which)
+    # the epochs the data wanted when `init --minutes` gave fewer to fit: the report says the share trained
+    wanted_epochs: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=1_000_000)] | None = None
 
 
 class RunSections(_Section):

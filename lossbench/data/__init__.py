@@ -24,8 +24,8 @@ _EXPORTS = {
     "DataBundle": "bundle", "load_data": "bundle", "SPLITS": "checks", "class_pixel_counts": "checks",
     "SegmentationDataModule": "datamodule", "num_workers": "datamodule", "synthetic_splits": "synthetic",
 }  # fmt: skip
-"""The package's names, each imported from its module on first use: ``lossbench.data.classes`` (which the
-config reads) must not pull torch in with it."""
+"""The package's names, each imported from its module on first use: importing ``lossbench.data`` does not pull
+torch in."""
 
 __all__ = sorted(_EXPORTS)
 
