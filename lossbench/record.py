@@ -82,6 +82,8 @@ class Progress:
     gpu_free_mib: float | None = None  # on a GPU: its free memory after the latest epoch, all processes counted (MiB)
     test_step: int | None = None  # after training: test batches scored so far (None: not testing)
     test_steps: int | None = None  # test batches in all
+    test_s: float | None = None  # the test's expected seconds (the suite's finished runs' median; before any, validation's pace)
+    test_rate: float | None = None  # while testing: test batches a second so far
 
     @classmethod
     def from_json(cls, data: Any) -> Progress | None:
@@ -95,7 +97,7 @@ class Progress:
         return cls(number("epoch", int) or 0, number("max_epochs", int) or 0, number("val_miou", float),
                    number("step", int), number("steps", int), number("rate", float), number("epoch_s", float),
                    number("gpu_peak_mib", float), number("gpu_free_mib", float), number("test_step", int),
-                   number("test_steps", int))  # fmt: skip
+                   number("test_steps", int), number("test_s", float), number("test_rate", float))  # fmt: skip
 
     def describe(self) -> str:
         """``epoch 3/8, step 40/63 (3.1 it/s), val mIoU 0.412`` inside an epoch (the third, under way;
@@ -112,11 +114,16 @@ class Progress:
         return text
 
     def seconds_left(self) -> float | None:
-        """The attempt's remaining time, from its epochs so far (``None`` before the first ends)."""
+        """The attempt's remaining time, test included: while testing, its batches left at its pace so far; before,
+        the epochs left at the pace of those done and the test's expected time (``None`` before an epoch ends)."""
+        if self.test_step is not None:
+            if self.test_rate and self.test_steps:
+                return max(self.test_steps - self.test_step, 0) / self.test_rate
+            return self.test_s
         if not self.epoch_s:
             return None
         under_way = min(self.step / self.steps, 1.0) if self.step and self.steps else 0.0
-        return max(self.epoch_s * (self.max_epochs - self.epoch - under_way), 0.0)
+        return max(self.epoch_s * (self.max_epochs - self.epoch - under_way), 0.0) + (self.test_s or 0.0)
 
 
 @dataclass

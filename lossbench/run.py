@@ -9,6 +9,7 @@ next attempt resumes from it. Results never depend on W&B.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -166,10 +167,31 @@ class ProgressRecord(Callback):
         self.run_dir, self.record = run_dir, record
         self.fit_start = self.epoch_start = self.last_note = 0.0
         self.first_epoch = 0
+        self.test_s = finished_test_s(Path(run_dir).parent.parent)  # the suite's finished runs say what a test costs
+        self.val_s, self.val_start = 0.0, 0.0
 
     @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_start, self.first_epoch = time.monotonic(), trainer.current_epoch
+
+    @rank_zero_only
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.val_start = time.monotonic()
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.val_s = time.monotonic() - self.val_start
+
+    def expected_test_s(self, trainer: L.Trainer) -> float | None:
+        """The test's expected seconds: the suite's finished runs' median, else the last validation's pace per image
+        over the test images (its boundary metrics and objects not counted: a floor)."""
+        if self.test_s is not None:
+            return self.test_s
+        bundle = getattr(getattr(trainer, "datamodule", None), "bundle", None)
+        if not self.val_s or bundle is None or not len(bundle.val):
+            return None
+        return self.val_s * len(bundle.test) / len(bundle.val)
 
     @rank_zero_only
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -188,7 +210,8 @@ class ProgressRecord(Callback):
         done = self.record.progress
         self.record.progress = Progress(trainer.current_epoch, trainer.max_epochs, done.val_miou if done else None,
                                         step, steps, rate, done.epoch_s if done else None,
-                                        done.gpu_peak_mib if done else None, done.gpu_free_mib if done else None)  # fmt: skip
+                                        done.gpu_peak_mib if done else None, done.gpu_free_mib if done else None,
+                                        test_s=self.expected_test_s(trainer))  # fmt: skip
         write_record(self.run_dir, self.record)
         eta = f", epoch ETA {fmt_time((steps - step) / rate)}" if steps else ""
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {step}/{steps or '?'} ({rate:.2f} it/s{eta})", flush=True)
@@ -208,10 +231,11 @@ class ProgressRecord(Callback):
             return
         self.last_note = now
         done = self.record.progress
-        self.record.progress = replace(done, test_step=step, test_steps=steps) if done else Progress(
-            trainer.current_epoch, trainer.max_epochs, None, test_step=step, test_steps=steps)  # fmt: skip
-        write_record(self.run_dir, self.record)
         rate = step / max(now - self.epoch_start, 1e-9)
+        pace = rate if step > 1 else None  # the first batch's time holds the loader's start
+        self.record.progress = replace(done, test_step=step, test_steps=steps, test_rate=pace) if done else Progress(
+            trainer.current_epoch, trainer.max_epochs, None, test_step=step, test_steps=steps, test_rate=pace)  # fmt: skip
+        write_record(self.run_dir, self.record)
         eta = f", ETA {fmt_time((steps - step) / rate)}" if steps and step > 1 else ""
         print(f"testing: batch {step}/{steps or '?'} ({rate:.2f} it/s{eta})", flush=True)
 
@@ -224,7 +248,7 @@ class ProgressRecord(Callback):
         epoch_s = (time.monotonic() - self.fit_start) / epochs
         steps = trainer.num_training_batches if math.isfinite(trainer.num_training_batches) else None
         self.record.progress = Progress(last["epoch"], trainer.max_epochs, last["val_miou"], None, steps, None, epoch_s,
-                                        *gpu_memory(pl_module.device))  # fmt: skip
+                                        *gpu_memory(pl_module.device), test_s=self.expected_test_s(trainer))  # fmt: skip
         write_record(self.run_dir, self.record)
         miou = last["val_miou"]
         print(
@@ -367,7 +391,19 @@ def _train_claimed(run_cfg: RunConfig, run_dir: Path, progress: bool, rank0: boo
         if not run_cfg.trainer.keep_checkpoint:  # a finished run is never trained again: its weights are not needed
             for ckpt in checkpoint_dir(run_dir).glob("*.ckpt"):
                 ckpt.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # and no empty folder left (one the user put a file in stays)
+                checkpoint_dir(run_dir).rmdir()
     return result
+
+
+def finished_test_s(out: Path) -> float | None:
+    """The median seconds the finished runs of the suite in ``out`` took to test (``None`` before any has)."""
+    import statistics
+
+    from lossbench.record import scan_runs
+
+    times = [r.test_s for r in scan_runs(out).records if r.ok and r.test_s is not None]
+    return statistics.median(times) if times else None
 
 
 def placement_now() -> dict[str, Any]:

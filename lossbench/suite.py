@@ -332,7 +332,8 @@ class _Progress:
 
     def suite_eta(self, watched: list[_Watched], queued: list[PlannedRun]) -> float | None:
         """Seconds until the runs training and queued here are done (smoothed): from whole runs once one has ended —
-        their test included, per epoch of budget — else from the epochs timed so far."""
+        their test included, per epoch of budget — else from the epochs timed so far and the test each run expects
+        (:meth:`lossbench.record.Progress.seconds_left`)."""
         now = time.perf_counter()
         per_epoch = self._per_epoch()
         if per_epoch is not None:
@@ -347,8 +348,11 @@ class _Progress:
             if not timed:
                 return None
             per_epoch = sum(timed) / len(timed)
-            left = sum(w.progress.seconds_left() if w.progress and w.progress.epoch_s else per_epoch * w.run.budget for w in watched)
-            left += sum(per_epoch * run.budget for run in queued)
+            tests = [w.progress.test_s for w in watched if w.progress is not None and w.progress.test_s]
+            test = sum(tests) / len(tests) if tests else 0.0  # a run's test, as the runs under way expect it
+            left = sum(w.progress.seconds_left() if w.progress and w.progress.epoch_s else per_epoch * w.run.budget + test
+                       for w in watched)  # fmt: skip
+            left += sum(per_epoch * run.budget + test for run in queued)
         return self._smooth(left / max(min(self.at_once, len(watched) + len(queued)), 1))
 
     def ended(self, state: _Watched, rec: RunRecord | None, left: int, where: str = "") -> None:

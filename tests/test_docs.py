@@ -76,3 +76,10 @@ def test_every_command_the_readme_shows_runs():
             assert r.returncode == 0, (command, r.stderr[-500:])
             for flag in (a.split("=")[0] for a in command[2:] if a.startswith("--")):
                 assert flag in r.stdout, (command, flag)
+
+
+def test_every_wheel_install_line_carries_the_constraints():
+    # issue 36 (5): the quick start's wheel line left out constraints.txt (it is not in the wheel), so pip chose a
+    # torch that cannot load this machine's torchvision ops
+    lines = [line for page in PAGES for line in page.read_text().splitlines() if re.search(r"pip install[^`]*\.whl", line)]
+    assert lines and all("-c constraints.txt" in line for line in lines), lines

@@ -77,30 +77,53 @@ def test_init_writes_a_config_that_loads_with_the_path_relative_to_it(tmp_path, 
         write_config("project/my set", "other.yaml", estimate=False)
 
 
-def test_a_plan_that_fits_gives_up_epochs_then_size_then_losses_then_seeds_and_says_so(tmp_path):
-    # issue 30 (1, 19): init spent 3.6 of 10 minutes measuring and wrote a 21-run plan of 1 h 50 min; the planning
-    # is tested here with a fixed measured time (a loaded machine's own measurement made the old test fail)
+def test_a_plan_gives_up_what_imbalance_needs_least_first_and_says_so(tmp_path):
+    # issue 30 (1, 19): init spent 3.6 of 10 minutes measuring and wrote a 21-run plan of 1 h 50 min; issue 36 (3): it
+    # halved the input before dropping losses — poles of 1–2 pixels — and dropped focal and weighted_ce first. The
+    # planning is tested with a fixed measured time (a loaded machine's own measurement made the old test fail).
     write_mixed_folder(tmp_path / "set", n=(300, 60, 100))
     found = survey(tmp_path / "set")
+    assert found.rarest() == 2 and found.rare_object_px == 36  # the 6x6 sign
+    assert found.object_px_at((96, 128)) == pytest.approx(36 * 96 * 128 / (90 * 120))
     timing = Timing(step=0.5, forward_image=0.02, device="cpu", size=(352, 480))
     losses = chosen_losses(["lovasz_softmax", "focal_tversky"])
-    assert losses[:2] == ["lovasz_softmax", "focal_tversky"] and losses[2:] == [k for k in LOSSES if k != "lovasz_softmax"]
+    assert losses == ["lovasz_softmax", "focal_tversky", "ce", "dice", "focal", "weighted_ce", "generalized_dice", "combo"]
+    assert LOSSES[:5] == ["ce", "dice", "lovasz_softmax", "focal", "weighted_ce"]  # the baselines of imbalance first
     roomy = fit_plan(found, timing, (352, 480), 24 * 60, losses)
     assert roomy.fits and roomy.epochs == EPOCHS and roomy.gave_up == []
-    # 21 runs of 40 epochs take about 4.7 h at this timing; one epoch about 20 s a run at 352x480
-    plans = {m: fit_plan(found, timing, (352, 480), m, losses) for m in (3, 60, 200)}
+    plans = {m: fit_plan(found, timing, (352, 480), m, losses) for m in (200, 60, 8, 3, 1)}
     for m, plan in plans.items():
         assert plan.fits and plan.seconds <= m * 60 and plan.epochs >= MIN_EPOCHS, (m, plan)
         assert plan.losses == losses[: len(plan.losses)]  # the favourites are kept first
         assert suite_seconds(found, timing.at(plan.size), plan.epochs + 1, plan.runs) > m * 60 or plan.epochs == EPOCHS
-    assert plans[200].size == (352, 480) and len(plans[200].losses) == len(losses) and plans[200].gave_up[0].startswith("epochs 40 → ")
-    assert plans[60].size == (192, 256) and len(plans[60].losses) == len(losses)  # then the input size
-    assert plans[3].size == (96, 128) and len(plans[3].losses) == 3 and len(plans[3].seeds) == 3  # then losses
-    assert plans[3].gave_up[-1] == "losses " + ", ".join(losses[3:])
+    assert plans[200].size == (352, 480) and len(plans[200].losses) == 8 and plans[200].gave_up == ["epochs 40 → 24 (60% of the training wanted)"]
+    # then the losses after the favourites and the five baselines, before the input size
+    assert plans[60].losses == losses[:6] and plans[60].size == (192, 256) and "losses generalized_dice, combo" in plans[60].gave_up
+    assert "input size 352x480 → 192x256 (the rarest class's objects: about 164 px there, 563 at full size)" in plans[60].gave_up
+    assert plans[8].losses == losses[:6] and plans[8].size == (96, 128) and plans[8].seeds == [0, 1, 2]  # size before seeds
+    assert plans[3].losses == losses[:6] and plans[3].seeds == [0]  # seeds before the baselines
+    assert len(plans[1].losses) == 3 and plans[1].seeds == [0]
     tiny = fit_plan(found, timing, (352, 480), 0.1, losses)
     assert not tiny.fits and tiny.seeds == [0] and len(tiny.losses) == 3 and tiny.epochs == 1
     assert tiny.describe().startswith("does NOT fit --minutes 0.1: even the smallest plan, 3 losses × 1 seed (3 runs) of 1 epoch")
-    assert plans[3].describe().startswith("fits --minutes 3: about 3 min for 3 losses × 3 seeds (9 runs) of ")
+    assert "epochs 40 → 1 (2% of the training wanted)" in tiny.gave_up
+
+
+def test_a_plan_keeps_the_input_size_at_which_the_rarest_class_keeps_its_objects(tmp_path):
+    # issue 36 (3): at 96x128 CamVid's poles and signs are 1–2 pixels: the rare classes asked about cannot be learned
+    write_mixed_folder(tmp_path / "set", n=(300, 60, 100))
+    found = survey(tmp_path / "set")
+    for m in found.train_masks:  # the sign shrinks to 2x2 pixels: 4 px at 90x120, about 5 at 96x128, 19 at 192x256
+        m[m == 2] = 0
+        m[40:42, 50:52] = 2
+    found.__dict__.pop("rare_object_px", None)
+    assert found.rare_object_px == 4
+    timing = Timing(step=0.5, forward_image=0.02, device="cpu", size=(352, 480))
+    losses = chosen_losses(None)
+    plan = fit_plan(found, timing, (352, 480), 5, losses)
+    assert plan.size == (192, 256) and plan.seeds == [0] and len(plan.losses) < 5  # losses and seeds went, not the size
+    smallest = fit_plan(found, timing, (352, 480), 0.1, losses)
+    assert smallest.size == (96, 128) and smallest.epochs == 1  # only when nothing else is left
 
 
 def test_measuring_stays_within_its_share_of_the_budget():
@@ -411,3 +434,66 @@ def test_init_makes_the_dry_runs_data_checks_before_it_writes_a_config(tmp_path,
     with pytest.raises(ConfigError, match=expected + r".*init stops here, as the dry run and every run would"):
         write_config(root, tmp_path / "a.yaml", estimate=False)
     assert not (tmp_path / "a.yaml").exists()
+
+
+def test_init_plans_from_the_suites_finished_runs_and_measures_only_other_sizes(tmp_path):
+    # issue 36 (1): `init --minutes 60` re-measured and promised 55 min for 10 epochs that the finished runs put at 2–4.5 h
+    from helpers.runs import predictions, suite, write_run
+
+    from lossbench.init import Timer, timing_from_runs
+    from lossbench.record import read_record, write_record
+
+    write_mixed_folder(tmp_path / "set", sizes=((64, 96),), n=(40, 8, 10))
+    found = survey(tmp_path / "set")
+    runs = tmp_path / "runs" / "set"
+    cfg = suite(runs, "[ce, dice]", "[0]")
+    for label, wall in (("ce", 103.0), ("dice", 123.0)):
+        run_dir = write_run(runs, cfg, label, 0, predictions(0.9, 0))
+        rec = read_record(run_dir)
+        rec.epochs, rec.wall_s, rec.test_s = 2, wall, 20.0
+        write_record(run_dir, rec)
+    known, said = timing_from_runs(found, runs)
+    size = (64, 96)  # the smoke config's synthetic runs have no resize: the folder's own size
+    assert list(known) == [size] and said == f"from the records of 2 runs at 64x96 in {runs}"
+    per_epoch = known[size].step * 5  # 40 images in batches of 8: 5 steps an epoch, validation folded in
+    assert per_epoch == pytest.approx(np.median([(103 - 20 - 3) / 2, (123 - 20 - 3) / 2]))
+    assert suite_seconds(found, known[size], 10, 1) == pytest.approx(10 * per_epoch + 20 + 3)  # epochs, the test, start-up
+
+    measured = []
+
+    def measure_at(hw):
+        measured.append(hw)
+        return Timing(step=0.01, forward_image=0.001, size=hw)
+
+    timer = Timer(measure_at, known)
+    assert timer.at(size) is known[size] and measured == []  # the runs' own time: nothing re-measured
+    timer.at((32, 64))
+    assert measured == [(32, 64)]  # another size is measured there, not scaled in pixels
+    plan = fit_plan(found, timer, size, 30, chosen_losses(None))
+    assert plan.size == size and plan.seconds <= 30 * 60
+
+
+def test_init_says_the_share_of_the_wanted_training_and_proposes_a_pretrained_encoder(tmp_path, monkeypatch):
+    # issue 36 (3): 1 epoch of 40 was never said to be 1/40 of the training wanted; a pretrained encoder never proposed
+    import huggingface_hub.constants
+
+    from lossbench.init import Plan, _render
+
+    write_mixed_folder(tmp_path / "set")
+    found = survey(tmp_path / "set")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    plan = Plan(chosen_losses(None)[:3], [0], (96, 128), 4, 500.0, 10.0)
+    text = _render(found, tmp_path / "set.yaml", (96, 128), plan, "a note")
+    assert "max_epochs: 4   # 4 of the 40 this data wants (10%), to fit --minutes 10" in text
+    assert "report: {wanted_epochs: 40}" in text
+    assert "# model: {arch: Unet, encoder: resnet18, encoder_weights: imagenet}   # pretrained: downloaded once, 45 MB" in text
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    snapshot = tmp_path / "hub" / f"models--{settings['repo_id'].replace('/', '--')}" / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    text = _render(found, tmp_path / "set.yaml", (96, 128), plan, "a note")
+    assert f"pretrained: its weights are on disk ({snapshot / 'model.safetensors'})" in text
+    (tmp_path / "set.yaml").write_text(text)
+    assert load_config(tmp_path / "set.yaml").report.wanted_epochs == 40

@@ -7,6 +7,7 @@ known without training a model.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -281,15 +282,24 @@ def test_class_names_cannot_break_the_reports_markdown(tmp_path, monkeypatch):
             assert len({len(re.findall(r"(?<!\\)\|", line)) for line in rows}) == 1, rows[0]
 
 
-def test_each_report_logs_its_own_wandb_summary_run(tmp_path):
-    # the summary reused the id <suite>-summary: after two compares `wandb sync` found two offline runs with one id
-    cfg = suite(tmp_path, "[ce]", "[0]")
+def test_the_suite_has_one_wandb_summary_run_that_each_report_updates_with_typed_tables(tmp_path):
+    # issue 36 (5): each compare or report added a summary run (7 runs for 4 trainings); in_best_set was the string
+    # 'False'. (Before: a fixed id made `wandb sync` find two offline runs with one id — one is kept, the latest.)
+    from lossbench.report.summary import summary_id
+
+    cfg = suite(tmp_path, "[ce, dice]", "[0]")
     write_run(tmp_path, cfg, "ce", 0, predictions(0.9, 0))
+    write_run(tmp_path, cfg, "dice", 0, predictions(0.6, 0))
     write_report(tmp_path, tmp_path / "report")
+    first = sorted((tmp_path / "wandb").glob("offline-run-*"))
     write_report(tmp_path, tmp_path / "report")
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.split("-", 4)[-1] for r in runs}) == 2, [r.name for r in runs]
-
+    assert len(first) == len(runs) == 1 and runs[0].name.endswith(summary_id(cfg.suite, tmp_path)), [r.name for r in runs]
+    assert summary_id(cfg.suite, tmp_path) == summary_id(cfg.suite, tmp_path / ".") != summary_id(cfg.suite, tmp_path / "other")
+    (table_file,) = runs[0].glob("files/media/table/leaderboard_*.table.json")
+    table = json.loads(table_file.read_text())
+    column = [row[table["columns"].index("in_best_set")] for row in table["data"]]
+    assert set(column) <= {True, False, None} and True in column, column
 
 
 def test_a_loss_with_a_caveat_is_explained_before_the_ranks(tmp_path):
@@ -768,3 +778,12 @@ def test_the_predictions_panel_shows_a_large_image_cropped_around_the_focus_clas
     width_px = fig.axes[0].get_position().width * fig.get_size_inches()[0] * 110
     assert width_px >= 0.9 * 170  # about one screen pixel per image pixel, not a third of one
     assert "rows 232–359" in fig.axes[0].get_ylabel() and "cropped around the spot pixels" in fig._suptitle.get_text()
+
+
+def test_the_report_says_the_share_of_the_wanted_training_the_runs_had(tmp_path):
+    # issue 36 (3): a plan of 1 epoch where the data wanted 40 must not read as a verdict on trained models
+    cfg = suite(tmp_path, "[ce, dice]", "[0]", "report.wanted_epochs=40")
+    for label in ("ce", "dice"):
+        write_run(tmp_path, cfg, label, 0, predictions(0.9, 0))
+    readme = write_report(tmp_path, tmp_path / "report", log_to_wandb=False).read_text()
+    assert f"**That is {cfg.trainer.max_epochs / 40:.0%} of the 40 epochs this data wanted** (`report.wanted_epochs`" in readme

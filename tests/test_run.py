@@ -66,6 +66,7 @@ def test_smoke_run_end_to_end_writes_metrics_and_an_offline_wandb_run(tmp_path, 
     assert m["status"] == "ok" and m["epochs"] == 2 and m["wall_s"] > 0 and m["seed"] == 3
     # the test's share of the wall time, and the load the time was measured under (start, end), are kept
     assert 0 < m["test_s"] < m["wall_s"] and len(m["placement"]["load"]) == 2 and m["placement"]["cores"] >= 1
+    assert not (run_dir / "checkpoints").exists()  # issue 36 (5): no empty checkpoints/ folder left
     assert list(m["test"]["per_class"]) == SYNTHETIC_CLASSES
     for row in m["test"]["per_class"].values():
         assert set(row) >= {"iou", "sensitivity", "specificity", "precision", "dice"}

@@ -195,3 +195,21 @@ def test_status_lists_planned_runs_and_neither_status_nor_losses_imports_the_tra
     code = "import sys\nfrom lossbench.cli import main\nmain(['losses'])\nprint('heavy:', 'lightning' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "heavy: False" in r.stdout and "lovasz_softmax" in r.stdout
+
+
+def test_the_time_left_counts_the_test_before_and_while_it_runs(tmp_path):
+    # issue 36 (1, 2): `status` said "testing, batch 8/30 … about 0s left" and the suite ETA left the test out
+    from lossbench.run import finished_test_s
+
+    training = Progress(2, 4, 0.5, epoch_s=10.0, test_s=30.0)
+    assert training.seconds_left() == pytest.approx(2 * 10 + 30)
+    testing = Progress(4, 4, 0.5, epoch_s=10.0, test_s=30.0, test_step=8, test_steps=30, test_rate=2.0)
+    assert testing.seconds_left() == pytest.approx(22 / 2) and "testing, batch 8/30" in testing.describe()
+    assert Progress(4, 4, 0.5, test_step=1, test_steps=30, test_s=30.0).seconds_left() == 30.0  # no pace yet: the expectation
+    assert Progress.from_json(json.loads(json.dumps(asdict(testing)))) == testing
+    _, dirs = set_up(tmp_path, "[ce, dice, focal]")
+    assert finished_test_s(tmp_path) is None
+    for label, test_s in (("ce", 12.0), ("dice", 40.0)):
+        rec = RunRecord(status=OK, suite="smoke", loss=label, label=label, seed=0, loss_params={}, config_hash="x", test_s=test_s)
+        write_record(dirs[label], rec)
+    assert finished_test_s(tmp_path) == pytest.approx(26.0)  # the median of the suite's finished runs

@@ -4,8 +4,6 @@ of the suite's group. W&B is a sink: the report is complete without it."""
 from __future__ import annotations
 
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +36,44 @@ def log_summary_to_wandb(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, o
               file=sys.stderr, flush=True)  # fmt: skip
 
 
-def _log_summary(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path, report: Path) -> None:
+def summary_id(suite: str, out: Path) -> str:
+    """The W&B id of a suite's summary run: one per suite and runs folder, so each report updates it in place."""
+    import hashlib
     import re
+
+    where = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{suite[:40]}-summary-{where}")
+
+
+def _log_summary(df: pd.DataFrame, lb: pd.DataFrame, cfg: SuiteConfig, out: Path, report: Path) -> None:
+    import shutil
 
     import wandb
 
     w = cfg.wandb
+    run_id, mode = summary_id(cfg.suite, out), wandb_mode(w.mode)
+    if mode == "offline":  # the earlier reports' offline copies: superseded, and `wandb sync` wants one run per id
+        for old in (out / "wandb").glob(f"offline-run-*-{run_id}"):
+            shutil.rmtree(old, ignore_errors=True)
     run = wandb.init(
         project=w.project,
         entity=w.entity,
         group=cfg.suite,
         name=f"{cfg.suite} · summary",
-        # one W&B run per report: a fixed id made `wandb sync` find two offline summaries with one id after two compares
-        id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{cfg.suite[:32]}-summary-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"),
+        id=run_id,
+        resume="allow",  # online: the suite's summary run, updated by each report; offline: the latest report's
         job_type="report",
         tags=[*w.tags, f"suite:{cfg.suite}", "summary"],
         dir=str(out),
-        mode=wandb_mode(w.mode),
+        mode=mode,
         config={"suite": cfg.suite, "losses": [e.label for e in cfg.losses], "seeds": cfg.seeds, "budgets": cfg.budget_list()},
         reinit="finish_previous",
     )
     try:
+        flags = {c: lb[c].map(lambda v: None if v is None or v != v else bool(v)).astype(object) for c in ("in_best_set", "focus_in_best_set")}
         payload: dict[str, Any] = {
             "results": wandb.Table(dataframe=df.astype({"epochs": "float", "wall_s": "float", "budget": "float"})),
-            "leaderboard": wandb.Table(dataframe=lb.astype({"in_best_set": "str", "focus_in_best_set": "str"})),
+            "leaderboard": wandb.Table(dataframe=lb.assign(**flags)),  # booleans, not the strings 'False'
         }
         for name in PLOTS:
             if (report / name).exists():

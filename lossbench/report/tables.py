@@ -523,16 +523,23 @@ def header_md(suite: str, out: Path) -> list[str]:
     ]
 
 
-def budget_md(b: Budget, focus: str | None, several: bool) -> list[str]:
-    """The verdict, the two leaderboards and the method note of one budget."""
+def budget_md(b: Budget, focus: str | None, several: bool, wanted: int | None = None) -> list[str]:
+    """The verdict, the two leaderboards and the method note of one budget (``wanted``: ``report.wanted_epochs``)."""
     title = f" — {plural(b.budget, 'epoch')}" if several else ""
     parts = [f"## Verdict{title}", "", *_verdict_md(b, focus), "", *race_md(b)]
+    share = ""
+    if wanted and b.budget < wanted:
+        share = (f" **That is {b.budget / wanted:.0%} of the {plural(wanted, 'epoch')} this data wanted** (`report.wanted_epochs`: "
+                 "`init --minutes` gave fewer to fit the time): the verdict is about early training, where losses that "
+                 "learn fast lead; the rare classes are often learned later.")  # fmt: skip
     if not several:
         parts += [
-            f"All runs trained for {plural(b.budget, 'epoch')} (one budget). Whether these conclusions hold with more training "
-            "is not tested by this suite: list several `budgets:` to see which conclusions move (flag *budget-bound*).",
+            f"All runs trained for {plural(b.budget, 'epoch')} (one budget).{share} Whether these conclusions hold with more "
+            "training is not tested by this suite: list several `budgets:` to see which conclusions move (flag *budget-bound*).",
             "",
         ]
+    elif share:
+        parts += [share.strip(), ""]
     parts += [f"### Leaderboard by mean IoU{title}", "", leaderboard_md(b, "miou", focus), ""]
     if focus:
         parts += [f"### Leaderboard by {code(focus)} IoU (the focus class){title}", "", leaderboard_md(b, "focus_iou", focus), ""]
@@ -593,7 +600,7 @@ def readme_md(found: Runs, analysis: Analysis, plotted: PlotData | None, out: Pa
         parts += ["The verdict and everything below are the selected points' runs on the suite's seeds.", ""]
     parts += caveats_md(found.current)
     for b in analysis.budgets:
-        parts += budget_md(b, focus, analysis.several_budgets)
+        parts += budget_md(b, focus, analysis.several_budgets, found.cfg.report.wanted_epochs if found.cfg else None)
     if plotted is not None:
         d = plotted
         title = f" ({plural(d.b.budget, 'epoch')})" if analysis.several_budgets else ""
