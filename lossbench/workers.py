@@ -229,10 +229,10 @@ def _serve(conn: Any, env: dict[str, str], launcher: int, max_runs: int) -> None
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    _own_wandb_media_dir()
     quiet = os.open(os.devnull, os.O_WRONLY)
     status, runs = 0, 0
     try:
+        _own_wandb_media_dir()
         from lossbench.data.bundle import keep_last_data
         from lossbench.run import run_process
 
@@ -253,9 +253,11 @@ def _serve(conn: Any, env: dict[str, str], launcher: int, max_runs: int) -> None
     except (KeyboardInterrupt, SystemExit, BrokenPipeError, EOFError):  # told to stop between runs, or the pool is gone
         pass
     except BaseException:  # noqa: BLE001 — outside any run (its own start): said, then the worker leaves
+        import tempfile
         import traceback
 
-        traceback.print_exc()
+        if Path(tempfile.gettempdir()).is_dir():  # else its launcher ended as it started and took its scratch (P39): quiet
+            traceback.print_exc()
     finally:
         _output_to(quiet)
         atexit._run_exitfuncs()  # what leaving the interpreter runs (W&B's teardown among them)

@@ -89,3 +89,26 @@ def test_an_interrupt_inside_a_checkpoint_write_is_an_interrupt_not_a_failure(tm
     monkeypatch.setattr(run, "train_run", stopped)
     assert run.run_process(tmp_path, None, run_cfg=object()) == 130  # resumable, not failed
     assert "interrupted (resumable" in capsys.readouterr().err
+
+
+def test_a_worker_whose_launcher_ended_as_it_started_leaves_without_a_traceback(tmp_path):
+    # issue 37, P39: SIGTERM to compare while its first worker started removed the scratch folder under the worker,
+    # which died with a traceback (FileNotFoundError: …wandb-media). The event itself: the scratch is gone when the
+    # worker makes its own W&B media folder in it.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    code = (
+        "import multiprocessing as mp, os, tempfile\n"
+        "from lossbench import workers\n"
+        f"tempfile.tempdir = {str(scratch)!r}\n"
+        f"os.rmdir({str(scratch)!r})  # the launcher ended and took its scratch folder\n"
+        "a, b = mp.Pipe()\n"
+        f"workers._serve(b, dict(os.environ, TMPDIR={str(scratch)!r}), os.getppid(), 1)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    # a worker whose start fails otherwise (its scratch still there) still says why
+    scratch.mkdir()
+    code = code.replace(f"os.rmdir({str(scratch)!r})", "workers._own_wandb_media_dir = lambda: 1 / 0")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
+    assert "ZeroDivisionError" in r.stderr
