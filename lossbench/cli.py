@@ -285,6 +285,16 @@ def _dry_run(cfg, out: Path, losses: list[str] | None, seeds: list[int] | None, 
     return 0
 
 
+def _suite_of(out: Path):
+    """The suite a runs folder holds (``None``: none, or a damaged ``suite.yaml``)."""
+    from lossbench.record import load_suite
+
+    try:
+        return load_suite(out)
+    except ConfigError:
+        return None
+
+
 def _version() -> str:
     from lossbench import __version__
 
@@ -352,7 +362,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out = Path(out)
     if not out.is_dir():
         raise ConfigError(f"--out {out} is not a folder")
-    print(format_status(folder_status(out)))
+    print(format_status(folder_status(out), _suite_of(out)))
     return 0
 
 

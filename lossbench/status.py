@@ -88,7 +88,7 @@ def run_state(run_dir: Path, liveness: claim.Liveness, suite: SuiteConfig | None
     alive = holder is not None and liveness.alive(holder)
     detail = ""
     if status == OK:
-        state, detail = "finished", f"test mIoU {rec.miou:.3f}"
+        state, detail = "finished", f"test mIoU {rec.miou:.3f}" if rec.miou is not None else "ok, but its record has no test results"
     elif status == FAILED:
         state, detail = "failed", (rec.error or "")[:120]
     elif status == RUNNING and alive:
@@ -139,7 +139,26 @@ def _not_set_up(out: Path, suite: SuiteConfig | None, seen: set[Path]) -> list[R
                      run.point.describe() if run.point else "") for run in planned if run.run_dir not in seen]  # fmt: skip
 
 
-def format_status(states: list[RunState]) -> str:
+def race_line(suite: SuiteConfig | None, states: list[RunState]) -> str | None:
+    """Between a race's rounds its next runs have no folder yet: what the next round trains, and when it is decided."""
+    if suite is None or suite.race is None or not states:
+        return None
+    from lossbench.plan import race_schedule
+
+    schedule = race_schedule(suite)
+    per_loss = Counter(s.label for s in states)
+    most = max(per_loss.values())
+    later = [n for n in schedule if n > most]
+    if not later:
+        return f"race: its last round ({most} seeds a loss) is set up; no round follows"
+    unfinished = sum(s.state != "finished" for s in states)
+    when = (f"decided when the {plural(unfinished, 'run')} above not finished {'has' if unfinished == 1 else 'have'} ended"
+            if unfinished else "decided by the next `lossbench compare`")
+    return (f"race: rounds of {schedule} seeds a loss; the next round trains {later[0] - most} more seeds for each loss "
+            f"still in the best set (at most {plural((later[0] - most) * len(per_loss), 'run')}), {when}")
+
+
+def format_status(states: list[RunState], suite: SuiteConfig | None = None) -> str:
     if not states:
         return "no runs in this folder yet"
     counts = Counter(s.state for s in states)
@@ -152,4 +171,5 @@ def format_status(states: list[RunState]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     summary = ", ".join(f"{counts[k]} {k}" for k in STATES if counts[k])
-    return "\n".join([*lines, "", f"{plural(len(states), 'run')}: {summary}"])
+    race = race_line(suite, states)
+    return "\n".join([*lines, "", f"{plural(len(states), 'run')}: {summary}", *([race] if race else [])])

@@ -350,7 +350,7 @@ class _Progress:
             per_epoch = sum(timed) / len(timed)
             tests = [w.progress.test_s for w in watched if w.progress is not None and w.progress.test_s]
             test = sum(tests) / len(tests) if tests else 0.0  # a run's test, as the runs under way expect it
-            left = sum(w.progress.seconds_left() if w.progress and w.progress.epoch_s else per_epoch * w.run.budget + test
+            left = sum((w.progress.seconds_left() or 0.0) if w.progress and w.progress.epoch_s else per_epoch * w.run.budget + test
                        for w in watched)  # fmt: skip
             left += sum(per_epoch * run.budget + test for run in queued)
         return self._smooth(left / max(min(self.at_once, len(watched) + len(queued)), 1))

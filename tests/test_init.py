@@ -194,7 +194,8 @@ def test_init_measures_the_time_and_fits_the_epochs_to_minutes(tmp_path):
     r = lossbench_cli("init", "--data", "set", "--minutes", "8", "--losses", "lovasz_softmax", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert re.search(r"wrote set.yaml: (fits --minutes 8|does NOT fit --minutes 8)", r.stdout), r.stdout
-    assert re.search(r"\(measured in \d+ s: [\d.]+ s a training step of 8 at \d+x\d+, [\d.]+ s a test image — ", r.stdout), r.stdout
+    assert re.search(r"\(measured in \d+ s: [\d.]+ s a training step of 8 at \d+x\d+(, [^;]+)?; [\d.]+ s a test image — ", r.stdout), r.stdout
+    assert re.search(r"CPU, \d+ threads?, load [\d.]+ on \d+ cores?; 3 s start-up a run\)", r.stdout), r.stdout  # the load it saw
     cfg = load_config(tmp_path / "set.yaml")
     assert cfg.losses[0].name == "lovasz_softmax"  # the favourite first
     r = lossbench_cli("init", "--data", "set", "--losses", "lovsz", "--config", "x.yaml", "--no-estimate", cwd=tmp_path)
@@ -261,7 +262,8 @@ def test_init_halves_the_input_size_when_one_epoch_does_not_fit_the_minutes(tmp_
     write_mixed_folder(tmp_path / "big", sizes=((300, 400), (290, 390)), n=(4, 2, 2))
     path, note = write_config(tmp_path / "big", tmp_path / "big.yaml", minutes=0.01)  # fits nowhere: 21 start-ups alone
     assert note.startswith("does NOT fit --minutes 0.01: even the smallest plan, 3 losses × 1 seed (3 runs) of 1 epoch at 64x96")
-    assert "gave up to fit: epochs 40 → 1; input size 288x384 → 64x96; losses " in note
+    assert re.search(r"gave up to fit: epochs 40 → 1 \(2% of the training wanted\); input size 288x384 → 64x96 \(the rarest "
+                     r"class's objects: about \d px there, \d+ at full size\); losses ", note), note
     cfg = load_config(path)
     assert cfg.data.resize == (64, 96) and cfg.trainer.max_epochs == 1
 

@@ -213,3 +213,24 @@ def test_the_time_left_counts_the_test_before_and_while_it_runs(tmp_path):
         rec = RunRecord(status=OK, suite="smoke", loss=label, label=label, seed=0, loss_params={}, config_hash="x", test_s=test_s)
         write_record(dirs[label], rec)
     assert finished_test_s(tmp_path) == pytest.approx(26.0)  # the median of the suite's finished runs
+
+
+def test_status_says_what_the_next_round_of_a_race_trains_and_when_it_is_decided(tmp_path):
+    # issue 37 (minor): between rounds `status` listed no run of the next round, and said nothing of it
+    from lossbench.config import dump_yaml
+    from lossbench.record import suite_path
+    from lossbench.status import folder_status, format_status
+
+    cfg = load_config(SMOKE, ["losses=[ce, dice]", "seeds=[0, 1, 2]", "race={max_seeds: 6}"])
+    suite_path(tmp_path).write_text(dump_yaml(cfg))
+    for entry in cfg.losses:
+        for seed in cfg.seeds:
+            rc = run_config(cfg, entry, seed)
+            run_dir = run_dir_for(tmp_path, rc)
+            write_run_config(run_dir, rc)
+            write_record(run_dir, RunRecord.start(rc, attempts=1) if seed else
+                         RunRecord(**{**asdict(RunRecord.start(rc, attempts=1)), "status": OK, "test": {"miou": 0.5, "per_class": {}}}))  # fmt: skip
+    text = format_status(folder_status(tmp_path), cfg)
+    assert ("race: rounds of [3, 6] seeds a loss; the next round trains 3 more seeds for each loss still in the best set "
+            "(at most 6 runs), decided when the 4 runs above not finished have ended") in text
+    assert "race:" not in format_status(folder_status(tmp_path), load_config(SMOKE, ["losses=[ce, dice]"]))
