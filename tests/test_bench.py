@@ -33,6 +33,9 @@ def test_bench_script_runs_and_reports_every_loss(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "## Losses at B=2, C=4, 32×32" in readme and "## Losses at B=1, C=3, 8×16×16 volumes" in readme and "## Training loop" in readme and "## Verdict" in readme
     assert "## Data pipeline" in readme and "loop waiting for data" in readme
+    e = results["evaluation"]  # issue 36 (2): the test's per-image work, beside the distance transform for every class
+    assert e["size"] == [360, 480] and e["ms_per_image"] > 0 and e["reference_ms_per_image"] > 0
+    assert "## The test's metrics" in readme
 
 
 # What a tensor without values cannot do: stop there. Anything else that stops a case is a bug.

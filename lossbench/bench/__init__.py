@@ -14,6 +14,8 @@ Everything is measured in one run and reported as ratios, because these machines
 * **Training loop**: images per second of the real ``lossbench train`` machinery (Lightning,
   W&B logger, checkpoints) against a plain PyTorch loop training the same model with the same loss
   on the same batches, and the share of the plain loop's time spent waiting for data.
+* **The test's metrics**: per test image of a 360×480 street scene, the counts, HD95/NSD and objects every test
+  image gets, against SciPy's distance transform for every class (:mod:`lossbench.bench.evaluation`).
 * **Synthetic data**: the generator's time per image at 64² and 256² (targets ≤ 1 ms and ≤ 5 ms on one
   core: linear in the pixels, so a GPU-sized suite's data is ready in seconds).
 * **Data pipeline**: a 480×360 RGB folder dataset — decoding into the cache, the training loader
@@ -37,6 +39,7 @@ from typing import Any
 
 import torch
 
+from lossbench.bench.evaluation import bench_evaluation
 from lossbench.bench.losses import LossBench, loss_verdicts, measure_memory
 from lossbench.bench.report import write_bench_report
 from lossbench.bench.training import bench_data, bench_synthetic, bench_training
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"losses at B={b} C={c} {where} on {device.type} ({repeats} repeats)...", flush=True)
         bench = LossBench(b, c, size, device, depth)
         benches.append((b, c, size, depth, bench, bench.times(repeats)))
+    print("the test's metrics per image (360x480 street scenes)...", flush=True)
+    results["evaluation"] = bench_evaluation(4 if args.quick else 24)
     print("synthetic data: generation time per image...", flush=True)
     results["synthetic"] = bench_synthetic([32] if args.quick else [64, 256], 20 if args.quick else 200)
     if not args.no_training:
