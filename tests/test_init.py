@@ -83,8 +83,8 @@ def test_a_plan_gives_up_what_imbalance_needs_least_first_and_says_so(tmp_path):
     # planning is tested with a fixed measured time (a loaded machine's own measurement made the old test fail).
     write_mixed_folder(tmp_path / "set", n=(300, 60, 100))
     found = survey(tmp_path / "set")
-    assert found.rarest() == 2 and found.rare_object_px == 36  # the 6x6 sign
-    assert found.object_px_at((96, 128)) == pytest.approx(36 * 96 * 128 / (90 * 120))
+    assert found.rarest() == 2 and found.rare_object_side == 6  # the 6x6 sign
+    assert found.object_side_at((96, 128)) == pytest.approx(6 * (96 * 128 / (90 * 120)) ** 0.5)
     timing = Timing(step=0.5, forward_image=0.02, device="cpu", size=(352, 480))
     losses = chosen_losses(["lovasz_softmax", "focal_tversky"])
     assert losses == ["lovasz_softmax", "focal_tversky", "ce", "dice", "focal", "weighted_ce", "generalized_dice", "combo"]
@@ -99,7 +99,7 @@ def test_a_plan_gives_up_what_imbalance_needs_least_first_and_says_so(tmp_path):
     assert plans[200].size == (352, 480) and len(plans[200].losses) == 8 and plans[200].gave_up == ["epochs 40 → 24 (60% of the training wanted)"]
     # then the losses after the favourites and the five baselines, before the input size
     assert plans[60].losses == losses[:6] and plans[60].size == (192, 256) and "losses generalized_dice, combo" in plans[60].gave_up
-    assert "input size 352x480 → 192x256 (the rarest class's objects: about 164 px there, 563 at full size)" in plans[60].gave_up
+    assert "input size 352x480 → 192x256 (the rarest class's objects: about 12.8 px across there, 23.7 at full size)" in plans[60].gave_up
     assert plans[8].losses == losses[:6] and plans[8].size == (96, 128) and plans[8].seeds == [0, 1, 2]  # size before seeds
     assert plans[3].losses == losses[:6] and plans[3].seeds == [0]  # seeds before the baselines
     assert len(plans[1].losses) == 3 and plans[1].seeds == [0]
@@ -113,15 +113,18 @@ def test_a_plan_keeps_the_input_size_at_which_the_rarest_class_keeps_its_objects
     # issue 36 (3): at 96x128 CamVid's poles and signs are 1–2 pixels: the rare classes asked about cannot be learned
     write_mixed_folder(tmp_path / "set", n=(300, 60, 100))
     found = survey(tmp_path / "set")
-    for m in found.train_masks:  # the sign shrinks to 2x2 pixels: 4 px at 90x120, about 5 at 96x128, 19 at 192x256
+    for m in found.train_masks:  # the sign becomes a pole 1 pixel wide: about 2.1 px at 192x256, 1.1 at 96x128
         m[m == 2] = 0
-        m[40:42, 50:52] = 2
-    found.__dict__.pop("rare_object_px", None)
-    assert found.rare_object_px == 4
+        m[40:52, 50] = 2
+    found.__dict__.pop("rare_object_side", None)
+    assert found.rare_object_side == 1
     timing = Timing(step=0.5, forward_image=0.02, device="cpu", size=(352, 480))
     losses = chosen_losses(None)
     plan = fit_plan(found, timing, (352, 480), 5, losses)
     assert plan.size == (192, 256) and plan.seeds == [0] and len(plan.losses) < 5  # losses and seeds went, not the size
+    short = fit_plan(found, timing, (352, 480), 2, losses)
+    assert short.size == (192, 256) and short.epochs < MIN_EPOCHS  # fewer epochs before an input the pole vanishes in
+    assert "input size 352x480 → 192x256 (the rarest class's objects: about 2.1 px across there, 4.0 at full size)" in short.gave_up
     smallest = fit_plan(found, timing, (352, 480), 0.1, losses)
     assert smallest.size == (96, 128) and smallest.epochs == 1  # only when nothing else is left
 
