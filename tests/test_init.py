@@ -266,7 +266,7 @@ def test_init_halves_the_input_size_when_one_epoch_does_not_fit_the_minutes(tmp_
     path, note = write_config(tmp_path / "big", tmp_path / "big.yaml", minutes=0.01)  # fits nowhere: 21 start-ups alone
     assert note.startswith("does NOT fit --minutes 0.01: even the smallest plan, 3 losses × 1 seed (3 runs) of 1 epoch at 64x96")
     assert re.search(r"gave up to fit: epochs 40 → 1 \(2% of the training wanted\); input size 288x384 → 64x96 \(the rarest "
-                     r"class's objects: about \d px there, \d+ at full size\); losses ", note), note
+                     r"class's objects: about [\d.]+ px across there, [\d.]+ at full size\); losses ", note), note
     cfg = load_config(path)
     assert cfg.data.resize == (64, 96) and cfg.trainer.max_epochs == 1
 
