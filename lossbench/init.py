@@ -87,7 +87,6 @@ class Survey:
     void: int | None = None  # the value the user named as void (--void)
     sample_mask: np.ndarray | None = None  # one test mask (class ids), to time the test's metrics on
     sample_image: np.ndarray | None = None  # its image, as decoded ([C, H, W]), to time the loader's transforms on
-    decode_s: float = 0.0  # seconds to read one image and its mask (measured on the sample)
     train_masks: list[np.ndarray] = field(default_factory=list, repr=False)  # the training masks read (class ids)
 
     def rarest(self) -> int | None:
@@ -209,15 +208,9 @@ def survey(root: str | Path, void: int | None = None) -> Survey:
     names = read_class_list(listing) if listing.is_file() else None  # read as training reads it
     found = Survey(root, {s: len(f.images) for s, f in files.items()}, decode_image_array(files["train"].images[0]).shape[0], [], names,
                    void=void)  # fmt: skip
-    timed: list[float] = []
     for split, f in files.items():
         for i in np.unique(np.linspace(0, len(f.masks) - 1, min(SAMPLE, len(f.masks))).astype(int)):
-            t0 = time.perf_counter()
-            if len(timed) < 8:  # a few images read with their masks: reading the whole set once is part of the suite
-                decode_image_array(f.images[i])
             mask = _read_ids_or_colours(f.masks[i])
-            if len(timed) < 8:
-                timed.append(time.perf_counter() - t0)
             found.sizes.append(mask.shape[:2])
             if split == "test" and mask.ndim == 2 and found.sample_mask is None:
                 found.sample_mask = mask
@@ -237,7 +230,6 @@ def survey(root: str | Path, void: int | None = None) -> Survey:
                 elif split not in (splits := found.elsewhere.setdefault(key, [])):
                     splits.append(split)
     found.elsewhere = {k: v for k, v in found.elsewhere.items() if k not in found.values and k not in found.colours}
-    found.decode_s = float(np.median(timed)) if timed else 0.0
     _check_classes(found)
     return found
 
