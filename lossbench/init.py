@@ -598,8 +598,10 @@ def write_config(data: str | Path, config: str | Path | None = None, minutes: fl
         how = (source + ("; measured " if measured and source else "measured " if measured else "")
                + (f"in {timer.spent:.0f} s: " + ", ".join(measured) if measured else ""))
         note = (plan.describe() + (f"; gave up to fit: {'; '.join(plan.gave_up)}" if plan.gave_up else "")
-                + f" ({how}; {t.test_image:.3f} s a test image — {t.metrics_image:.3f} s of it the test's metrics at the "
-                f"masks' own size —, {t.device}{load}; "
+                + f" ({how}; {t.test_image:.3f} s a test image"
+                + (" — the runs' whole test —" if tuple(plan.size) in known else
+                   f" — {t.metrics_image:.3f} s of it the test's metrics at the masks' own size —")
+                + f", {t.device}{load}; "
                 f"{START_S:.0f} s start-up a run)")  # fmt: skip
     elif minutes is not None:
         raise ConfigError("--minutes chooses the epochs from a measured time; leave out --no-estimate")

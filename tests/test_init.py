@@ -478,6 +478,25 @@ def test_init_plans_from_the_suites_finished_runs_and_measures_only_other_sizes(
     assert plan.size == size and plan.seconds <= 30 * 60
 
 
+def test_init_says_a_plan_from_records_times_the_runs_whole_test(tmp_path, monkeypatch):
+    # issue 36 (1): a plan from the suite's records called their whole test "the test's metrics"
+    from helpers.runs import predictions, suite, write_run
+
+    from lossbench.record import read_record, write_record
+
+    write_mixed_folder(tmp_path / "set", sizes=((64, 96),), n=(40, 8, 10))
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs" / "a"  # the suite init names for a.yaml
+    cfg = suite(runs, "[ce]", "[0]")
+    run_dir = write_run(runs, cfg, "ce", 0, predictions(0.9, 0))
+    rec = read_record(run_dir)
+    rec.epochs, rec.wall_s, rec.test_s = 2, 103.0, 20.0
+    write_record(run_dir, rec)
+    _, note = write_config(tmp_path / "set", tmp_path / "a.yaml", minutes=100_000)
+    assert f"from the records of 1 run at 64x96 in {Path('runs') / 'a'}; 2.000 s a test image — the runs' whole test —" in note
+    assert "measured" not in note and "the test's metrics" not in note
+
+
 def test_init_says_the_share_of_the_wanted_training_and_proposes_a_pretrained_encoder(tmp_path, monkeypatch):
     # issue 36 (3): 1 epoch of 40 was never said to be 1/40 of the training wanted; a pretrained encoder never proposed
     import huggingface_hub.constants
