@@ -441,22 +441,28 @@ def test_init_makes_the_dry_runs_data_checks_before_it_writes_a_config(tmp_path,
     assert not (tmp_path / "a.yaml").exists()
 
 
-def test_init_plans_from_the_suites_finished_runs_and_measures_only_other_sizes(tmp_path):
-    # issue 36 (1): `init --minutes 60` re-measured and promised 55 min for 10 epochs that the finished runs put at 2–4.5 h
+def _finished_runs(runs: Path, walls: dict[str, float]) -> None:
+    """Finished runs of seed 0 in ``runs``, one per loss of ``walls``: 2 epochs, that wall time, a 20 s test."""
     from helpers.runs import predictions, suite, write_run
 
-    from lossbench.init import Timer, timing_from_runs
     from lossbench.record import read_record, write_record
 
-    write_mixed_folder(tmp_path / "set", sizes=((64, 96),), n=(40, 8, 10))
-    found = survey(tmp_path / "set")
-    runs = tmp_path / "runs" / "set"
-    cfg = suite(runs, "[ce, dice]", "[0]")
-    for label, wall in (("ce", 103.0), ("dice", 123.0)):
+    cfg = suite(runs, f"[{', '.join(walls)}]", "[0]")
+    for label, wall in walls.items():
         run_dir = write_run(runs, cfg, label, 0, predictions(0.9, 0))
         rec = read_record(run_dir)
         rec.epochs, rec.wall_s, rec.test_s = 2, wall, 20.0
         write_record(run_dir, rec)
+
+
+def test_init_plans_from_the_suites_finished_runs_and_measures_only_other_sizes(tmp_path):
+    # issue 36 (1): `init --minutes 60` re-measured and promised 55 min for 10 epochs that the finished runs put at 2–4.5 h
+    from lossbench.init import Timer, timing_from_runs
+
+    write_mixed_folder(tmp_path / "set", sizes=((64, 96),), n=(40, 8, 10))
+    found = survey(tmp_path / "set")
+    runs = tmp_path / "runs" / "set"
+    _finished_runs(runs, {"ce": 103.0, "dice": 123.0})
     known, said = timing_from_runs(found, runs)
     size = (64, 96)  # the smoke config's synthetic runs have no resize: the folder's own size
     assert list(known) == [size] and said == f"from the records of 2 runs at 64x96 in {runs}"
@@ -480,18 +486,9 @@ def test_init_plans_from_the_suites_finished_runs_and_measures_only_other_sizes(
 
 def test_init_says_a_plan_from_records_times_the_runs_whole_test(tmp_path, monkeypatch):
     # issue 36 (1): a plan from the suite's records called their whole test "the test's metrics"
-    from helpers.runs import predictions, suite, write_run
-
-    from lossbench.record import read_record, write_record
-
     write_mixed_folder(tmp_path / "set", sizes=((64, 96),), n=(40, 8, 10))
     monkeypatch.chdir(tmp_path)
-    runs = tmp_path / "runs" / "a"  # the suite init names for a.yaml
-    cfg = suite(runs, "[ce]", "[0]")
-    run_dir = write_run(runs, cfg, "ce", 0, predictions(0.9, 0))
-    rec = read_record(run_dir)
-    rec.epochs, rec.wall_s, rec.test_s = 2, 103.0, 20.0
-    write_record(run_dir, rec)
+    _finished_runs(tmp_path / "runs" / "a", {"ce": 103.0})  # the suite init names for a.yaml
     _, note = write_config(tmp_path / "set", tmp_path / "a.yaml", minutes=100_000)
     assert f"from the records of 1 run at 64x96 in {Path('runs') / 'a'}; 2.000 s a test image — the runs' whole test —" in note
     assert "measured" not in note and "the test's metrics" not in note
